@@ -1,0 +1,218 @@
+//! Benchmark: what users see while a release goes live, stackctl against the usual Swarm way.
+//!
+//!     cargo bench --bench switch            (needs the rig: tests/rig/setup.sh)
+//!
+//! Prints numbers, asserts nothing. Two runs under the same load (4 kept-alive + 4
+//! new-connection clients sending without pause through nginx):
+//! 1. stackctl: `stackctl deploy` from v1 to v2 (blue-green, nginx upstream switch).
+//! 2. baseline: nginx with `resolver 127.0.0.11 valid=1s` and a variable `proxy_pass` to
+//!    `tasks.<service>` in front of a dnsrr service, updated with
+//!    `docker service update --update-order start-first --image …:v2`.
+//!
+//! Reported: requests, failures (and client retries on reused connections), latency p50/p99
+//! during the switch against steady state, the mixed-version window (first v2 answer to last
+//! v1 answer), and the deploy's wall time by phase.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stackctl::loadgen::{self, Sample};
+
+const REGISTRY: &str = "127.0.0.1:5000";
+const OURS_PORT: u16 = 18180;
+const BASE_PORT: u16 = 18181;
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn stackctl() -> String {
+    let exe = std::env::current_exe().unwrap();
+    // target/release/deps/switch-… → target/release/stackctl
+    let release = exe.parent().and_then(|p| p.parent()).unwrap().join("stackctl");
+    if !release.exists() {
+        let ok = Command::new("cargo").args(["build", "--release", "--bin", "stackctl"]).status().unwrap().success();
+        assert!(ok, "cargo build --release failed");
+    }
+    release.to_string_lossy().into_owned()
+}
+
+fn cleanup(stack: &str) {
+    let label = format!("label=com.docker.stack.namespace={stack}");
+    for kind in ["service", "config"] {
+        let (_, ids) = docker(&[kind, "ls", "-q", "--filter", &label]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec![kind, "rm"];
+            args.extend(ids);
+            docker(&args);
+        }
+    }
+    for _ in 0..40 {
+        let (_, nets) = docker(&["network", "ls", "-q", "--filter", &label]);
+        if nets.trim().is_empty() {
+            break;
+        }
+        let mut args = vec!["network", "rm"];
+        args.extend(nets.split_whitespace());
+        docker(&args);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    docker(&["volume", "rm", "-f", &format!("{stack}_stackctl-proxy")]);
+}
+
+fn wait_for(port: u16, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let out = Command::new("sh")
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")])
+            .output();
+        if let Ok(o) = out {
+            if String::from_utf8_lossy(&o.stdout).lines().last().map(str::trim) == Some(body) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("127.0.0.1:{port} never answered {body}");
+}
+
+/// Load during `action`; returns samples, when the action started and ended (load clock).
+fn measure(port: u16, action: impl FnOnce() -> String) -> (Vec<Sample>, Duration, Duration, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let cfg = loadgen::Config {
+        authority: format!("127.0.0.1:{port}"),
+        path: "/".into(),
+        keepalive_workers: 4,
+        fresh_workers: 4,
+        timeout: Duration::from_secs(5),
+    };
+    let t0 = Instant::now();
+    let load = rt.spawn(loadgen::run(cfg, rx));
+    std::thread::sleep(Duration::from_secs(3)); // steady state
+    let start = t0.elapsed();
+    let out = action();
+    let end = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    tx.send(true).unwrap();
+    (rt.block_on(load).unwrap(), start, end, out)
+}
+
+fn report(name: &str, samples: &[Sample], start: Duration, end: Duration) {
+    let all = loadgen::summarize(samples);
+    let steady = loadgen::summarize(samples.iter().filter(|s| s.sent < start));
+    let during = loadgen::summarize(samples.iter().filter(|s| s.sent >= start && s.sent <= end));
+    let window = loadgen::mixed_window(samples, "v1", "v2");
+    println!("== {name}");
+    println!("  requests          {:>8}  (v1 {}, v2 {})", all.requests, all.versions.get("v1").unwrap_or(&0), all.versions.get("v2").unwrap_or(&0));
+    println!("  failures          {:>8}  {:?}", all.failures, all.failure_examples);
+    println!("  client retries    {:>8}  (reused connection closed before any response byte; RFC 9110 retry)", all.retried);
+    println!("  latency steady    p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)", ms(steady.p50), ms(steady.p99), steady.requests);
+    println!("  latency switch    p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  ({} requests)", ms(during.p50), ms(during.p99), ms(during.max), during.requests);
+    println!("  mixed-version window  {:>9.1} ms", ms(window));
+    println!("  deploy wall time      {:>9.2} s", (end - start).as_secs_f64());
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn stack_file(dir: &std::path::Path, image: &str) -> String {
+    let path = dir.join("bench.yml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name: benchsc
+x-stackctl:
+  proxy: {{ service: proxy, url: "http://127.0.0.1:{OURS_PORT}", listen: 8080 }}
+services:
+  proxy:
+    image: {REGISTRY}/stackctl-nginx:latest
+    ports: [{{ target: 8080, published: {OURS_PORT}, mode: host }}]
+  web:
+    image: {REGISTRY}/stackctl-demo:{image}
+    deploy: {{ replicas: 2 }}
+    x-stackctl:
+      route:
+        port: 80
+        health: {{ path: /healthz, interval: 300ms, successes: 3 }}
+        drain: 2s
+"#
+        ),
+    )
+    .unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn ours() {
+    let bin = stackctl();
+    cleanup("benchsc");
+    let dir = std::env::temp_dir().join("stackctl-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let deploy = |image: &str| {
+        let out = Command::new(&bin).args(["deploy", &stack_file(&dir, image), "--output", "json"]).output().unwrap();
+        assert!(out.status.success(), "stackctl deploy {image} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    deploy("v1");
+    wait_for(OURS_PORT, "v1");
+    let (samples, start, end, json) = measure(OURS_PORT, || deploy("v2"));
+    report("stackctl deploy (blue-green, nginx upstream switch)", &samples, start, end);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    print!("  phases:");
+    for p in report["phases"].as_array().unwrap() {
+        print!(" {} {:.2}s;", p["phase"].as_str().unwrap(), p["seconds"].as_f64().unwrap());
+    }
+    println!();
+    cleanup("benchsc");
+}
+
+fn baseline() {
+    let stack = "benchbase";
+    cleanup(stack);
+    let ns = format!("com.docker.stack.namespace={stack}");
+    let net = format!("{stack}_default");
+    assert!(docker(&["network", "create", "-d", "overlay", "--attachable", "--label", &ns, &net]).0);
+    let conf = format!(
+        "server {{\n  listen 8080;\n  resolver 127.0.0.11 valid=1s;\n  location / {{\n    set $backend tasks.{stack}_web;\n    proxy_pass http://$backend:80;\n  }}\n}}\n"
+    );
+    let conf_path = std::env::temp_dir().join("stackctl-bench-baseline.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let cfg_name = format!("{stack}_nginx");
+    assert!(docker(&["config", "create", "--label", &ns, &cfg_name, conf_path.to_str().unwrap()]).0);
+    let web = format!("{stack}_web");
+    let (ok, out) = docker(&[
+        "service", "create", "-q", "--detach", "--name", &web, "--label", &ns, "--network", &net, "--endpoint-mode", "dnsrr",
+        "--replicas", "2", "--update-order", "start-first", "--update-parallelism", "1", &format!("{REGISTRY}/stackctl-demo:v1"),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = docker(&[
+        "service", "create", "-q", "--detach", "--name", &format!("{stack}_proxy"), "--label", &ns, "--network", &net,
+        "--endpoint-mode", "dnsrr", "--publish", &format!("mode=host,target=8080,published={BASE_PORT}"),
+        "--config", &format!("source={cfg_name},target=/etc/nginx/conf.d/baseline.conf"), &format!("{REGISTRY}/stackctl-nginx:latest"),
+    ]);
+    assert!(ok, "{out}");
+    wait_for(BASE_PORT, "v1");
+    std::thread::sleep(Duration::from_secs(2));
+    let (samples, start, end, _) = measure(BASE_PORT, || {
+        let (ok, out) = docker(&["service", "update", "--quiet", "--image", &format!("{REGISTRY}/stackctl-demo:v2"), &web]);
+        assert!(ok, "{out}");
+        out
+    });
+    report("baseline: docker service update --update-order start-first (nginx resolver valid=1s)", &samples, start, end);
+    cleanup(stack);
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this with no such flag and
+    // must not start a benchmark then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("switch benchmark: run with `cargo bench --bench switch` (needs the rig)");
+        return;
+    }
+    assert!(docker(&["info"]).0, "no Docker engine: run tests/rig/setup.sh first");
+    ours();
+    baseline();
+}

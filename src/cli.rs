@@ -1,0 +1,145 @@
+//! Command-line arguments → requests. No Docker calls here; `--help` and `--version` leave
+//! before anything touches the environment.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+const EXAMPLES: &str = "\
+Examples:
+  stackctl deploy stacks/demo.yml
+  stackctl deploy stacks/demo.yml --image web=127.0.0.1:5000/stackctl-demo:v2
+  stackctl deploy stacks/demo.yml --timeout 2m --lock-wait 5m --output json
+  stackctl status stacks/demo.yml
+
+Exit codes:
+  0  success (including \"nothing to do\")
+  1  the deploy was refused or failed; the live release is intact
+  2  usage or stack-file error; nothing was changed
+  3  the deploy failed and the live release needs attention (see the message)
+
+Environment:
+  DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH   which engine (a Swarm manager) to use
+  any variable                                       interpolated into the stack file (${VAR:-default})";
+
+#[derive(Debug, Parser)]
+#[command(name = "stackctl", version, about = "Blue-green releases of Docker Swarm stacks behind nginx", after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy a stack: new release beside the live one, health-gated, switched in nginx.
+    #[command(after_help = EXAMPLES)]
+    Deploy(DeployArgs),
+    /// Show the live release, retained releases, task health and nginx routing.
+    Status(StackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StackArgs {
+    /// The stack file (Compose format with an x-stackctl block).
+    pub file: PathBuf,
+    /// Stack name, overriding the file's top-level `name:`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Result format on stdout; progress always goes to stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Override a service's image: SERVICE=REF (repeatable).
+    #[arg(long = "image", value_name = "SERVICE=REF", value_parser = parse_image)]
+    pub images: Vec<(String, String)>,
+    /// Give up waiting for the new release to become healthy after this long (e.g. 90s, 2m).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Wait this long for another deploy of the same stack to finish (default: don't wait).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: Duration,
+}
+
+impl DeployArgs {
+    pub fn image_overrides(&self) -> BTreeMap<String, String> {
+        self.images.iter().cloned().collect()
+    }
+}
+
+fn parse_image(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((svc, image)) if !svc.is_empty() && !image.is_empty() => Ok((svc.to_string(), image.to_string())),
+        _ => Err(format!("expected SERVICE=REF, got {s:?}")),
+    }
+}
+
+/// `90s`, `2m`, `1m30s`, `500ms`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}: use a number with a unit, e.g. 500ms, 90s, 2m, 1m30s");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "10", "s", "1x", "1.5s", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn image_overrides() {
+        assert_eq!(parse_image("web=reg:5000/x:v2"), Ok(("web".into(), "reg:5000/x:v2".into())));
+        assert!(parse_image("web").is_err());
+        assert!(parse_image("=x").is_err());
+    }
+
+    #[test]
+    fn cli_parses_a_deploy() {
+        let cli = Cli::try_parse_from(["stackctl", "deploy", "s.yml", "--image", "web=a:1", "--timeout", "2m", "--output", "json"]).unwrap();
+        let Command::Deploy(d) = cli.command else { panic!("not a deploy") };
+        assert_eq!(d.stack.file, PathBuf::from("s.yml"));
+        assert_eq!(d.timeout, Some(Duration::from_secs(120)));
+        assert_eq!(d.stack.output, Format::Json);
+        assert_eq!(d.image_overrides().get("web").map(String::as_str), Some("a:1"));
+    }
+}

@@ -1,0 +1,856 @@
+//! The blue-green deploy, told top to bottom in [`deploy`].
+//!
+//! lock → resolve images → plan → (proxy, plain and stateful services) → create green →
+//! wait until its tasks are healthy → preview route to green through nginx → HTTP probes →
+//! switch nginx to green → verify → record green as live → drain → scale blue down, prune.
+//!
+//! The rule that shapes every error path: until nginx routes to green *and* that was verified,
+//! blue is never touched. A failure before the switch removes green and leaves blue serving; a
+//! failed verification switches back. An interrupted deploy leaves objects the next run's plan
+//! recognises by their labels and either adopts or removes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bollard::models::{
+    Mount, MountType, MountVolumeOptions, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1,
+};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::engine::describe::{self, ObjectRefs};
+use crate::engine::{Engine, EngineError, NetworkRequest};
+use crate::health::{self, Expect, Probe};
+use crate::output::{Output, PhaseTime};
+use crate::plan::{self, Desired, Existing, Green, Kind, Observed, Step};
+use crate::proxy::{self, nginx::NginxProxy, Proxy, ServiceRouting, Target};
+use crate::record::{self, Held};
+use crate::release::{self, Color};
+use crate::spec::{Role, Route, Service, SpecError, Stack};
+
+/// Knobs of one deploy that are not in the stack file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Cap on waiting for green to become healthy (default: each route's `health.deadline`).
+    pub timeout: Option<Duration>,
+    /// How long to wait for another deploy of the same stack to finish.
+    pub lock_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { timeout: None, lock_wait: Duration::ZERO }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Deployed,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Switched {
+    pub service: String,
+    pub from: Option<u64>,
+    pub to: u64,
+    pub image: String,
+}
+
+/// The result of a deploy, printed as a summary or as JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub stack: String,
+    pub outcome: Outcome,
+    /// The release number this deploy created, if any.
+    pub release: Option<u64>,
+    pub switched: Vec<Switched>,
+    /// Other changes: proxy created, plain services updated, orphans removed, releases pruned.
+    pub changes: Vec<String>,
+    pub warnings: Vec<String>,
+    pub phases: Vec<PhaseTime>,
+    pub total_seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Refused before anything changed (engine unreachable, lock held, image unknown).
+    #[error("{0}")]
+    Refused(String),
+    #[error("deploy of stack {stack} failed while {phase}: {reason}\n{}", if *live_intact { "The live release is intact and still serving." } else { "The live release may NOT be serving: check `stackctl status` and nginx now." })]
+    Failed { stack: String, phase: String, reason: String, live_intact: bool },
+}
+
+impl DeployError {
+    /// 2: fix the stack file or the command line; 1: refused or failed, live intact;
+    /// 3: failed and the live release needs attention.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DeployError::Spec(_) => 2,
+            DeployError::Refused(_) => 1,
+            DeployError::Failed { live_intact: true, .. } => 1,
+            DeployError::Failed { live_intact: false, .. } => 3,
+        }
+    }
+}
+
+fn refused(e: impl std::fmt::Display) -> DeployError {
+    DeployError::Refused(e.to_string())
+}
+
+/// Deploy `stack`: the whole story.
+pub async fn deploy<E: Engine + Clone + 'static>(
+    engine: &E,
+    stack: &Stack,
+    opts: &Options,
+    out: &mut Output,
+) -> Result<Report, DeployError> {
+    out.phase("preflight");
+    engine.check_swarm().await.map_err(refused)?;
+    for (name, svc) in routed(stack) {
+        route_network(stack, name).map_err(DeployError::Refused)?;
+        let _ = svc;
+    }
+    out.phase("lock");
+    let lock = record::acquire(engine, &stack.name, "deploy", opts.lock_wait).await.map_err(refused)?;
+    if let Some(prev) = &lock.took_over {
+        out.warn(&format!("took over a stale lock: {}", prev.describe(record::now_unix())));
+    }
+    let mut run = Run {
+        engine,
+        stack,
+        opts,
+        lock: &lock,
+        token: record::random_token(),
+        changes: Vec::new(),
+        images: BTreeMap::new(),
+        refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
+    };
+    let result = run.execute(out).await;
+    let changes = std::mem::take(&mut run.changes);
+    out.end_phase();
+    if let Err(e) = lock.release().await {
+        out.warn(&format!("could not release the deploy lock ({e}); it goes stale in {}s", record::STALE_AFTER.as_secs()));
+    }
+    let (outcome, release, switched) = result?;
+    Ok(Report {
+        stack: stack.name.clone(),
+        outcome,
+        release,
+        switched,
+        changes,
+        warnings: out.warnings.clone(),
+        phases: out.phases.clone(),
+        total_seconds: out.total().as_secs_f64(),
+    })
+}
+
+/// One deploy in progress.
+struct Run<'a, E: Engine + Clone + 'static> {
+    engine: &'a E,
+    stack: &'a Stack,
+    opts: &'a Options,
+    lock: &'a Held<E>,
+    /// Per-deploy secret gating nginx's preview and verification headers.
+    token: String,
+    changes: Vec<String>,
+    /// Image of each service, pinned to its digest (filled by the resolve phase).
+    images: BTreeMap<String, String>,
+    /// Swarm ids of the stack's configs and secrets (filled by the resolve phase).
+    refs: ObjectRefs,
+}
+
+/// A green being brought up.
+struct GreenRelease {
+    service: String,
+    blue: Option<u64>,
+    release: u64,
+    swarm_name: String,
+    id: String,
+    created: bool,
+    target: Target,
+}
+
+type Outcome3 = (Outcome, Option<u64>, Vec<Switched>);
+
+impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
+    async fn execute(&mut self, out: &mut Output) -> Result<Outcome3, DeployError> {
+        out.phase("resolve");
+        self.images = self.resolve_images(out).await?;
+        self.refs = self.ensure_objects().await?;
+        self.ensure_networks().await?;
+        let desired = self.desired();
+
+        out.phase("plan");
+        let observed = self.observe().await.map_err(refused)?;
+        let plan = plan::plan(&desired.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect(), &observed);
+        for step in &plan.steps {
+            match step {
+                Step::ProxyDrift { service } => out.warn(&format!(
+                    "the proxy service {service} differs from the stack file; stackctl does not replace a running nginx (it would drop connections). Apply it during a maintenance window with `docker service update`."
+                )),
+                Step::StatefulDrift { service } => out.warn(&format!(
+                    "stateful service {service} differs from the stack file; it is created once and left alone"
+                )),
+                _ => {}
+            }
+        }
+        if plan.is_noop() {
+            let live = observed.live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ");
+            out.info(&format!("nothing to do: stack {} is up to date ({live})", self.stack.name));
+            return Ok((Outcome::Unchanged, None, Vec::new()));
+        }
+
+        self.unversioned_steps(&plan, &desired, out).await?;
+
+        let mut live = observed.live.clone();
+        let greens_wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
+        if greens_wanted.is_empty() {
+            // Only reroutes (nginx out of step with the record) and orphan removals.
+            out.phase("route");
+            let routing = self.routing(&live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
+            self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>(), out).await.map_err(|e| self.fail("routing", e, true))?;
+            self.remove_orphans(&plan, out).await;
+            return Ok((Outcome::Deployed, None, Vec::new()));
+        }
+
+        if let Some(n) = plan.release {
+            // Record the number before any service carries it, so numbers never repeat even if
+            // this process dies right after creating green.
+            self.lock.update(|r| r.seq = r.seq.max(n)).await.map_err(refused)?;
+        }
+
+        out.phase("create green");
+        let mut greens = Vec::new();
+        for (service, blue, green) in greens_wanted {
+            let (want, _) = &desired[&service];
+            match self.start_green(&service, blue, &green, &want.hash).await {
+                Ok(g) => {
+                    out.info(&format!("{} {} (release {})", if g.created { "created" } else { "adopted" }, g.swarm_name, g.release));
+                    greens.push(g);
+                }
+                Err(e) => {
+                    self.abort(&greens, &live, out).await;
+                    return Err(self.fail("creating green", e, true));
+                }
+            }
+        }
+
+        out.phase("wait healthy");
+        if let Err(e) = self.wait_greens(&mut greens, out).await {
+            self.abort(&greens, &live, out).await;
+            return Err(self.fail("waiting for green to become healthy", e, true));
+        }
+
+        out.phase("preview");
+        let probe_result = self.preview(&greens, &live, out).await;
+        // The preview config routes users to blue and nothing to leftovers: safe to remove them.
+        self.remove_orphans(&plan, out).await;
+        if let Err(e) = probe_result {
+            self.abort(&greens, &live, out).await;
+            return Err(self.fail("probing green through nginx", e, true));
+        }
+
+        out.phase("switch");
+        let mut next = live.clone();
+        for g in &greens {
+            next.insert(g.service.clone(), g.release);
+        }
+        let switched_services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
+        let switch = async {
+            let routing = self.routing(&next, &[]).await?;
+            self.install_and_verify(&routing, &switched_services, out).await
+        };
+        if let Err(e) = switch.await {
+            // Back to blue before removing green: users must never be routed to nothing.
+            let back = async {
+                let routing = self.routing(&live, &[]).await?;
+                self.install_and_verify(&routing, &switched_services, out).await
+            };
+            let intact = back.await.is_ok();
+            if intact {
+                self.remove_greens(&greens, out).await;
+            }
+            return Err(self.fail("switching nginx to green", e, intact));
+        }
+        let recorded = self
+            .lock
+            .update(|r| {
+                for g in &greens {
+                    r.live.insert(g.service.clone(), g.release);
+                }
+            })
+            .await;
+        if let Err(e) = recorded {
+            // nginx routes to green; the record still says blue. The next run sees a green
+            // with the wanted hash and adopts it, so nothing is lost; say so loudly.
+            return Err(self.fail(
+                "recording the new live release",
+                format!("{e}. nginx already routes to the new release; run the deploy again to record it"),
+                true,
+            ));
+        }
+        live = next;
+        out.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
+
+        out.phase("drain");
+        let drain = greens
+            .iter()
+            .filter(|g| g.blue.is_some())
+            .filter_map(|g| route_of(self.stack, &g.service).map(|r| r.drain))
+            .max()
+            .unwrap_or(Duration::ZERO);
+        out.progress(&format!("letting requests in flight on the old release finish ({drain:?})"));
+        tokio::time::sleep(drain).await;
+
+        out.phase("retire");
+        for g in &greens {
+            self.retire(&g.service, g.release, out).await;
+        }
+
+        let switched = greens
+            .iter()
+            .map(|g| Switched { service: g.service.clone(), from: g.blue, to: g.release, image: self.images[&g.service].clone() })
+            .collect();
+        Ok((Outcome::Deployed, plan.release, switched))
+    }
+
+    fn fail(&self, phase: &str, reason: impl std::fmt::Display, live_intact: bool) -> DeployError {
+        DeployError::Failed { stack: self.stack.name.clone(), phase: phase.into(), reason: reason.to_string(), live_intact }
+    }
+
+    /// Pin every image to its registry digest: what runs is exactly what was resolved, and a
+    /// re-pushed tag is a change.
+    async fn resolve_images(&self, out: &mut Output) -> Result<BTreeMap<String, String>, DeployError> {
+        let mut images = BTreeMap::new();
+        for (name, svc) in &self.stack.services {
+            out.progress(&format!("resolving {}", svc.image));
+            let pinned = self.engine.resolve_image(&svc.image).await.map_err(|e| {
+                DeployError::Refused(format!(
+                    "cannot resolve the image of service {name} ({}): {e}. Is the tag pushed and the registry reachable from the Docker engine?",
+                    svc.image
+                ))
+            })?;
+            images.insert(name.clone(), pinned);
+        }
+        Ok(images)
+    }
+
+    /// Create the stack's configs and secrets under content-hashed names (Swarm objects are
+    /// immutable; a new content is a new object and so a new release), find external ones.
+    async fn ensure_objects(&self) -> Result<ObjectRefs, DeployError> {
+        let mut refs = ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() };
+        let labels = self.object_labels();
+        for (key, obj) in &self.stack.configs {
+            let (id, name) = match &obj.content {
+                Some(data) => {
+                    let name = format!("{}-{}", obj.real_name, release::hash_bytes(data));
+                    (self.engine.ensure_config(&name, data, &labels).await.map_err(refused)?, name)
+                }
+                None => {
+                    let id = self.engine.find_config(&obj.real_name).await.map_err(refused)?.ok_or_else(|| {
+                        refused(format!("external config {} (configs.{key}) does not exist; create it with `docker config create`", obj.real_name))
+                    })?;
+                    (id, obj.real_name.clone())
+                }
+            };
+            refs.configs.insert(key.clone(), (id, name));
+        }
+        for (key, obj) in &self.stack.secrets {
+            let (id, name) = match &obj.content {
+                Some(data) => {
+                    let name = format!("{}-{}", obj.real_name, release::hash_bytes(data));
+                    (self.engine.ensure_secret(&name, data, &labels).await.map_err(refused)?, name)
+                }
+                None => {
+                    let id = self.engine.find_secret(&obj.real_name).await.map_err(refused)?.ok_or_else(|| {
+                        refused(format!("external secret {} (secrets.{key}) does not exist; create it with `docker secret create`", obj.real_name))
+                    })?;
+                    (id, obj.real_name.clone())
+                }
+            };
+            refs.secrets.insert(key.clone(), (id, name));
+        }
+        // The one-line file that makes the stock nginx.conf (`include conf.d/*.conf`) read the
+        // config stackctl writes into the proxy's volume.
+        if let Some(proxy) = self.proxy_service() {
+            let _ = proxy;
+            let include = format!("include {}/*.conf;\n", self.stack.x.proxy.config_dir);
+            let name = format!("{}_stackctl-include-{}", self.stack.name, release::hash_bytes(include.as_bytes()));
+            let id = self.engine.ensure_config(&name, include.as_bytes(), &labels).await.map_err(refused)?;
+            refs.configs.insert(INCLUDE_KEY.to_string(), (id, name));
+        }
+        Ok(refs)
+    }
+
+    async fn ensure_networks(&self) -> Result<(), DeployError> {
+        for net in self.stack.networks.values().filter(|n| !n.external) {
+            let mut labels = net.labels.clone();
+            labels.extend(self.object_labels());
+            let req = NetworkRequest {
+                name: net.real_name.clone(),
+                driver: net.driver.clone(),
+                attachable: net.attachable,
+                labels,
+                options: net.driver_opts.clone(),
+            };
+            self.engine.ensure_network(&req).await.map_err(refused)?;
+        }
+        Ok(())
+    }
+
+    fn object_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (release::STACK.to_string(), self.stack.name.clone()),
+            (release::NAMESPACE.to_string(), self.stack.name.clone()),
+        ])
+    }
+
+    fn proxy_service(&self) -> Option<&'a Service> {
+        self.stack.services.get(&self.stack.x.proxy.service)
+    }
+
+    /// Every service's desired hash and its spec template (named without a release).
+    fn desired(&self) -> BTreeMap<String, (Desired, ServiceSpec)> {
+        self.stack
+            .services
+            .iter()
+            .map(|(name, svc)| {
+                let kind = kind_of(&svc.role);
+                let base = release::plain_name(&self.stack.name, name);
+                let spec = self.describe(svc, &base, &BTreeMap::new(), svc.deploy.replicas);
+                (name.clone(), (Desired { kind, hash: release::hash_json(&spec) }, spec))
+            })
+            .collect()
+    }
+
+    /// The Swarm spec of a service, with stackctl's labels and, for the proxy, the volume and
+    /// include file that let nginx find the routing config.
+    fn describe(
+        &self,
+        svc: &Service,
+        swarm_name: &str,
+        extra: &BTreeMap<String, String>,
+        replicas: u64,
+    ) -> ServiceSpec {
+        let mut labels = release::base_labels(&self.stack.name, &svc.name, kind_of(&svc.role).as_str());
+        labels.extend(extra.clone());
+        let image = &self.images[&svc.name];
+        let mut spec = describe::service_spec(self.stack, svc, swarm_name, image, &labels, replicas, &self.refs);
+        if svc.role == Role::Proxy {
+            add_proxy_plumbing(&mut spec, self.stack, &self.refs);
+        }
+        spec
+    }
+
+    async fn observe(&self) -> Result<Observed, EngineError> {
+        let services: Vec<Existing> =
+            self.engine.services(&self.stack.name).await?.iter().filter_map(Existing::from_info).collect();
+        let record = record::read(self.engine, &self.stack.name).await?.map(|(_, r)| r).unwrap_or_default();
+        let proxy_exists = services.iter().any(|s| s.kind == Some(Kind::Proxy));
+        let routing = if proxy_exists {
+            let proxy = self.nginx();
+            match proxy.current().await {
+                Ok(Some(text)) => proxy::parse_summary(&text).map(|s| s.live.into_iter().map(|(k, t)| (k, t.release)).collect()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(Observed { live: record.live, seq: record.seq, services, routing })
+    }
+
+    fn nginx(&self) -> NginxProxy<'_, E> {
+        NginxProxy {
+            engine: self.engine,
+            service: release::plain_name(&self.stack.name, &self.stack.x.proxy.service),
+            config_dir: self.stack.x.proxy.config_dir.clone(),
+        }
+    }
+
+    /// Proxy, plain and stateful services: created when missing; plain ones updated in place.
+    async fn unversioned_steps(
+        &mut self,
+        plan: &plan::Plan,
+        desired: &BTreeMap<String, (Desired, ServiceSpec)>,
+        out: &mut Output,
+    ) -> Result<(), DeployError> {
+        for step in &plan.steps {
+            let (service, update) = match step {
+                Step::CreateProxy { service } | Step::CreatePlain { service } | Step::CreateStateful { service } => (service, None),
+                Step::UpdatePlain { service, id } => (service, Some(id)),
+                _ => continue,
+            };
+            if matches!(step, Step::CreateProxy { .. }) {
+                out.phase("proxy");
+            } else {
+                out.phase("services");
+            }
+            let svc = &self.stack.services[service];
+            let (want, _) = &desired[service];
+            let hash = BTreeMap::from([(release::SPEC_HASH.to_string(), want.hash.clone())]);
+            let spec = self.describe(svc, &release::plain_name(&self.stack.name, service), &hash, svc.deploy.replicas);
+            let name = spec.name.clone().unwrap_or_default();
+            let result = match update {
+                None => self.engine.create_service(spec).await.map(|_| format!("created {name}")),
+                Some(id) => match self.engine.service(id).await {
+                    Ok(Some(current)) => self.engine.update_service(id, current.version, spec).await.map(|_| format!("updated {name} (rolling)")),
+                    Ok(None) => self.engine.create_service(spec).await.map(|_| format!("created {name}")),
+                    Err(e) => Err(e),
+                },
+            };
+            let change = result.map_err(|e| self.fail(&format!("applying {service}"), e, true))?;
+            out.info(&change);
+            self.changes.push(change);
+            if matches!(step, Step::CreateProxy { .. }) {
+                out.progress("waiting for nginx to run");
+                let deadline = Instant::now() + Duration::from_secs(120);
+                health::wait_running(self.engine, &name, svc.deploy.replicas, deadline, |_, _| {})
+                    .await
+                    .map_err(|e| self.fail("starting the proxy", e, true))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Create (or adopt) one green release.
+    async fn start_green(
+        &self,
+        service: &str,
+        blue: Option<u64>,
+        green: &Green,
+        hash: &str,
+    ) -> Result<GreenRelease, EngineError> {
+        let svc = &self.stack.services[service];
+        let n = green.release();
+        let swarm_name = release::versioned_name(&self.stack.name, service, n);
+        let (id, created) = match green {
+            Green::Adopt { id, .. } => (id.clone(), false),
+            Green::Create { .. } => {
+                let blue_color = match blue {
+                    Some(b) => self
+                        .engine
+                        .service(&release::versioned_name(&self.stack.name, service, b))
+                        .await?
+                        .and_then(|s| s.label(release::COLOR).and_then(Color::parse)),
+                    None => None,
+                };
+                let color = blue_color.map(Color::other).unwrap_or(Color::Blue);
+                let labels = BTreeMap::from([
+                    (release::RELEASE.to_string(), n.to_string()),
+                    (release::COLOR.to_string(), color.as_str().to_string()),
+                    (release::SPEC_HASH.to_string(), hash.to_string()),
+                    (release::REPLICAS.to_string(), svc.deploy.replicas.to_string()),
+                ]);
+                let spec = self.describe(svc, &swarm_name, &labels, svc.deploy.replicas);
+                (self.engine.create_service(spec).await?, true)
+            }
+        };
+        Ok(GreenRelease {
+            service: service.to_string(),
+            blue,
+            release: n,
+            swarm_name,
+            id,
+            created,
+            target: Target { release: n, servers: Vec::new() },
+        })
+    }
+
+    async fn wait_greens(&self, greens: &mut [GreenRelease], out: &mut Output) -> Result<(), String> {
+        for g in greens.iter_mut() {
+            let svc = &self.stack.services[&g.service];
+            let route = route_of(self.stack, &g.service).expect("greens are routed");
+            let deadline = Instant::now() + self.opts.timeout.unwrap_or(route.health.deadline);
+            let name = g.swarm_name.clone();
+            let mut last = (usize::MAX, 0);
+            let tasks = health::wait_running(self.engine, &g.id, svc.deploy.replicas, deadline, |running, wanted| {
+                if (running, wanted) != last {
+                    last = (running, wanted);
+                    out.progress(&format!("{name}: {running}/{wanted} tasks running and healthy"));
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            g.target = self.target_of(&g.service, &g.swarm_name, g.release, &tasks).await.map_err(|e| e.to_string())?;
+            out.info(&format!("{}: {} tasks healthy at {}", g.swarm_name, tasks.len(), g.target.servers.join(" ")));
+        }
+        Ok(())
+    }
+
+    /// Addresses of the running tasks of one release on the network nginx shares with it.
+    async fn target_of(
+        &self,
+        service: &str,
+        swarm_name: &str,
+        release: u64,
+        running: &[crate::engine::TaskInfo],
+    ) -> Result<Target, EngineError> {
+        let route = route_of(self.stack, service).expect("routed");
+        let network = route_network(self.stack, service).map_err(EngineError::Other)?;
+        let ids: BTreeSet<&str> = running.iter().map(|t| t.id.as_str()).collect();
+        // Endpoint data appears in the network a moment after the task reports running.
+        for _ in 0..50 {
+            let addrs = self.engine.task_addresses(&network, swarm_name).await?;
+            let servers: Vec<String> = addrs
+                .iter()
+                .filter(|(id, _)| ids.contains(id.as_str()))
+                .map(|(_, ip)| format!("{ip}:{}", route.port))
+                .collect();
+            if servers.len() == ids.len() {
+                return Ok(Target { release, servers });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(EngineError::Other(format!("could not find the addresses of {swarm_name}'s tasks on network {network}")))
+    }
+
+    /// Targets for the given live releases plus previews.
+    async fn routing(&self, live: &BTreeMap<String, u64>, previews: &[&GreenRelease]) -> Result<Vec<ServiceRouting>, String> {
+        let mut routing = Vec::new();
+        for (name, svc) in routed(self.stack) {
+            let Role::Routed(route) = &svc.role else { continue };
+            let live_target = match live.get(name) {
+                Some(n) => {
+                    let swarm_name = release::versioned_name(&self.stack.name, name, *n);
+                    let tasks: Vec<_> = self.engine.tasks(&swarm_name).await.map_err(|e| e.to_string())?.into_iter().filter(|t| t.is_running()).collect();
+                    self.target_of(name, &swarm_name, *n, &tasks).await.map_err(|e| e.to_string())?
+                }
+                // Nothing live yet (first deploy): users get 502 until the switch.
+                None => Target { release: 0, servers: Vec::new() },
+            };
+            let preview = previews.iter().find(|g| &g.service == name).map(|g| g.target.clone());
+            routing.push(ServiceRouting { service: name.clone(), route: route.clone(), live: live_target, preview });
+        }
+        Ok(routing)
+    }
+
+    async fn install(&self, routing: &[ServiceRouting], out: &mut Output) -> Result<(), String> {
+        let config = proxy::render(self.stack, routing, &self.token).map_err(|e| e.to_string())?;
+        let installed = self.nginx().install(&config).await.map_err(|e| e.to_string())?;
+        out.progress(&format!("nginx config installed and reloaded in {} replica(s)", installed.replicas.len()));
+        Ok(())
+    }
+
+    /// Install a config and prove that each of `services` is now answered by its live target.
+    async fn install_and_verify(&self, routing: &[ServiceRouting], services: &[String], out: &mut Output) -> Result<(), String> {
+        self.install(routing, out).await?;
+        for r in routing.iter().filter(|r| services.contains(&r.service)) {
+            let probe = self.probe(&r.route, vec![("x-stackctl-verify".into(), self.token.clone())]);
+            let expect = Expect { status: r.route.health.status, upstreams: r.live.servers.iter().cloned().collect() };
+            // A reload takes effect when nginx's new workers start; a few tries in a row on new
+            // connections prove it.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            health::probe_until(&probe, &expect, 3, Duration::from_millis(100), deadline)
+                .await
+                .map_err(|e| format!("after the reload, {}: {e}", r.service))?;
+            out.info(&format!("verified: {} answered by release r{}", r.service, r.live.release));
+        }
+        Ok(())
+    }
+
+    fn probe(&self, route: &Route, headers: Vec<(String, String)>) -> Probe {
+        Probe {
+            authority: authority(&self.stack.x.proxy.url),
+            path: route.health.path.clone(),
+            host: route.hosts.first().map(|h| h.trim_start_matches("*.").to_string()),
+            headers,
+            timeout: route.health.timeout,
+        }
+    }
+
+    /// Route green's preview through nginx and probe it there.
+    async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) -> Result<(), String> {
+        let previews: Vec<&GreenRelease> = greens.iter().collect();
+        let routing = self.routing(live, &previews).await?;
+        self.install(&routing, out).await?;
+        for g in greens {
+            let route = route_of(self.stack, &g.service).expect("routed");
+            let headers = vec![
+                ("x-stackctl-preview".to_string(), format!("{}.r{}", self.token, g.release)),
+                ("x-stackctl-verify".to_string(), self.token.clone()),
+            ];
+            let probe = self.probe(route, headers);
+            let expect = Expect { status: route.health.status, upstreams: g.target.servers.iter().cloned().collect() };
+            let deadline = Instant::now() + self.opts.timeout.unwrap_or(route.health.deadline);
+            out.progress(&format!("probing {} {} through nginx", g.swarm_name, route.health.path));
+            let attempts = health::probe_until(&probe, &expect, route.health.successes, route.health.interval, deadline)
+                .await
+                .map_err(|e| format!("{}: {e}", g.swarm_name))?;
+            out.info(&format!("{}: {} probes in a row passed ({} sent)", g.swarm_name, route.health.successes, attempts));
+        }
+        Ok(())
+    }
+
+    /// Undo a deploy before the switch: route nginx to blue only, then remove green.
+    async fn abort(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) {
+        out.phase("abort");
+        if self.nginx_has_config().await {
+            match self.routing(live, &[]).await {
+                Ok(routing) => {
+                    if let Err(e) = self.install(&routing, out).await {
+                        out.warn(&format!("could not remove the preview route from nginx: {e}"));
+                    }
+                }
+                Err(e) => out.warn(&format!("could not remove the preview route from nginx: {e}")),
+            }
+        }
+        self.remove_greens(greens, out).await;
+    }
+
+    async fn nginx_has_config(&self) -> bool {
+        matches!(self.nginx().current().await, Ok(Some(_)))
+    }
+
+    async fn remove_greens(&self, greens: &[GreenRelease], out: &mut Output) {
+        for g in greens {
+            match self.engine.remove_service(&g.id).await {
+                Ok(()) => out.info(&format!("removed {}", g.swarm_name)),
+                Err(e) => out.warn(&format!("could not remove {} ({e}); the next deploy removes it", g.swarm_name)),
+            }
+        }
+    }
+
+    async fn remove_orphans(&mut self, plan: &plan::Plan, out: &mut Output) {
+        for step in &plan.steps {
+            if let Step::RemoveOrphan { service, release, id } = step {
+                let name = release::versioned_name(&self.stack.name, service, *release);
+                match self.engine.remove_service(id).await {
+                    Ok(()) => {
+                        out.info(&format!("removed {name}, left by an earlier deploy"));
+                        self.changes.push(format!("removed leftover {name}"));
+                    }
+                    Err(e) => out.warn(&format!("could not remove leftover {name}: {e}")),
+                }
+            }
+        }
+    }
+
+    /// After the switch: scale the previous releases to zero, keeping the newest `keep` of
+    /// them for rollback, and remove older ones.
+    async fn retire(&mut self, service: &str, live: u64, out: &mut Output) {
+        let keep = route_of(self.stack, service).map(|r| r.keep).unwrap_or(self.stack.x.keep);
+        let releases: Vec<Existing> = match self.engine.services(&self.stack.name).await {
+            Ok(s) => s.iter().filter_map(Existing::from_info).filter(|e| e.service == service && e.release.is_some()).collect(),
+            Err(e) => {
+                out.warn(&format!("could not list old releases of {service} ({e}); the next deploy retires them"));
+                return;
+            }
+        };
+        let plan = plan::retention(&releases, live, keep);
+        for (n, id) in plan.scale_down {
+            let name = release::versioned_name(&self.stack.name, service, n);
+            let result = match self.engine.service(&id).await {
+                Ok(Some(current)) => {
+                    let mut spec = current.spec.clone();
+                    spec.mode = Some(ServiceSpecMode {
+                        replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+                        ..Default::default()
+                    });
+                    self.engine.update_service(&id, current.version, spec).await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    out.info(&format!("scaled {name} to 0 (kept for rollback)"));
+                    self.changes.push(format!("scaled {name} to 0"));
+                }
+                Err(e) => out.warn(&format!("could not scale down {name}: {e}")),
+            }
+        }
+        for (n, id) in plan.remove {
+            let name = release::versioned_name(&self.stack.name, service, n);
+            match self.engine.remove_service(&id).await {
+                Ok(()) => {
+                    out.info(&format!("removed {name} (beyond keep={keep})"));
+                    self.changes.push(format!("removed {name}"));
+                }
+                Err(e) => out.warn(&format!("could not remove {name}: {e}")),
+            }
+        }
+    }
+}
+
+/// Key under which the proxy's include file sits in [`ObjectRefs::configs`].
+const INCLUDE_KEY: &str = "\u{0}stackctl-include";
+
+/// Named volume holding the routing config, so a replacement nginx task finds it.
+pub fn proxy_volume(stack: &str) -> String {
+    format!("{stack}_stackctl-proxy")
+}
+
+fn add_proxy_plumbing(spec: &mut ServiceSpec, stack: &Stack, refs: &ObjectRefs) {
+    let Some(container) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else { return };
+    let labels = std::collections::HashMap::from([(release::NAMESPACE.to_string(), stack.name.clone())]);
+    container.mounts.get_or_insert_with(Vec::new).push(Mount {
+        target: Some(stack.x.proxy.config_dir.clone()),
+        source: Some(proxy_volume(&stack.name)),
+        typ: Some(MountType::VOLUME),
+        volume_options: Some(MountVolumeOptions { labels: Some(labels), ..Default::default() }),
+        ..Default::default()
+    });
+    if let Some((id, name)) = refs.configs.get(INCLUDE_KEY) {
+        container.configs.get_or_insert_with(Vec::new).push(TaskSpecContainerSpecConfigs {
+            file: Some(TaskSpecContainerSpecFile1 {
+                name: Some(format!("/etc/nginx/conf.d/stackctl-{}.conf", stack.name)),
+                uid: Some("0".into()),
+                gid: Some("0".into()),
+                mode: Some(0o444),
+            }),
+            config_id: Some(id.clone()),
+            config_name: Some(name.clone()),
+            ..Default::default()
+        });
+    }
+}
+
+pub fn kind_of(role: &Role) -> Kind {
+    match role {
+        Role::Proxy => Kind::Proxy,
+        Role::Routed(_) => Kind::Routed,
+        Role::Stateful => Kind::Stateful,
+        Role::Plain => Kind::Plain,
+    }
+}
+
+pub fn routed(stack: &Stack) -> impl Iterator<Item = (&String, &Service)> {
+    stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Routed(_)))
+}
+
+pub fn route_of<'s>(stack: &'s Stack, service: &str) -> Option<&'s Route> {
+    match &stack.services.get(service)?.role {
+        Role::Routed(r) => Some(r),
+        _ => None,
+    }
+}
+
+/// The network nginx uses to reach a routed service: the first one they share.
+pub fn route_network(stack: &Stack, service: &str) -> Result<String, String> {
+    let svc = stack.services.get(service).ok_or_else(|| format!("no service {service}"))?;
+    let proxy = stack
+        .services
+        .get(&stack.x.proxy.service)
+        .ok_or_else(|| format!("the proxy service {} is not in the stack file", stack.x.proxy.service))?;
+    svc.networks
+        .iter()
+        .find(|n| proxy.networks.iter().any(|p| p.name == n.name))
+        .and_then(|n| stack.networks.get(&n.name))
+        .map(|n| n.real_name.clone())
+        .ok_or_else(|| {
+            format!(
+                "service {service} and the proxy {} share no network, so nginx cannot reach it; put both on the same network",
+                stack.x.proxy.service
+            )
+        })
+}
+
+/// `http://127.0.0.1:8080/` → `127.0.0.1:8080` (validated by `spec`).
+pub fn authority(url: &str) -> String {
+    url.trim_start_matches("http://").trim_end_matches('/').to_string()
+}

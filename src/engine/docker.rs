@@ -1,0 +1,431 @@
+//! [`Engine`] over the Docker API with bollard.
+//!
+//! Connection follows the Docker CLI's conventions: `DOCKER_HOST` (unix://, tcp://, https://),
+//! `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for TLS; otherwise the local socket. The API
+//! version is always negotiated, so a 20.10 daemon (API 1.41) and newer ones both work.
+
+use std::collections::{BTreeMap, HashMap};
+
+use base64::Engine as _;
+use bollard::errors::Error as BollardError;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{ConfigSpec, ExecConfig, NetworkCreateRequest, SecretSpec, ServiceSpec};
+use bollard::query_parameters::{
+    DownloadFromContainerOptions, InspectNetworkOptions, InspectServiceOptions, ListConfigsOptions,
+    ListNetworksOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
+    UpdateConfigOptions, UpdateServiceOptions, UploadToContainerOptions,
+};
+use bollard::Docker;
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, TaskInfo};
+
+/// The real engine.
+#[derive(Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+    /// Where we connected, for messages.
+    host: String,
+}
+
+impl DockerEngine {
+    /// Connect as the Docker CLI would and negotiate the API version.
+    pub async fn connect() -> Result<DockerEngine> {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |e: BollardError| EngineError::Unreachable { host: host.clone(), detail: e.to_string() };
+        let docker = if host.starts_with("unix://") {
+            Docker::connect_with_local_defaults().map_err(unreachable)?
+        } else {
+            Docker::connect_with_defaults().map_err(unreachable)?
+        };
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        Ok(DockerEngine { docker, host })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn map(&self, what: &str, e: BollardError) -> EngineError {
+        match e {
+            BollardError::DockerResponseServerError { status_code, message } => match status_code {
+                404 => EngineError::NotFound(format!("{what}: {message}")),
+                409 => EngineError::Conflict(format!("{what}: {message}")),
+                _ if message.contains("out of sequence") => EngineError::Conflict(format!("{what}: {message}")),
+                _ => EngineError::Api { status: status_code, message: format!("{what}: {message}") },
+            },
+            BollardError::IOError { .. }
+            | BollardError::HyperResponseError { .. }
+            | BollardError::HyperLegacyError { .. }
+            | BollardError::RequestTimeoutError
+            | BollardError::SocketNotFoundError(_) => {
+                EngineError::Unreachable { host: self.host.clone(), detail: format!("{what}: {e}") }
+            }
+            other => EngineError::Other(format!("{what}: {other}")),
+        }
+    }
+}
+
+fn label_filter(key: &str, value: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![format!("{key}={value}")])])
+}
+
+fn to_btree(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    map.unwrap_or_default().into_iter().collect()
+}
+
+fn to_hash(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn service_info(s: bollard::models::Service) -> ServiceInfo {
+    let spec = s.spec.unwrap_or_default();
+    let replicas = spec
+        .mode
+        .as_ref()
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .unwrap_or(0)
+        .max(0) as u64;
+    ServiceInfo {
+        id: s.id.unwrap_or_default(),
+        name: spec.name.clone().unwrap_or_default(),
+        version: s.version.and_then(|v| v.index).unwrap_or(0),
+        labels: to_btree(spec.labels.clone()),
+        replicas,
+        spec,
+    }
+}
+
+impl Engine for DockerEngine {
+    async fn check_swarm(&self) -> Result<()> {
+        let info = self.docker.info().await.map_err(|e| self.map("docker info", e))?;
+        let swarm = info.swarm.unwrap_or_default();
+        let state = swarm.local_node_state.map(|s| s.to_string()).unwrap_or_default();
+        if state != "active" {
+            return Err(EngineError::Other(format!(
+                "the engine at {} is not part of a Swarm (state: {state:?}). Run `docker swarm init` (for one machine: `docker swarm init --advertise-addr 127.0.0.1`)",
+                self.host
+            )));
+        }
+        if swarm.control_available != Some(true) {
+            return Err(EngineError::Other(format!(
+                "the engine at {} is a Swarm worker; point DOCKER_HOST at a manager",
+                self.host
+            )));
+        }
+        Ok(())
+    }
+
+    async fn services(&self, stack: &str) -> Result<Vec<ServiceInfo>> {
+        let opts = ListServicesOptions { filters: Some(label_filter(crate::release::STACK, stack)), status: None };
+        let list = self.docker.list_services(Some(opts)).await.map_err(|e| self.map("list services", e))?;
+        Ok(list.into_iter().map(service_info).collect())
+    }
+
+    async fn service(&self, id_or_name: &str) -> Result<Option<ServiceInfo>> {
+        match self.docker.inspect_service(id_or_name, None::<InspectServiceOptions>).await {
+            Ok(s) => Ok(Some(service_info(s))),
+            Err(e) => match self.map("inspect service", e) {
+                EngineError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn tasks(&self, service_id: &str) -> Result<Vec<TaskInfo>> {
+        let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+        let list = self
+            .docker
+            .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
+            .await
+            .map_err(|e| self.map("list tasks", e))?;
+        let mut tasks: Vec<TaskInfo> = list
+            .into_iter()
+            .map(|t| {
+                let status = t.status.unwrap_or_default();
+                TaskInfo {
+                    id: t.id.unwrap_or_default(),
+                    slot: t.slot,
+                    state: status.state.map(|s| s.to_string()).unwrap_or_default(),
+                    desired_state: t.desired_state.map(|s| s.to_string()).unwrap_or_default(),
+                    error: status.err,
+                    message: status.message,
+                    container_id: status.container_status.and_then(|c| c.container_id),
+                    node_id: t.node_id,
+                    timestamp: status.timestamp.map(|t| t.to_string()),
+                }
+            })
+            .collect();
+        // Newest first, so callers reporting "the last error" see the latest attempt.
+        tasks.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        Ok(tasks)
+    }
+
+    async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
+        // bollard's Task model drops `NetworksAttachments`; the verbose network inspect lists
+        // every task endpoint of every service on a swarm-scoped network instead.
+        let opts = InspectNetworkOptions { verbose: true, scope: Some("swarm".into()) };
+        let net = self.docker.inspect_network(network, Some(opts)).await.map_err(|e| self.map("inspect network", e))?;
+        let mut out = BTreeMap::new();
+        let Some(svc) = net.services.as_ref().and_then(|s| s.get(service_name)) else {
+            return Ok(out);
+        };
+        for task in svc.get("Tasks").and_then(|t| t.as_array()).into_iter().flatten() {
+            let name = task.get("Name").and_then(|v| v.as_str()).unwrap_or_default();
+            let ip = task.get("EndpointIP").and_then(|v| v.as_str()).unwrap_or_default();
+            // Task names are `<service>.<slot>.<task id>`.
+            if let (Some(id), false) = (name.rsplit('.').next(), ip.is_empty()) {
+                out.insert(id.to_string(), ip.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_service(&self, spec: ServiceSpec) -> Result<String> {
+        let name = spec.name.clone().unwrap_or_default();
+        let resp = self
+            .docker
+            .create_service(spec, None)
+            .await
+            .map_err(|e| self.map(&format!("create service {name}"), e))?;
+        Ok(resp.id.unwrap_or_default())
+    }
+
+    async fn update_service(&self, id: &str, version: u64, spec: ServiceSpec) -> Result<()> {
+        let opts = UpdateServiceOptions { version: version as i32, ..Default::default() };
+        self.docker
+            .update_service(id, spec, opts, None)
+            .await
+            .map_err(|e| self.map(&format!("update service {id}"), e))?;
+        Ok(())
+    }
+
+    async fn remove_service(&self, id: &str) -> Result<()> {
+        match self.docker.delete_service(id).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.map(&format!("remove service {id}"), e) {
+                EngineError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn resolve_image(&self, reference: &str) -> Result<String> {
+        if reference.contains("@sha256:") {
+            return Ok(reference.to_string());
+        }
+        let inspect = self
+            .docker
+            .inspect_registry_image(reference, None)
+            .await
+            .map_err(|e| self.map(&format!("resolve image {reference} in its registry"), e))?;
+        let digest = inspect.descriptor.digest.unwrap_or_default();
+        if digest.is_empty() {
+            return Err(EngineError::Other(format!("the registry returned no digest for {reference}")));
+        }
+        Ok(format!("{reference}@{digest}"))
+    }
+
+    async fn ensure_network(&self, req: &NetworkRequest) -> Result<String> {
+        let filters = HashMap::from([("name".to_string(), vec![req.name.clone()])]);
+        let list = self
+            .docker
+            .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
+            .await
+            .map_err(|e| self.map("list networks", e))?;
+        // The name filter matches substrings; only an exact name counts.
+        if let Some(n) = list.into_iter().find(|n| n.name.as_deref() == Some(&req.name)) {
+            return Ok(n.id.unwrap_or_default());
+        }
+        let create = NetworkCreateRequest {
+            name: req.name.clone(),
+            driver: Some(req.driver.clone()),
+            scope: Some("swarm".into()),
+            attachable: Some(req.attachable),
+            labels: Some(to_hash(&req.labels)),
+            options: Some(to_hash(&req.options)),
+            ..Default::default()
+        };
+        let resp = self
+            .docker
+            .create_network(create)
+            .await
+            .map_err(|e| self.map(&format!("create network {}", req.name), e))?;
+        Ok(resp.id)
+    }
+
+    async fn ensure_config(&self, name: &str, data: &[u8], labels: &BTreeMap<String, String>) -> Result<String> {
+        if let Some(id) = self.find_config(name).await? {
+            return Ok(id);
+        }
+        match self.create_config(name, data, labels).await {
+            Ok(info) => Ok(info.id),
+            // Created by someone else meanwhile: same name means same content (names carry a hash).
+            Err(EngineError::Conflict(_)) => self.find_config(name).await?.ok_or_else(|| EngineError::NotFound(name.into())),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ensure_secret(&self, name: &str, data: &[u8], labels: &BTreeMap<String, String>) -> Result<String> {
+        if let Some(id) = self.find_secret(name).await? {
+            return Ok(id);
+        }
+        let spec = SecretSpec {
+            name: Some(name.to_string()),
+            labels: Some(to_hash(labels)),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        };
+        match self.docker.create_secret(spec).await {
+            Ok(r) => Ok(r.id),
+            Err(e) => match self.map(&format!("create secret {name}"), e) {
+                EngineError::Conflict(_) => self.find_secret(name).await?.ok_or_else(|| EngineError::NotFound(name.into())),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn find_config(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.config(name).await?.map(|c| c.id))
+    }
+
+    async fn find_secret(&self, name: &str) -> Result<Option<String>> {
+        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let list = self
+            .docker
+            .list_secrets(Some(ListSecretsOptions { filters: Some(filters) }))
+            .await
+            .map_err(|e| self.map("list secrets", e))?;
+        Ok(list
+            .into_iter()
+            .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+            .and_then(|s| s.id))
+    }
+
+    async fn config(&self, name: &str) -> Result<Option<ConfigInfo>> {
+        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let list = self
+            .docker
+            .list_configs(Some(ListConfigsOptions { filters: Some(filters) }))
+            .await
+            .map_err(|e| self.map("list configs", e))?;
+        Ok(list.into_iter().find_map(|c| {
+            let spec = c.spec.unwrap_or_default();
+            (spec.name.as_deref() == Some(name)).then(|| ConfigInfo {
+                id: c.id.unwrap_or_default(),
+                name: name.to_string(),
+                version: c.version.and_then(|v| v.index).unwrap_or(0),
+                labels: to_btree(spec.labels),
+            })
+        }))
+    }
+
+    async fn create_config(&self, name: &str, data: &[u8], labels: &BTreeMap<String, String>) -> Result<ConfigInfo> {
+        let spec = ConfigSpec {
+            name: Some(name.to_string()),
+            labels: Some(to_hash(labels)),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        };
+        let resp = self
+            .docker
+            .create_config(spec)
+            .await
+            .map_err(|e| self.map(&format!("create config {name}"), e))?;
+        // Read back for the version the next update must quote.
+        let info = self.config(name).await?;
+        info.filter(|i| i.id == resp.id)
+            .ok_or_else(|| EngineError::Conflict(format!("config {name} was replaced right after creation")))
+    }
+
+    async fn update_config_labels(&self, info: &ConfigInfo, labels: &BTreeMap<String, String>) -> Result<()> {
+        // Swarm allows only labels to change; the name must be repeated and data left out.
+        let spec = ConfigSpec { name: Some(info.name.clone()), labels: Some(to_hash(labels)), ..Default::default() };
+        let opts = UpdateConfigOptions { version: info.version as i64 };
+        self.docker
+            .update_config(&info.id, spec, opts)
+            .await
+            .map_err(|e| self.map(&format!("update config {}", info.name), e))
+    }
+
+    async fn exec(&self, container: &str, cmd: &[&str]) -> Result<ExecOutput> {
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        let what = format!("exec {:?} in {}", cmd.join(" "), short(container));
+        let created = self.docker.create_exec(container, config).await.map_err(|e| self.map(&what, e))?;
+        let mut output = String::new();
+        if let StartExecResults::Attached { output: mut stream, .. } =
+            self.docker.start_exec(&created.id, None::<StartExecOptions>).await.map_err(|e| self.map(&what, e))?
+        {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.map(&what, e))?;
+                output.push_str(&chunk.to_string());
+            }
+        }
+        let inspect = self.docker.inspect_exec(&created.id).await.map_err(|e| self.map(&what, e))?;
+        Ok(ExecOutput { exit_code: inspect.exit_code.unwrap_or(-1), output })
+    }
+
+    async fn put_file(&self, container: &str, dir: &str, name: &str, content: &[u8]) -> Result<()> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, content)
+            .map_err(|e| EngineError::Other(format!("building tar for {name}: {e}")))?;
+        let archive = builder.into_inner().map_err(|e| EngineError::Other(format!("building tar for {name}: {e}")))?;
+        let opts = UploadToContainerOptions { path: dir.to_string(), ..Default::default() };
+        self.docker
+            .upload_to_container(container, Some(opts), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| self.map(&format!("write {dir}/{name} in {}", short(container)), e))
+    }
+
+    async fn container_health(&self, container: &str) -> Result<Option<String>> {
+        match self.docker.inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>).await {
+            Ok(c) => Ok(c.state.and_then(|s| s.health).and_then(|h| h.status).map(|s| s.to_string())),
+            Err(e) => match self.map("inspect container", e) {
+                EngineError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn get_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let opts = DownloadFromContainerOptions { path: path.to_string() };
+        let chunks: std::result::Result<Vec<_>, _> =
+            self.docker.download_from_container(container, Some(opts)).try_collect().await;
+        let bytes = match chunks {
+            Ok(c) => c.concat(),
+            Err(e) => {
+                return match self.map(&format!("read {path} in {}", short(container)), e) {
+                    EngineError::NotFound(_) => Ok(None),
+                    other => Err(other),
+                }
+            }
+        };
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let entries = archive.entries().map_err(|e| EngineError::Other(format!("reading tar of {path}: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| EngineError::Other(format!("reading tar of {path}: {e}")))?;
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut buf)
+                .map_err(|e| EngineError::Other(format!("reading tar of {path}: {e}")))?;
+            return Ok(Some(buf));
+        }
+        Ok(None)
+    }
+}
+
+/// Container ids are long; twelve characters is what `docker ps` shows.
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

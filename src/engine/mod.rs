@@ -1,0 +1,189 @@
+//! The Docker/Swarm API, behind a trait small enough to fake.
+//!
+//! [`Engine`] is what the deploy needs from a cluster and nothing more: services observed by
+//! label, their tasks, Swarm configs (for the stack record and for user configs), networks,
+//! image digests, and exec/upload into a running container (for nginx). The bollard
+//! implementation is [`docker::DockerEngine`]; [`describe`] builds service specs without I/O.
+
+pub mod describe;
+pub mod docker;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use bollard::models::ServiceSpec;
+
+/// A Swarm service as stackctl sees it.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    pub id: String,
+    pub name: String,
+    /// Swarm object version: every update must quote it (optimistic concurrency).
+    pub version: u64,
+    /// Service-level labels (stackctl's bookkeeping lives here).
+    pub labels: BTreeMap<String, String>,
+    /// Desired replicas (0 for a retained, scaled-down release).
+    pub replicas: u64,
+    /// The full spec, needed to update the service without losing anything.
+    pub spec: ServiceSpec,
+}
+
+impl ServiceInfo {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// One task (one replica's attempt) of a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskInfo {
+    pub id: String,
+    pub slot: Option<i64>,
+    /// Swarm's observed state: `running`, `starting`, `failed`, …
+    pub state: String,
+    /// What Swarm wants it to be: `running` or `shutdown`.
+    pub desired_state: String,
+    /// Swarm's error for a failed task (e.g. "task: non-zero exit (1)", "unhealthy container").
+    pub error: Option<String>,
+    pub message: Option<String>,
+    pub container_id: Option<String>,
+    pub node_id: Option<String>,
+    /// RFC 3339 time of the last status change.
+    pub timestamp: Option<String>,
+}
+
+impl TaskInfo {
+    pub fn is_running(&self) -> bool {
+        self.state == "running" && self.desired_state == "running"
+    }
+}
+
+/// A Swarm config: stackctl's stack record and user configs are both kept as configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigInfo {
+    pub id: String,
+    pub name: String,
+    pub version: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What an exec inside a container printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    /// stdout and stderr, interleaved as Docker delivers them.
+    pub output: String,
+}
+
+/// Errors from the engine, classified by what the caller should do next.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach the Docker engine at {host}: {detail}. Is dockerd running, and does DOCKER_HOST point at a Swarm manager?")]
+    Unreachable { host: String, detail: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Someone else changed the object first (version out of sequence) or created it first.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("Docker API error ({status}): {message}")]
+    Api { status: u16, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl EngineError {
+    /// Worth retrying after a short pause: the daemon is restarting or overloaded.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Unreachable { .. } => true,
+            EngineError::Api { status, message } => {
+                *status >= 500 && !message.contains("out of sequence")
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// Network to create when missing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkRequest {
+    pub name: String,
+    pub driver: String,
+    pub attachable: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// What the deploy needs from a Swarm cluster.
+pub trait Engine: Send + Sync {
+    /// Fail fast with a clear reason when the engine is not a Swarm manager.
+    fn check_swarm(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Every service carrying `io.stackctl.stack=<stack>`.
+    fn services(&self, stack: &str) -> impl Future<Output = Result<Vec<ServiceInfo>>> + Send;
+    fn service(&self, id_or_name: &str) -> impl Future<Output = Result<Option<ServiceInfo>>> + Send;
+    fn tasks(&self, service_id: &str) -> impl Future<Output = Result<Vec<TaskInfo>>> + Send;
+    /// IP addresses of the service's tasks on `network`, by task id.
+    fn task_addresses(
+        &self,
+        network: &str,
+        service_name: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
+    fn create_service(&self, spec: ServiceSpec) -> impl Future<Output = Result<String>> + Send;
+    fn update_service(
+        &self,
+        id: &str,
+        version: u64,
+        spec: ServiceSpec,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn remove_service(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// `name:tag` → `name:tag@sha256:…` as the registry has it now.
+    fn resolve_image(&self, reference: &str) -> impl Future<Output = Result<String>> + Send;
+    /// Create the network unless one with that name exists; returns its id.
+    fn ensure_network(&self, req: &NetworkRequest) -> impl Future<Output = Result<String>> + Send;
+    /// Create the config unless one with that name exists; returns its id.
+    fn ensure_config(
+        &self,
+        name: &str,
+        data: &[u8],
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String>> + Send;
+    fn ensure_secret(
+        &self,
+        name: &str,
+        data: &[u8],
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// Id of an existing (external) config or secret by name.
+    fn find_config(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn find_secret(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn config(&self, name: &str) -> impl Future<Output = Result<Option<ConfigInfo>>> + Send;
+    /// Create a config; `Conflict` if the name is taken.
+    fn create_config(
+        &self,
+        name: &str,
+        data: &[u8],
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<ConfigInfo>> + Send;
+    /// Replace a config's labels (the only mutable part); `Conflict` if `version` is stale.
+    fn update_config_labels(
+        &self,
+        info: &ConfigInfo,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn exec(&self, container: &str, cmd: &[&str]) -> impl Future<Output = Result<ExecOutput>> + Send;
+    /// Write one file into a running container (through a tar upload; no host access needed).
+    fn put_file(
+        &self,
+        container: &str,
+        dir: &str,
+        name: &str,
+        content: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Docker's health status of a container on this node (`healthy`, `unhealthy`,
+    /// `starting`), `None` when it has no health check or is not on this node.
+    fn container_health(&self, container: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Read one file from a container; `None` when it does not exist.
+    fn get_file(&self, container: &str, path: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+}

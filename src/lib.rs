@@ -1,0 +1,32 @@
+//! stackctl: blue-green releases of Docker Swarm stacks behind nginx.
+//!
+//! A tour, in the order a deploy touches things:
+//!
+//! - [`spec`] reads a Compose stack file with its `x-stackctl` extension into a validated
+//!   [`spec::Stack`]. Nothing downstream re-validates; every error names file, line and field.
+//! - [`release`] owns the identity of a release: Swarm names, the labels stackctl writes, and
+//!   the spec hash that tells whether anything changed.
+//! - [`engine`] is the Docker/Swarm API behind the small [`engine::Engine`] trait; the bollard
+//!   implementation lives in [`engine::docker`], and [`engine::describe`] builds Swarm service
+//!   specs without touching the network.
+//! - [`record`] is the stack's record in the cluster (a Swarm config whose labels hold the live
+//!   release of each service and the deploy lock), so the truth never lives on one laptop.
+//! - [`plan`] is pure: (desired stack, observed cluster) → the steps to take.
+//! - [`proxy`] renders the nginx config (askama templates in `nginx-templates/`), installs it
+//!   into the running nginx tasks through the Docker API, tests, reloads and verifies.
+//! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
+//! - [`deploy`] is the blue-green story in one readable function; [`status`] reports.
+//! - [`cli`] turns arguments into requests; `main.rs` maps errors to exit codes.
+
+pub mod cli;
+pub mod deploy;
+pub mod engine;
+pub mod health;
+pub mod loadgen;
+pub mod output;
+pub mod plan;
+pub mod proxy;
+pub mod record;
+pub mod release;
+pub mod spec;
+pub mod status;

@@ -1,0 +1,105 @@
+//! Thin binary: parse, run, map errors to exit codes (documented in `stackctl --help`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use stackctl::cli::{Cli, Command, StackArgs};
+use stackctl::deploy::{self, DeployError};
+use stackctl::engine::docker::DockerEngine;
+use stackctl::output::{Format, Output};
+use stackctl::spec::{self, LoadOptions};
+use stackctl::status;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let code = runtime.block_on(run(cli));
+    ExitCode::from(code as u8)
+}
+
+fn load(args: &StackArgs, images: std::collections::BTreeMap<String, String>, out: &mut Output) -> Result<spec::Stack, DeployError> {
+    let opts = LoadOptions { name: args.name.clone(), image_overrides: images, env: std::env::vars().collect() };
+    let loaded = spec::load(&args.file, &opts)?;
+    for w in &loaded.warnings {
+        out.warn(&format!("{}: {}", w.location, w.message));
+    }
+    Ok(loaded.stack)
+}
+
+async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Deploy(args) => {
+            let format = args.stack.output;
+            let mut out = Output::new(format);
+            let result = async {
+                let stack = load(&args.stack, args.image_overrides(), &mut out)?;
+                let engine = DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?;
+                let opts = deploy::Options { timeout: args.timeout, lock_wait: args.lock_wait };
+                deploy::deploy(&engine, &stack, &opts, &mut out).await
+            }
+            .await;
+            out.end_phase();
+            match result {
+                Ok(report) => {
+                    match format {
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")),
+                        Format::Text => {
+                            for s in &report.switched {
+                                let from = s.from.map(|f| format!("r{f}")).unwrap_or_else(|| "nothing".into());
+                                println!("{}: {from} → r{} ({})", s.service, s.to, s.image);
+                            }
+                            for c in &report.changes {
+                                println!("{c}");
+                            }
+                            match report.outcome {
+                                deploy::Outcome::Unchanged => println!("stack {} unchanged: nothing to deploy", report.stack),
+                                deploy::Outcome::Deployed => println!("stack {} deployed in {:.1}s", report.stack, report.total_seconds),
+                            }
+                        }
+                    }
+                    0
+                }
+                Err(e) => {
+                    report_error(format, &e, &out);
+                    e.exit_code()
+                }
+            }
+        }
+        Command::Status(args) => {
+            let mut out = Output::new(args.output);
+            let result = async {
+                let stack = load(&args, Default::default(), &mut out)?;
+                let engine = DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?;
+                status::status(&engine, &stack).await.map_err(|e| DeployError::Refused(e.to_string()))
+            }
+            .await;
+            match result {
+                Ok(report) => {
+                    match args.output {
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("status serialises")),
+                        Format::Text => print!("{}", report.to_text()),
+                    }
+                    0
+                }
+                Err(e) => {
+                    report_error(args.output, &e, &out);
+                    e.exit_code()
+                }
+            }
+        }
+    }
+}
+
+fn report_error(format: Format, e: &DeployError, out: &Output) {
+    eprintln!("error: {e}");
+    if format == Format::Json {
+        let json = serde_json::json!({
+            "error": e.to_string(),
+            "exit_code": e.exit_code(),
+            "phases": out.phases,
+            "warnings": out.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&json).expect("error serialises"));
+    }
+}

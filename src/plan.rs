@@ -1,0 +1,395 @@
+//! Pure planning: (desired stack, observed cluster) → the steps a deploy takes.
+//!
+//! No I/O here, so every decision is a table test away. The deploy executes a [`Plan`]; a
+//! later `reconcile` will run the same function from cron. Because the planner is handed the
+//! state and not the reason it runs, re-running after a crash converges: a green left behind
+//! by an interrupted deploy is adopted when it is what we want, removed when it is not.
+
+use std::collections::BTreeMap;
+
+use crate::engine::ServiceInfo;
+use crate::release;
+
+/// What stackctl does with a service (mirrors `spec::Role` without the route details).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Proxy,
+    Routed,
+    Stateful,
+    Plain,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Proxy => "proxy",
+            Kind::Routed => "routed",
+            Kind::Stateful => "stateful",
+            Kind::Plain => "plain",
+        }
+    }
+}
+
+/// One service as the stack file wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub kind: Kind,
+    /// Hash of the described Swarm spec (with the pinned image digest).
+    pub hash: String,
+}
+
+/// One Swarm service stackctl created earlier, decoded from its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub id: String,
+    pub name: String,
+    /// Name in the stack file.
+    pub service: String,
+    pub kind: Option<Kind>,
+    /// Release number (routed services only).
+    pub release: Option<u64>,
+    pub hash: String,
+    pub replicas: u64,
+}
+
+impl Existing {
+    pub fn from_info(s: &ServiceInfo) -> Option<Existing> {
+        let kind = match s.label(release::ROLE)? {
+            "proxy" => Kind::Proxy,
+            "routed" => Kind::Routed,
+            "stateful" => Kind::Stateful,
+            "plain" => Kind::Plain,
+            _ => return None,
+        };
+        Some(Existing {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            service: s.label(release::SERVICE)?.to_string(),
+            kind: Some(kind),
+            release: s.label(release::RELEASE).and_then(|r| r.parse().ok()),
+            hash: s.label(release::SPEC_HASH).unwrap_or_default().to_string(),
+            replicas: s.replicas,
+        })
+    }
+}
+
+/// The cluster as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Live release per routed service, from the stack record.
+    pub live: BTreeMap<String, u64>,
+    /// Last release number handed out.
+    pub seq: u64,
+    pub services: Vec<Existing>,
+    /// What the installed nginx config routes to (`None`: proxy missing or config absent).
+    pub routing: Option<BTreeMap<String, u64>>,
+}
+
+/// Where the next release of a routed service comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Green {
+    /// Create `<stack>_<service>-r<release>`.
+    Create { release: u64 },
+    /// A release left by an interrupted deploy is exactly what we want: use it.
+    Adopt { release: u64, id: String },
+}
+
+impl Green {
+    pub fn release(&self) -> u64 {
+        match self {
+            Green::Create { release } | Green::Adopt { release, .. } => *release,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    CreateProxy { service: String },
+    /// The proxy's spec changed; replacing nginx would drop connections, so it is reported.
+    ProxyDrift { service: String },
+    CreatePlain { service: String },
+    /// Swarm rolling update in place.
+    UpdatePlain { service: String, id: String },
+    CreateStateful { service: String },
+    /// A stateful service's spec changed; it is created once and then left alone.
+    StatefulDrift { service: String },
+    /// A non-live release newer than the live one that is not what we want (a green left by
+    /// an interrupted or failed deploy). Removed after nginx routes away from it.
+    RemoveOrphan { service: String, release: u64, id: String },
+    /// Blue-green: bring up `green`, gate it, switch nginx from `blue` to it.
+    Release { service: String, blue: Option<u64>, green: Green },
+    /// Nothing to deploy, but nginx routes elsewhere than the record says: reinstall.
+    Reroute { service: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Number of the release this deploy creates, when it creates one.
+    pub release: Option<u64>,
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Nothing to do: an identical redeploy.
+    pub fn is_noop(&self) -> bool {
+        self.steps.iter().all(|s| matches!(s, Step::ProxyDrift { .. } | Step::StatefulDrift { .. }))
+    }
+
+    pub fn releases(&self) -> impl Iterator<Item = (&str, Option<u64>, &Green)> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Release { service, blue, green } => Some((service.as_str(), *blue, green)),
+            _ => None,
+        })
+    }
+}
+
+/// Decide what to do. `desired` is keyed by the service's name in the stack file.
+pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Plan {
+    let mut steps = Vec::new();
+    let next = observed.seq.max(observed.services.iter().filter_map(|s| s.release).max().unwrap_or(0)) + 1;
+    let mut creates_release = false;
+
+    for (name, want) in desired {
+        let mine: Vec<&Existing> = observed.services.iter().filter(|s| &s.service == name).collect();
+        let unversioned = mine.iter().find(|s| s.release.is_none() && s.kind == Some(want.kind));
+        match want.kind {
+            Kind::Proxy => match unversioned {
+                None => steps.push(Step::CreateProxy { service: name.clone() }),
+                Some(s) if s.hash != want.hash => steps.push(Step::ProxyDrift { service: name.clone() }),
+                Some(_) => {}
+            },
+            Kind::Stateful => match unversioned {
+                None => steps.push(Step::CreateStateful { service: name.clone() }),
+                Some(s) if s.hash != want.hash => steps.push(Step::StatefulDrift { service: name.clone() }),
+                Some(_) => {}
+            },
+            Kind::Plain => match unversioned {
+                None => steps.push(Step::CreatePlain { service: name.clone() }),
+                Some(s) if s.hash != want.hash => steps.push(Step::UpdatePlain { service: name.clone(), id: s.id.clone() }),
+                Some(_) => {}
+            },
+            Kind::Routed => {
+                let releases: Vec<&Existing> =
+                    mine.iter().copied().filter(|s| s.kind == Some(Kind::Routed) && s.release.is_some()).collect();
+                // The record's live release only counts if its service still exists.
+                let live = observed
+                    .live
+                    .get(name)
+                    .copied()
+                    .filter(|n| releases.iter().any(|s| s.release == Some(*n)));
+                let live_hash = live.and_then(|n| releases.iter().find(|s| s.release == Some(n))).map(|s| &s.hash);
+                // Leftovers newer than live (or any, when nothing is live).
+                let leftovers: Vec<&&Existing> =
+                    releases.iter().filter(|s| live.is_none_or(|l| s.release.unwrap_or(0) > l)).collect();
+                if live_hash == Some(&want.hash) {
+                    for s in leftovers {
+                        steps.push(orphan(name, s));
+                    }
+                    let routed = observed.routing.as_ref().and_then(|r| r.get(name)).copied();
+                    if routed != live {
+                        steps.push(Step::Reroute { service: name.clone() });
+                    }
+                    continue;
+                }
+                // Adopt the newest leftover with the wanted hash; remove the others.
+                let adopt = leftovers.iter().filter(|s| s.hash == want.hash).max_by_key(|s| s.release);
+                for s in &leftovers {
+                    if adopt.is_none_or(|a| a.id != s.id) {
+                        steps.push(orphan(name, s));
+                    }
+                }
+                let green = match adopt {
+                    Some(s) => Green::Adopt { release: s.release.unwrap_or(0), id: s.id.clone() },
+                    None => {
+                        creates_release = true;
+                        Green::Create { release: next }
+                    }
+                };
+                steps.push(Step::Release { service: name.clone(), blue: live, green });
+            }
+        }
+    }
+    Plan { release: creates_release.then_some(next), steps }
+}
+
+fn orphan(service: &str, s: &Existing) -> Step {
+    Step::RemoveOrphan { service: service.to_string(), release: s.release.unwrap_or(0), id: s.id.clone() }
+}
+
+/// After a switch: which old releases of a routed service to scale to zero and which to
+/// remove, keeping the newest `keep` releases older than `live` for fast rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Retained releases still running: scale to zero (after the drain).
+    pub scale_down: Vec<(u64, String)>,
+    /// Releases beyond the retention count: remove.
+    pub remove: Vec<(u64, String)>,
+}
+
+pub fn retention(releases: &[Existing], live: u64, keep: u32) -> Retention {
+    let mut older: Vec<&Existing> = releases.iter().filter(|s| s.release.is_some_and(|r| r < live)).collect();
+    older.sort_by_key(|s| std::cmp::Reverse(s.release));
+    let mut out = Retention::default();
+    for (i, s) in older.iter().enumerate() {
+        let entry = (s.release.unwrap_or(0), s.id.clone());
+        if i < keep as usize {
+            if s.replicas > 0 {
+                out.scale_down.push(entry);
+            }
+        } else {
+            out.remove.push(entry);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(service: &str, release: u64, hash: &str, replicas: u64) -> Existing {
+        Existing {
+            id: format!("id-{service}-{release}"),
+            name: format!("demo_{service}-r{release}"),
+            service: service.into(),
+            kind: Some(Kind::Routed),
+            release: Some(release),
+            hash: hash.into(),
+            replicas,
+        }
+    }
+
+    fn unversioned(service: &str, kind: Kind, hash: &str) -> Existing {
+        Existing {
+            id: format!("id-{service}"),
+            name: format!("demo_{service}"),
+            service: service.into(),
+            kind: Some(kind),
+            release: None,
+            hash: hash.into(),
+            replicas: 1,
+        }
+    }
+
+    fn want(items: &[(&str, Kind, &str)]) -> BTreeMap<String, Desired> {
+        items.iter().map(|(n, k, h)| (n.to_string(), Desired { kind: *k, hash: h.to_string() })).collect()
+    }
+
+    fn observed(live: &[(&str, u64)], seq: u64, services: Vec<Existing>) -> Observed {
+        let live: BTreeMap<String, u64> = live.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+        Observed { routing: Some(live.clone()), live, seq, services }
+    }
+
+    #[test]
+    fn first_deploy_creates_everything() {
+        let desired = want(&[("proxy", Kind::Proxy, "p"), ("web", Kind::Routed, "w1"), ("db", Kind::Stateful, "d")]);
+        let plan = plan(&desired, &Observed::default());
+        assert_eq!(plan.release, Some(1));
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::CreateStateful { service: "db".into() },
+                Step::CreateProxy { service: "proxy".into() },
+                Step::Release { service: "web".into(), blue: None, green: Green::Create { release: 1 } },
+            ]
+        );
+    }
+
+    #[test]
+    fn identical_redeploy_is_a_noop() {
+        let desired = want(&[("proxy", Kind::Proxy, "p"), ("web", Kind::Routed, "w1")]);
+        let obs = observed(&[("web", 1)], 1, vec![unversioned("proxy", Kind::Proxy, "p"), routed("web", 1, "w1", 2)]);
+        let plan = plan(&desired, &obs);
+        assert!(plan.is_noop(), "{plan:?}");
+        assert_eq!(plan.release, None);
+    }
+
+    #[test]
+    fn changed_image_releases_a_new_green_numbered_after_seq() {
+        let desired = want(&[("web", Kind::Routed, "w2")]);
+        // seq 5: releases 2..5 were handed out even though only r1 survives; numbers never repeat.
+        let obs = observed(&[("web", 1)], 5, vec![routed("web", 1, "w1", 2)]);
+        let plan = plan(&desired, &obs);
+        assert_eq!(plan.release, Some(6));
+        assert_eq!(plan.steps, vec![Step::Release { service: "web".into(), blue: Some(1), green: Green::Create { release: 6 } }]);
+    }
+
+    #[test]
+    fn leftover_green_with_the_wanted_hash_is_adopted() {
+        let desired = want(&[("web", Kind::Routed, "w2")]);
+        let obs = observed(&[("web", 1)], 2, vec![routed("web", 1, "w1", 2), routed("web", 2, "w2", 2)]);
+        let plan = plan(&desired, &obs);
+        assert_eq!(plan.release, None);
+        assert_eq!(
+            plan.steps,
+            vec![Step::Release { service: "web".into(), blue: Some(1), green: Green::Adopt { release: 2, id: "id-web-2".into() } }]
+        );
+    }
+
+    #[test]
+    fn leftover_green_with_another_hash_is_removed_and_a_new_one_created() {
+        let desired = want(&[("web", Kind::Routed, "w3")]);
+        let obs = observed(&[("web", 1)], 2, vec![routed("web", 1, "w1", 2), routed("web", 2, "broken", 2)]);
+        let plan = plan(&desired, &obs);
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::RemoveOrphan { service: "web".into(), release: 2, id: "id-web-2".into() },
+                Step::Release { service: "web".into(), blue: Some(1), green: Green::Create { release: 3 } },
+            ]
+        );
+    }
+
+    #[test]
+    fn back_to_the_live_spec_removes_the_leftover_and_changes_nothing_else() {
+        let desired = want(&[("web", Kind::Routed, "w1")]);
+        let obs = observed(&[("web", 1)], 2, vec![routed("web", 1, "w1", 2), routed("web", 2, "w2", 2)]);
+        let plan = plan(&desired, &obs);
+        assert_eq!(plan.steps, vec![Step::RemoveOrphan { service: "web".into(), release: 2, id: "id-web-2".into() }]);
+    }
+
+    #[test]
+    fn record_pointing_at_a_removed_service_counts_as_no_live_release() {
+        let desired = want(&[("web", Kind::Routed, "w1")]);
+        let obs = observed(&[("web", 4)], 4, vec![]);
+        let plan = plan(&desired, &obs);
+        assert_eq!(plan.steps, vec![Step::Release { service: "web".into(), blue: None, green: Green::Create { release: 5 } }]);
+    }
+
+    #[test]
+    fn nginx_out_of_step_with_the_record_is_rerouted() {
+        let desired = want(&[("web", Kind::Routed, "w2")]);
+        let mut obs = observed(&[("web", 2)], 2, vec![routed("web", 1, "w1", 0), routed("web", 2, "w2", 2)]);
+        obs.routing = Some(BTreeMap::from([("web".to_string(), 1)]));
+        assert_eq!(plan(&desired, &obs).steps, vec![Step::Reroute { service: "web".into() }]);
+    }
+
+    #[test]
+    fn plain_services_update_in_place_and_stateful_ones_only_report() {
+        let desired = want(&[("worker", Kind::Plain, "k2"), ("db", Kind::Stateful, "d2"), ("proxy", Kind::Proxy, "p2")]);
+        let obs = observed(
+            &[],
+            0,
+            vec![unversioned("worker", Kind::Plain, "k1"), unversioned("db", Kind::Stateful, "d1"), unversioned("proxy", Kind::Proxy, "p1")],
+        );
+        let plan = plan(&desired, &obs);
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::StatefulDrift { service: "db".into() },
+                Step::ProxyDrift { service: "proxy".into() },
+                Step::UpdatePlain { service: "worker".into(), id: "id-worker".into() },
+            ]
+        );
+        assert!(!plan.is_noop());
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_old_releases_scaled_down() {
+        let releases = vec![routed("web", 1, "a", 0), routed("web", 2, "b", 0), routed("web", 3, "c", 2), routed("web", 4, "d", 2)];
+        let r = retention(&releases, 4, 2);
+        assert_eq!(r.scale_down, vec![(3, "id-web-3".to_string())]);
+        assert_eq!(r.remove, vec![(1, "id-web-1".to_string())]);
+        assert_eq!(retention(&releases, 4, 0).remove.len(), 3);
+    }
+}

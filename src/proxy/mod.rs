@@ -1,0 +1,268 @@
+//! nginx: render the routing config, install it into the running nginx tasks, reload.
+//!
+//! Rendering is pure ([`render`]); installing goes through the [`Proxy`] trait, whose nginx
+//! implementation ([`nginx::NginxProxy`]) writes the file into each nginx container through the
+//! Docker API, runs `nginx -t` everywhere first and reloads only when every replica accepted it.
+//!
+//! Everything that reaches the config was validated by `spec` already; [`render`] checks again
+//! against the same allowlist because a config injection is the one bug we cannot afford.
+
+pub mod nginx;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use askama::Template;
+use serde::{Deserialize, Serialize};
+
+use crate::release;
+use crate::spec::{Route, Stack};
+
+/// Where one release of a routed service can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub release: u64,
+    /// `ip:port` of every running task.
+    pub servers: Vec<String>,
+}
+
+/// What nginx should do for one routed service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRouting {
+    pub service: String,
+    pub route: Route,
+    /// The release users reach.
+    pub live: Target,
+    /// A release reachable only with the preview header (the green under test).
+    pub preview: Option<Target>,
+}
+
+/// The routing as recorded in the rendered file's header, read back by `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingSummary {
+    pub live: BTreeMap<String, Target>,
+    pub preview: BTreeMap<String, Target>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("refusing to render {what} {value:?} into the nginx config: {why}")]
+    Unsafe { what: &'static str, value: String, why: String },
+    #[error("rendering the nginx config: {0}")]
+    Template(#[from] askama::Error),
+}
+
+#[derive(Template)]
+#[template(path = "stackctl.conf", escape = "none")]
+struct ConfigTemplate<'a> {
+    stack: &'a str,
+    routing_json: String,
+    token: &'a str,
+    listen: u16,
+    echo_var: String,
+    upstreams: Vec<UpstreamView>,
+    routes: Vec<RouteView>,
+    servers: Vec<ServerView>,
+}
+
+struct UpstreamView {
+    name: String,
+    servers: Vec<String>,
+    /// No task is running: nginx needs at least one server line, so a placeholder marked
+    /// `down` makes requests fail with 502 instead of the config failing to load.
+    down: bool,
+}
+
+struct PreviewView {
+    release: u64,
+    upstream: String,
+}
+
+struct RouteView {
+    var: String,
+    live: String,
+    preview: Option<PreviewView>,
+}
+
+struct LocationView {
+    matcher: String,
+    /// nginx variable naming the upstream; `None` renders a 404 (catch-all of a host).
+    var: Option<String>,
+}
+
+struct ServerView {
+    names: String,
+    default: bool,
+    locations: Vec<LocationView>,
+}
+
+/// Render the nginx config for `stack`. `token` is a per-deploy secret that gates the preview
+/// and verification headers, so outsiders cannot reach a release that is not live yet.
+pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<String, RenderError> {
+    check_ident("stack name", &stack.name)?;
+    check_token(token)?;
+    let mut upstreams = Vec::new();
+    let mut routes = Vec::new();
+    // Servers keyed by their server_name list; "" is the default server (no hosts).
+    let mut servers: BTreeMap<String, Vec<LocationView>> = BTreeMap::new();
+    let mut summary = RoutingSummary { live: BTreeMap::new(), preview: BTreeMap::new() };
+
+    for r in routing {
+        check_ident("service name", &r.service)?;
+        let var = format!("stackctl_{}_{}", stack.name.replace('-', "_"), r.service.replace('-', "_"));
+        let live = upstream(stack, r, &r.live)?;
+        let preview = match &r.preview {
+            Some(p) => {
+                let u = upstream(stack, r, p)?;
+                let view = PreviewView { release: p.release, upstream: u.name.clone() };
+                upstreams.push(u);
+                summary.preview.insert(r.service.clone(), p.clone());
+                Some(view)
+            }
+            None => None,
+        };
+        routes.push(RouteView { var: var.clone(), live: live.name.clone(), preview });
+        upstreams.push(live);
+        summary.live.insert(r.service.clone(), r.live.clone());
+
+        check_path(&r.route.path)?;
+        let mut hosts = r.route.hosts.clone();
+        for h in &hosts {
+            check_host(h)?;
+        }
+        hosts.sort();
+        let key = hosts.join(" ");
+        let locations = servers.entry(key).or_default();
+        if r.route.path == "/" {
+            locations.push(LocationView { matcher: "/".into(), var: Some(var) });
+        } else {
+            let p = r.route.path.trim_end_matches('/');
+            locations.push(LocationView { matcher: format!("= {p}"), var: Some(var.clone()) });
+            locations.push(LocationView { matcher: format!("{p}/"), var: Some(var) });
+        }
+    }
+    // A server whose routes don't cover `/` answers 404 there instead of falling through to
+    // nginx's static root; without any host-less route, a catch-all default server does.
+    servers.entry(String::new()).or_default();
+    let servers = servers
+        .into_iter()
+        .map(|(names, mut locations)| {
+            if !locations.iter().any(|l| l.matcher == "/") {
+                locations.push(LocationView { matcher: "/".into(), var: None });
+            }
+            locations.sort_by(|a, b| a.matcher.cmp(&b.matcher));
+            let default = names.is_empty();
+            ServerView { names: if default { "_".into() } else { names }, default, locations }
+        })
+        .collect();
+
+    let template = ConfigTemplate {
+        stack: &stack.name,
+        routing_json: serde_json::to_string(&summary).expect("routing summary serialises"),
+        token,
+        listen: stack.x.proxy.listen,
+        echo_var: format!("stackctl_{}_echo", stack.name.replace('-', "_")),
+        upstreams,
+        routes,
+        servers,
+    };
+    Ok(template.render()?)
+}
+
+fn upstream(stack: &Stack, r: &ServiceRouting, t: &Target) -> Result<UpstreamView, RenderError> {
+    for s in &t.servers {
+        s.parse::<SocketAddr>().map_err(|_| RenderError::Unsafe {
+            what: "upstream address",
+            value: s.clone(),
+            why: "not an ip:port".into(),
+        })?;
+    }
+    let mut servers = t.servers.clone();
+    servers.sort();
+    servers.dedup();
+    let down = servers.is_empty();
+    if down {
+        servers.push(format!("127.0.0.1:{}", r.route.port));
+    }
+    Ok(UpstreamView { name: release::upstream_name(&stack.name, &r.service, t.release), servers, down })
+}
+
+/// Read back what a rendered config routes to (its `# stackctl-routing:` header line).
+pub fn parse_summary(config: &str) -> Option<RoutingSummary> {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("# stackctl-routing: "))
+        .and_then(|json| serde_json::from_str(json).ok())
+}
+
+fn unsafe_value(what: &'static str, value: &str, why: &str) -> RenderError {
+    RenderError::Unsafe { what, value: value.to_string(), why: why.to_string() }
+}
+
+fn check_ident(what: &'static str, v: &str) -> Result<(), RenderError> {
+    let ok = !v.is_empty() && v.len() <= 63 && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok { Ok(()) } else { Err(unsafe_value(what, v, "only a-z, 0-9 and - are allowed")) }
+}
+
+fn check_token(v: &str) -> Result<(), RenderError> {
+    let ok = v.len() >= 16 && v.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok { Ok(()) } else { Err(unsafe_value("token", v, "expected at least 16 hex digits")) }
+}
+
+/// Host names: lowercase DNS labels, optionally a leading `*.` wildcard.
+pub fn check_host(v: &str) -> Result<(), RenderError> {
+    let name = v.strip_prefix("*.").unwrap_or(v);
+    let labels_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if labels_ok { Ok(()) } else { Err(unsafe_value("host", v, "expected a lowercase DNS name such as app.example.com")) }
+}
+
+/// URL path prefixes: `/` followed by unreserved characters and `/`; no `..`, no `//`.
+pub fn check_path(v: &str) -> Result<(), RenderError> {
+    let ok = v.starts_with('/')
+        && !v.contains("//")
+        && !v.split('/').any(|seg| seg == "..")
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
+    if ok { Ok(()) } else { Err(unsafe_value("path", v, "expected / followed by letters, digits, - . _ ~ and /")) }
+}
+
+/// Installs a rendered config on every proxy replica, all or nothing.
+pub trait Proxy: Send + Sync {
+    /// Test the config everywhere, then reload everywhere. On a failed test nothing is
+    /// reloaded and the previous file is put back.
+    fn install(&self, config: &str) -> impl Future<Output = Result<Installed, ProxyError>> + Send;
+    /// The config currently installed (from the first running replica).
+    fn current(&self) -> impl Future<Output = Result<Option<String>, ProxyError>> + Send;
+}
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// Containers that were reloaded.
+    pub replicas: Vec<String>,
+    /// True when the file was already identical everywhere (it is reloaded all the same).
+    pub unchanged: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the proxy service {0} has no running task; is nginx up? (`docker service ps {0}`)")]
+    NoReplica(String),
+    #[error("nginx rejected the new config in {container} (nothing was reloaded; the previous config is back in place):\n{output}")]
+    Rejected { container: String, output: String },
+    #[error("nginx failed to reload in {container}: {output}")]
+    ReloadFailed { container: String, output: String },
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! [`Proxy`] for nginx running as a Swarm service, driven entirely through the Docker API.
+//!
+//! The file lives in a named volume mounted at `config_dir` (see `deploy::proxy_spec`), so a
+//! replacement nginx task on the same node starts with the live config; the stock image's
+//! `conf.d/*.conf` include reaches it through a one-line Swarm config.
+//!
+//! Limitation: exec and file upload reach containers on the node whose Docker API we talk to,
+//! so every nginx replica must run on that manager (a placement constraint `node.role==manager`
+//! on a single-manager cluster does it). Several edges on several nodes come later.
+
+use super::{Installed, Proxy, ProxyError};
+use crate::engine::Engine;
+
+/// File name of the routing config inside `config_dir`.
+pub const FILE: &str = "live.conf";
+
+pub struct NginxProxy<'a, E: Engine> {
+    pub engine: &'a E,
+    /// Swarm service name of the proxy (`demo_proxy`).
+    pub service: String,
+    pub config_dir: String,
+}
+
+impl<E: Engine> NginxProxy<'_, E> {
+    async fn containers(&self) -> Result<Vec<String>, ProxyError> {
+        let tasks = self.engine.tasks(&self.service).await?;
+        let ids: Vec<String> = tasks
+            .into_iter()
+            .filter(|t| t.is_running())
+            .filter_map(|t| t.container_id)
+            .collect();
+        if ids.is_empty() {
+            return Err(ProxyError::NoReplica(self.service.clone()));
+        }
+        Ok(ids)
+    }
+
+    fn path(&self) -> String {
+        format!("{}/{FILE}", self.config_dir)
+    }
+}
+
+impl<E: Engine> Proxy for NginxProxy<'_, E> {
+    async fn install(&self, config: &str) -> Result<Installed, ProxyError> {
+        let containers = self.containers().await?;
+        let mut previous = Vec::new();
+        let mut unchanged = true;
+        // Phase 1: write and test everywhere. Any rejection puts every file back.
+        for c in &containers {
+            let old = self.engine.get_file(c, &self.path()).await?;
+            if old.as_deref() != Some(config.as_bytes()) {
+                unchanged = false;
+            }
+            previous.push((c.clone(), old));
+            self.engine.put_file(c, &self.config_dir, FILE, config.as_bytes()).await?;
+            let test = self.engine.exec(c, &["nginx", "-t"]).await?;
+            if test.exit_code != 0 {
+                self.restore(&previous).await;
+                return Err(ProxyError::Rejected { container: c.clone(), output: test.output.trim().to_string() });
+            }
+        }
+        // Phase 2 (also when the file was already there: a deploy killed between writing and
+        // reloading leaves the file on disk but not loaded): every replica accepted the file; reload them all.
+        for c in &containers {
+            let reload = self.engine.exec(c, &["nginx", "-s", "reload"]).await?;
+            if reload.exit_code != 0 {
+                return Err(ProxyError::ReloadFailed { container: c.clone(), output: reload.output.trim().to_string() });
+            }
+        }
+        Ok(Installed { replicas: containers, unchanged })
+    }
+
+    async fn current(&self) -> Result<Option<String>, ProxyError> {
+        let containers = self.containers().await?;
+        let bytes = self.engine.get_file(&containers[0], &self.path()).await?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+}
+
+impl<E: Engine> NginxProxy<'_, E> {
+    /// Best effort: put back what was there. A replica we cannot restore keeps the rejected
+    /// file on disk but never loaded it (nginx only reads files on reload or restart).
+    async fn restore(&self, previous: &[(String, Option<Vec<u8>>)]) {
+        for (c, old) in previous {
+            let content = old.clone().unwrap_or_default();
+            let _ = self.engine.put_file(c, &self.config_dir, FILE, &content).await;
+        }
+    }
+}

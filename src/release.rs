@@ -1,0 +1,122 @@
+//! The identity of a release: Swarm names, bookkeeping labels and the spec hash.
+//!
+//! A *release* is one numbered deploy of a stack. Every routed service changed by that deploy
+//! gets its own Swarm service named `<stack>_<service>-r<N>`; plain, stateful and proxy services
+//! keep the unversioned name `<stack>_<service>` that `docker stack deploy` would give them.
+//! The cluster is always observed through these labels, never by name prefix, so a user's own
+//! service called `demo_web-r9` is never mistaken for ours.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+/// Label on every object stackctl creates: the stack it belongs to.
+pub const STACK: &str = "io.stackctl.stack";
+/// The service's name in the stack file (`web`).
+pub const SERVICE: &str = "io.stackctl.service";
+/// Release number, on versioned (routed) services only.
+pub const RELEASE: &str = "io.stackctl.release";
+/// `blue` or `green`: alternates between consecutive releases of a routed service.
+pub const COLOR: &str = "io.stackctl.color";
+/// Hash of the described service spec; equal hashes mean nothing to deploy.
+pub const SPEC_HASH: &str = "io.stackctl.spec-hash";
+/// What stackctl does with it: `routed`, `plain`, `stateful`, `proxy`, `record`.
+pub const ROLE: &str = "io.stackctl.role";
+/// Replica count the release runs with when live; kept so a scaled-down release can come back.
+pub const REPLICAS: &str = "io.stackctl.replicas";
+/// Docker's own label, so `docker stack ls/services/ps` show stackctl's stacks.
+pub const NAMESPACE: &str = "com.docker.stack.namespace";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Color {
+    Blue,
+    Green,
+}
+
+impl Color {
+    pub fn other(self) -> Color {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Color> {
+        match s {
+            "blue" => Some(Color::Blue),
+            "green" => Some(Color::Green),
+            _ => None,
+        }
+    }
+}
+
+/// Swarm name of a versioned release of a routed service.
+pub fn versioned_name(stack: &str, service: &str, release: u64) -> String {
+    format!("{stack}_{service}-r{release}")
+}
+
+/// Swarm name of an unversioned service (proxy, plain, stateful), as `docker stack deploy` names it.
+pub fn plain_name(stack: &str, service: &str) -> String {
+    format!("{stack}_{service}")
+}
+
+/// nginx upstream group name for a release. Stack and service names are validated to
+/// `[a-z0-9-]`, so the only transformation needed for an nginx identifier is `-` → `_`.
+pub fn upstream_name(stack: &str, service: &str, release: u64) -> String {
+    format!("{}__{}__r{release}", stack.replace('-', "_"), service.replace('-', "_"))
+}
+
+/// Labels common to every service stackctl creates for `stack`.
+pub fn base_labels(stack: &str, service: &str, role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (STACK.to_string(), stack.to_string()),
+        (SERVICE.to_string(), service.to_string()),
+        (ROLE.to_string(), role.to_string()),
+    ])
+}
+
+/// Short, stable hash of anything serialisable to JSON (serde_json sorts nothing, so callers
+/// must hand in deterministic structures: BTreeMaps and sorted vectors).
+pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).expect("serialising a spec to JSON cannot fail");
+    let digest = Sha256::digest(&bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Short content hash for immutable Swarm objects (configs, secrets) whose name carries it.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(5).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_docker_stack_conventions() {
+        assert_eq!(versioned_name("demo", "web", 3), "demo_web-r3");
+        assert_eq!(plain_name("demo", "proxy"), "demo_proxy");
+        assert_eq!(upstream_name("my-app", "api-v2", 12), "my_app__api_v2__r12");
+    }
+
+    #[test]
+    fn colors_alternate() {
+        assert_eq!(Color::Blue.other(), Color::Green);
+        assert_eq!(Color::parse(Color::Green.as_str()), Some(Color::Green));
+        assert_eq!(Color::parse("red"), None);
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        let a = BTreeMap::from([("image", "x@sha256:1"), ("replicas", "2")]);
+        let b = BTreeMap::from([("image", "x@sha256:2"), ("replicas", "2")]);
+        assert_eq!(hash_json(&a), hash_json(&a.clone()));
+        assert_ne!(hash_json(&a), hash_json(&b));
+        assert_eq!(hash_json(&a).len(), 16);
+    }
+}

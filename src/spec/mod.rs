@@ -1,0 +1,197 @@
+//! Reading a Compose stack file into a validated [`Stack`].
+//!
+//! The pipeline, in order:
+//!
+//! 1. parse the text with serde_yaml (syntax errors carry serde_yaml's position) and index the
+//!    positions of every key and list item with yaml-rust2 ([`locate`]), since serde_yaml
+//!    forgets them;
+//! 2. apply YAML merge keys (`<<: *defaults`) ([`tree`]);
+//! 3. screen keys: drop `x-*` extensions, warn about keys Swarm ignores, refuse keys whose
+//!    loss would change how a container runs ([`raw::screen`]; the lists are in [`raw`]);
+//! 4. interpolate `${VARIABLES}` in string values ([`interpolate`]);
+//! 5. deserialise into the raw Compose structs ([`raw`]), unknown keys refused with a
+//!    did-you-mean;
+//! 6. convert to the model, validating everything that reaches nginx or Swarm against
+//!    allowlists ([`convert`], [`validate`], [`units`]).
+//!
+//! Every error and warning is located: file, line, column and dotted field path. Steps 1, 2
+//! and 5 stop at their first error; steps 3, 4 and 6 report all errors at once.
+
+mod convert;
+mod interpolate;
+mod locate;
+mod model;
+mod raw;
+mod tree;
+mod units;
+mod validate;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use model::*;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use locate::Locator;
+
+/// What the command line adds to the file.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--name`: overrides the top-level `name:`.
+    pub name: Option<String>,
+    /// `--image SERVICE=REF`: replaces a service's `image:`; the service must exist.
+    pub image_overrides: BTreeMap<String, String>,
+    /// Variables for interpolation (the caller passes `std::env::vars()`); also the source of
+    /// `environment:` entries written as a bare `KEY`.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A loaded stack and what the user should know about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub stack: Stack,
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The message says what is wrong and what to do about it.
+    #[error("{location}: {message}")]
+    Invalid { location: Location, message: String },
+    /// Several problems found in one pass, ordered by position.
+    #[error("{}", ManyDisplay(.0))]
+    Many(Vec<SpecError>),
+}
+
+struct ManyDisplay<'a>(&'a [SpecError]);
+
+impl fmt::Display for ManyDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.0.iter().find_map(|e| e.locations().first().map(|l| l.file.display().to_string()));
+        write!(f, "{} errors in {}:", self.0.len(), file.unwrap_or_else(|| "the stack file".into()))?;
+        for error in self.0 {
+            write!(f, "\n{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl SpecError {
+    /// Every location the error points at (none for a read error).
+    pub fn locations(&self) -> Vec<&Location> {
+        match self {
+            SpecError::Read { .. } => Vec::new(),
+            SpecError::Invalid { location, .. } => vec![location],
+            SpecError::Many(errors) => errors.iter().flat_map(SpecError::locations).collect(),
+        }
+    }
+}
+
+/// Read and validate the stack file at `path`.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    load_str(path, &text, opts)
+}
+
+/// Validate stack file `text`; `source` is its path, used in messages and to resolve relative
+/// paths (`env_file`, `file:`, bind mounts).
+pub fn load_str(source: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, SpecError> {
+    let locator = Locator::new(source, text);
+    let mut doc = parse_yaml(text, &locator)?;
+    tree::apply_merge(&mut doc, "").map_err(|(field, message)| locator.error(&field, message))?;
+
+    let mut diag = Diag::new(&locator);
+    raw::screen(&mut doc, &mut diag);
+    interpolate::interpolate_tree(&mut doc, "", &opts.env, &mut diag);
+    diag.check()?;
+
+    let raw = raw::deserialize(doc, &locator)?;
+    let stack = convert::build(raw, opts, &mut diag);
+    let warnings = diag.finish()?;
+    // `build` returns no stack only after reporting an error, so this is a safety net.
+    let stack = stack.ok_or_else(|| locator.error("", "the stack file is invalid"))?;
+    Ok(Loaded { stack, warnings })
+}
+
+/// Parse the text into a YAML tree whose root is a mapping.
+fn parse_yaml(text: &str, locator: &Locator) -> Result<serde_yaml::Value, SpecError> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        // serde_yaml places a duplicate key at the start of its mapping; the index knows the
+        // duplicate itself.
+        let duplicate = locator.index().duplicate().filter(|_| e.to_string().contains("duplicate entry"));
+        let location = match (duplicate, e.location()) {
+            (Some((field, (line, column))), _) => {
+                Location { field: field.to_string(), ..locator.at_position(line, column) }
+            }
+            (None, Some(l)) => locator.at_position(l.line(), l.column()),
+            (None, None) => locator.at_position(1, 1),
+        };
+        SpecError::Invalid { location, message: format!("invalid YAML: {}", strip_position(&e.to_string())) }
+    })?;
+    if !doc.is_mapping() {
+        let what = if doc.is_null() { "empty" } else { "not a mapping" };
+        return Err(locator.error("", format!("the stack file is {what}; it needs at least name: and services:")));
+    }
+    Ok(doc)
+}
+
+/// serde_yaml puts " at line L column C" in its messages; the location says it already.
+fn strip_position(message: &str) -> String {
+    let Some(start) = message.find(" at line ") else { return message.to_string() };
+    let rest = &message[start + " at line ".len()..];
+    let Some(column) = rest.find(" column ") else { return message.to_string() };
+    let after = &rest[column + " column ".len()..];
+    let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+    format!("{}{}", &message[..start], &after[digits..])
+}
+
+/// Collects located errors and warnings while a pass continues past the first problem.
+pub(crate) struct Diag<'a> {
+    locator: &'a Locator,
+    errors: Vec<SpecError>,
+    warnings: Vec<Warning>,
+}
+
+impl<'a> Diag<'a> {
+    fn new(locator: &'a Locator) -> Self {
+        Diag { locator, errors: Vec::new(), warnings: Vec::new() }
+    }
+
+    pub(crate) fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(self.locator.error(field, message));
+    }
+
+    pub(crate) fn warn(&mut self, field: &str, message: impl Into<String>) {
+        self.warnings.push(Warning { location: self.locator.at(field), message: message.into() });
+    }
+
+    pub(crate) fn locator(&self) -> &Locator {
+        self.locator
+    }
+
+    /// Fail if any error was reported so far.
+    fn check(&mut self) -> Result<(), SpecError> {
+        let mut errors = std::mem::take(&mut self.errors);
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => {
+                let position = |e: &SpecError| e.locations().first().map(|l| (l.line, l.column));
+                errors.sort_by_key(position);
+                Err(SpecError::Many(errors))
+            }
+        }
+    }
+
+    /// The warnings, or the errors if there were any.
+    fn finish(mut self) -> Result<Vec<Warning>, SpecError> {
+        self.check()?;
+        self.warnings.sort_by_key(|w| (w.location.line, w.location.column));
+        Ok(self.warnings)
+    }
+}

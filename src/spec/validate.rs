@@ -1,0 +1,515 @@
+//! Allowlists for everything that ends up in nginx config, Swarm names or image pulls.
+//!
+//! Security-relevant: host names, paths, service and stack names are rendered into nginx
+//! config, so each is checked against a positive allowlist (never a denylist). When a value
+//! is refused, the message names the offending character so the user can find it.
+
+/// How a character is shown in messages: `';' (semicolon)`, `newline`, `U+0007`.
+pub fn describe_char(c: char) -> String {
+    let name = match c {
+        ' ' => return "a space".into(),
+        '\n' => return "a newline".into(),
+        '\r' => return "a carriage return".into(),
+        '\t' => return "a tab".into(),
+        ';' => "semicolon",
+        '{' => "opening brace",
+        '}' => "closing brace",
+        '#' => "hash",
+        '"' => "double quote",
+        '\'' => "single quote",
+        '`' => "backtick",
+        '$' => "dollar sign",
+        '\\' => "backslash",
+        _ if c.is_control() => return format!("the control character U+{:04X}", u32::from(c)),
+        _ => return format!("'{c}'"),
+    };
+    format!("'{c}' ({name})")
+}
+
+/// Checks that every character of `value` is `allowed`; the error names the first one that
+/// is not. Uppercase gets its own hint because it is the most common slip.
+fn check_chars(what: &str, value: &str, allowed: impl Fn(char) -> bool, rule: &str) -> Result<(), String> {
+    match value.chars().find(|&c| !allowed(c)) {
+        None => Ok(()),
+        Some(c) if c.is_ascii_uppercase() && allowed(c.to_ascii_lowercase()) => Err(format!(
+            "{what} {value:?} contains uppercase {}; write it in lowercase: {:?}",
+            describe_char(c),
+            value.to_ascii_lowercase()
+        )),
+        Some(c) => Err(format!("{what} {value:?} contains {}; {rule}", describe_char(c))),
+    }
+}
+
+fn is_lower_alnum(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+/// `[a-z0-9]` then `[a-z0-9-]`, not ending in `-`, at most `max` characters.
+fn check_dns_like(what: &str, value: &str, max: usize) -> Result<(), String> {
+    let rule = "use only lowercase letters, digits and '-'";
+    if value.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    check_chars(what, value, |c| is_lower_alnum(c) || c == '-', rule)?;
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err(format!("{what} {value:?} must start and end with a letter or digit"));
+    }
+    if value.len() > max {
+        return Err(format!("{what} {value:?} is {} characters long; the limit is {max}", value.len()));
+    }
+    Ok(())
+}
+
+/// Longest stack name. Swarm service names are limited to 63 characters and stackctl names
+/// routed releases `<stack>_<service>-r<N>`, so both parts are kept short.
+pub const MAX_STACK_NAME: usize = 30;
+pub const MAX_SERVICE_NAME: usize = 31;
+/// Room reserved for `-r<N>` in versioned service names (up to a million releases).
+pub const RELEASE_SUFFIX_ROOM: usize = "-r999999".len();
+/// Docker's limit for service names (they are DNS labels).
+pub const MAX_SWARM_SERVICE_NAME: usize = 63;
+
+/// Stack names: `[a-z0-9-]`, at most 30 characters. Underscores are refused although
+/// `docker stack` accepts them, because `_` separates stack from service in Swarm names and
+/// nginx upstream names use `__` as a separator.
+pub fn check_stack_name(name: &str) -> Result<(), String> {
+    check_dns_like("stack name", name, MAX_STACK_NAME)
+}
+
+/// Service names: `[a-z0-9-]`, at most 31 characters (no `_`: it separates stack and service).
+pub fn check_service_name(name: &str) -> Result<(), String> {
+    check_dns_like("service name", name, MAX_SERVICE_NAME)
+}
+
+/// Host names for `server_name`: lowercase labels, optionally `*.` in front.
+pub fn check_host(host: &str) -> Result<(), String> {
+    let rule = "host names may contain only a-z, 0-9, '-' and '.', with an optional leading '*.'";
+    if host.is_empty() {
+        return Err("host is empty".into());
+    }
+    check_chars("host", host, |c| is_lower_alnum(c) || matches!(c, '-' | '.' | '*'), rule)?;
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    if bare.contains('*') {
+        return Err(format!("host {host:?}: '*' is only allowed as a whole first label ('*.example.com')"));
+    }
+    if host.len() > 253 {
+        return Err(format!("host {host:?} is longer than 253 characters"));
+    }
+    for label in bare.split('.') {
+        if label.is_empty() {
+            return Err(format!("host {host:?} has an empty label (two dots in a row, or a leading or trailing dot)"));
+        }
+        if label.len() > 63 {
+            return Err(format!("host {host:?}: the label {label:?} is longer than 63 characters"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("host {host:?}: the label {label:?} must not start or end with '-'"));
+        }
+    }
+    Ok(())
+}
+
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '/' | '-')
+}
+
+/// URL path prefixes: `/` then `[A-Za-z0-9._~/-]`, no `.`/`..` segments, no `//`.
+pub fn check_path(what: &str, path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{what} {path:?} must start with '/'"));
+    }
+    check_chars(what, path, is_path_char, "paths may contain only A-Z, a-z, 0-9, '.', '_', '~', '/' and '-'")?;
+    if path.contains("//") {
+        return Err(format!("{what} {path:?} contains '//'; remove the empty segment"));
+    }
+    if path.split('/').any(|segment| segment == "." || segment == "..") {
+        return Err(format!("{what} {path:?} contains a '.' or '..' segment; write the path without it"));
+    }
+    Ok(())
+}
+
+/// Health probe paths: a path as above plus an optional `?query` of `[A-Za-z0-9._~=&-]`.
+pub fn check_health_path(path: &str) -> Result<(), String> {
+    let (path_part, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    check_path("health path", path_part)?;
+    if let Some(query) = query {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '=' | '&' | '-');
+        check_chars(
+            "health query",
+            query,
+            allowed,
+            "queries may contain only A-Z, a-z, 0-9, '.', '_', '~', '=', '&' and '-'",
+        )?;
+    }
+    Ok(())
+}
+
+/// An absolute directory inside a container (`/etc/nginx/stackctl`): same characters as paths.
+pub fn check_container_dir(what: &str, dir: &str) -> Result<(), String> {
+    check_path(what, dir)
+}
+
+/// Names of networks, volumes, configs and secrets (keys in the file and real names):
+/// Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters.
+pub fn check_object_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    check_chars(what, name, allowed, "use only letters, digits, '_', '.' and '-'")?;
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!("{what} {name:?} must start with a letter or digit"));
+    }
+    if name.len() > 64 {
+        return Err(format!("{what} {name:?} is longer than 64 characters"));
+    }
+    Ok(())
+}
+
+/// Image references: `[registry[:port]/]path[:tag][@sha256:<64 hex>]`, following the grammar
+/// of Docker's distribution/reference package.
+pub fn check_image_ref(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("image is empty; set image: to a reference such as nginx:1.27".into());
+    }
+    if let Some(c) = image.chars().find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
+        return Err(format!("image {image:?} contains {}", describe_char(c)));
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(digest) = digest {
+        let hex = digest.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            return Err(format!("image {image:?}: the digest must be sha256: followed by 64 lowercase hex digits"));
+        }
+    }
+    // A ':' after the last '/' starts the tag; before it, it is a registry port.
+    let last_slash = rest.rfind('/');
+    let (name, tag) = match rest.rfind(':') {
+        Some(i) if last_slash.is_none_or(|j| i > j) => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    if let Some(tag) = tag {
+        check_tag(image, tag)?;
+    }
+    if name.len() > 255 {
+        return Err(format!("image {image:?}: the repository name is longer than 255 characters"));
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1 && is_registry(components[0]) {
+        check_registry(image, components.remove(0))?;
+    }
+    for component in components {
+        check_path_component(image, component)?;
+    }
+    Ok(())
+}
+
+fn check_tag(image: &str, tag: &str) -> Result<(), String> {
+    let valid = !tag.is_empty()
+        && tag.len() <= 128
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !tag.starts_with(['.', '-']);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "image {image:?}: invalid tag {tag:?} (letters, digits, '_', '.', '-', at most 128, not starting with '.' or '-')"
+        ))
+    }
+}
+
+/// Docker's rule: the first component is a registry if it has a `.` or `:`, is `localhost`,
+/// or contains uppercase (which a repository path cannot).
+fn is_registry(component: &str) -> bool {
+    component.contains(['.', ':']) || component == "localhost" || component.chars().any(|c| c.is_ascii_uppercase())
+}
+
+fn check_registry(image: &str, registry: &str) -> Result<(), String> {
+    let bad = || format!("image {image:?}: invalid registry {registry:?}; write it as host[:port]");
+    let (host, port) = if let Some(v6) = registry.strip_prefix('[') {
+        let (addr, after) = v6.split_once(']').ok_or_else(bad)?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad());
+        }
+        (None, after.strip_prefix(':'))
+    } else {
+        match registry.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(registry), None),
+        }
+    };
+    if let Some(host) = host {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !host.split('.').all(label_ok) {
+            return Err(bad());
+        }
+    }
+    if let Some(port) = port {
+        if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) || port.parse::<u16>().is_err() {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+` runs separated by `.`, `_`, `__` or any number of `-`.
+fn check_path_component(image: &str, component: &str) -> Result<(), String> {
+    if let Some(c) = component.chars().find(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "image {image:?} contains uppercase {}; repository names must be lowercase",
+            describe_char(c)
+        ));
+    }
+    let bad = || {
+        format!(
+            "image {image:?}: invalid repository name component {component:?} (lowercase letters and digits, \
+             separated by '.', '_', '__' or '-')"
+        )
+    };
+    if component.is_empty() || !component.starts_with(is_lower_alnum) || !component.ends_with(is_lower_alnum) {
+        return Err(bad());
+    }
+    let mut separator = String::new();
+    for c in component.chars() {
+        if is_lower_alnum(c) {
+            let ok = separator.is_empty()
+                || separator == "."
+                || separator == "_"
+                || separator == "__"
+                || separator.chars().all(|s| s == '-');
+            if !ok {
+                return Err(bad());
+            }
+            separator.clear();
+        } else if matches!(c, '.' | '_' | '-') {
+            separator.push(c);
+        } else {
+            return Err(format!("image {image:?} contains {}", describe_char(c)));
+        }
+    }
+    Ok(())
+}
+
+/// The proxy URL: `http://host:port` with an optional trailing `/`; host an IP address or a
+/// host name. No path, query or credentials: stackctl appends its own paths.
+pub fn check_proxy_url(url: &str) -> Result<(), String> {
+    let example = "write it as http://HOST:PORT, e.g. http://127.0.0.1:8080";
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("proxy url {url:?} must start with http:// (https is not supported); {example}"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some(c) = authority.chars().find(|c| matches!(c, '/' | '?' | '#' | '@')) {
+        return Err(format!(
+            "proxy url {url:?} must not have a path, query or credentials (found {}); {example}",
+            describe_char(c)
+        ));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) =
+                v6.split_once(']').ok_or_else(|| format!("proxy url {url:?}: unclosed '['; {example}"))?;
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("proxy url {url:?}: {addr:?} is not an IPv6 address"));
+            }
+            (None, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(authority), None),
+        },
+    };
+    let port = port.ok_or_else(|| format!("proxy url {url:?} has no port; {example}"))?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && port.chars().all(|c| c.is_ascii_digit()) => {}
+        _ => return Err(format!("proxy url {url:?}: invalid port {port:?} (1-65535)")),
+    }
+    if let Some(host) = host {
+        if host.parse::<std::net::Ipv4Addr>().is_err() {
+            check_host(host).map_err(|e| format!("proxy url {url:?}: {e}"))?;
+            if host.starts_with('*') {
+                return Err(format!("proxy url {url:?}: the host cannot be a wildcard"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions), so that
+/// `imgae` is one edit away from `image`.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The candidate closest to `word`, if it is close enough to be an obvious typo.
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).clamp(1, 2);
+    candidates.into_iter().map(|c| (edit_distance(word, c), c)).filter(|&(d, _)| d <= limit).min().map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Characters that would let a value escape its place in nginx config.
+    const DANGEROUS: [(char, &str); 9] = [
+        (';', "semicolon"),
+        ('{', "opening brace"),
+        ('}', "closing brace"),
+        ('\n', "newline"),
+        ('#', "hash"),
+        ('"', "double quote"),
+        ('\'', "single quote"),
+        (' ', "space"),
+        ('$', "dollar sign"),
+    ];
+
+    #[test]
+    fn dangerous_characters_are_refused_and_named() {
+        for (c, name) in DANGEROUS {
+            let host = format!("a{c}b.example.com");
+            let path = format!("/a{c}b");
+            let health = format!("/healthz?x=1{c}");
+            for (what, result) in [
+                ("host", check_host(&host)),
+                ("path", check_path("path", &path)),
+                ("health path", check_health_path(&format!("/h{c}"))),
+                ("health query", check_health_path(&health)),
+                ("stack name", check_stack_name(&format!("a{c}"))),
+                ("service name", check_service_name(&format!("a{c}"))),
+            ] {
+                let err = result.expect_err(what);
+                assert!(err.contains(name), "{what} with {c:?}: {err}");
+                assert!(err.contains(what), "{what}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in ["example.com", "a.example.com", "*.example.com", "localhost", "x1-2.y", "a"] {
+            assert_eq!(check_host(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "Example.com", "a..b", ".a", "a.", "-a.com", "a-.com", "a.*.com", "*", "a_b.com", "a:80"] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
+        assert!(check_host("API.example.com").unwrap_err().contains("\"api.example.com\""));
+        assert!(check_host(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn paths() {
+        for ok in ["/", "/api", "/api/", "/a.b/c_d/~e-f"] {
+            assert_eq!(check_path("path", ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "api", "/a//b", "/a/../b", "/..", "/./a", "/a?b", "/a%20"] {
+            assert!(check_path("path", bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_health_path("/healthz?full=1&x=y"), Ok(()));
+        assert!(check_health_path("/healthz?a=%41").is_err());
+        assert!(check_health_path("/a?b?c").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(check_stack_name("demo-1"), Ok(()));
+        assert_eq!(check_service_name("web2"), Ok(()));
+        for bad in ["", "Demo", "-a", "a-", "a_b", "a.b", &"a".repeat(31)] {
+            assert!(check_stack_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_service_name(&"a".repeat(32)).is_err());
+        assert!(check_object_name("network", "my_net.1").is_ok());
+        assert!(check_object_name("network", "_x").is_err());
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "nginx",
+            "nginx:1.27",
+            "library/nginx:latest",
+            "127.0.0.1:5000/stackctl-demo:v1",
+            "localhost/a/b",
+            "registry.example.com:443/team/app__x.y-z:1.0_rc",
+            "[::1]:5000/app",
+            "app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "r.io/app:v1@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(check_image_ref(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "Nginx",
+            "nginx:",
+            "nginx:-x",
+            "a b",
+            "app@sha256:123",
+            "app@md5:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "reg:99999/app",
+            "a//b",
+            "a/.b",
+            "a._b",
+            "a/b;c",
+            "-reg.io/app",
+        ] {
+            assert!(check_image_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_urls() {
+        for ok in ["http://127.0.0.1:8080", "http://127.0.0.1:8080/", "http://proxy.local:80", "http://[::1]:8080"] {
+            assert_eq!(check_proxy_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "https://127.0.0.1:8080",
+            "http://127.0.0.1",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1:8080/x",
+            "http://127.0.0.1:8080?a",
+            "http://u@h:1",
+            "http://h;x:1",
+            "http://:80",
+            "127.0.0.1:8080",
+        ] {
+            assert!(check_proxy_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn typos() {
+        assert_eq!(edit_distance("imgae", "image"), 1);
+        assert_eq!(nearest("imgae", ["image", "init", "user"]), Some("image"));
+        assert_eq!(nearest("enviroment", ["environment", "entrypoint"]), Some("environment"));
+        assert_eq!(nearest("zzz", ["image", "user"]), None);
+    }
+}

@@ -1,0 +1,153 @@
+//! `stackctl status`: what is live, what is retained, and what nginx routes to.
+//!
+//! Everything comes from the cluster (service labels, the stack record, the config installed
+//! in nginx), so any machine that can reach a manager sees the same answer.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineError};
+use crate::plan::{Existing, Kind};
+use crate::proxy::{self, nginx::NginxProxy, Proxy, RoutingSummary};
+use crate::record::{self, LockInfo};
+use crate::release;
+use crate::spec::Stack;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskStatus {
+    pub id: String,
+    pub state: String,
+    /// Docker's health status, where the container runs on this node and has a check.
+    pub health: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServiceStatus {
+    /// Name in the stack file.
+    pub service: String,
+    /// Swarm service name.
+    pub name: String,
+    pub kind: String,
+    pub release: Option<u64>,
+    pub color: Option<String>,
+    /// True for the live release of a routed service.
+    pub live: bool,
+    /// Image pinned by digest.
+    pub image: String,
+    pub replicas: u64,
+    pub tasks: Vec<TaskStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusReport {
+    pub stack: String,
+    pub live: BTreeMap<String, u64>,
+    pub services: Vec<ServiceStatus>,
+    /// What the config installed in nginx routes to (`None` when it could not be read).
+    pub routing: Option<RoutingSummary>,
+    /// Set while a deploy is running.
+    pub lock: Option<LockInfo>,
+    /// Disagreements worth a look (nginx and the record out of step, live release missing).
+    pub problems: Vec<String>,
+}
+
+pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport, EngineError> {
+    let record = record::read(engine, &stack.name).await?.map(|(_, r)| r).unwrap_or_default();
+    let infos = engine.services(&stack.name).await?;
+    let mut services = Vec::new();
+    for info in &infos {
+        let Some(existing) = Existing::from_info(info) else { continue };
+        let mut tasks = Vec::new();
+        for t in engine.tasks(&info.id).await?.into_iter().filter(|t| t.desired_state == "running") {
+            let health = match &t.container_id {
+                Some(c) => engine.container_health(c).await.unwrap_or(None),
+                None => None,
+            };
+            tasks.push(TaskStatus { id: t.id, state: t.state, health, error: t.error });
+        }
+        let image = info
+            .spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        services.push(ServiceStatus {
+            live: existing.release.is_some() && record.live.get(&existing.service) == existing.release.as_ref(),
+            service: existing.service,
+            name: existing.name,
+            kind: existing.kind.map(Kind::as_str).unwrap_or("unknown").to_string(),
+            release: existing.release,
+            color: info.label(release::COLOR).map(String::from),
+            image,
+            replicas: existing.replicas,
+            tasks,
+        });
+    }
+    services.sort_by(|a, b| (&a.service, std::cmp::Reverse(a.release)).cmp(&(&b.service, std::cmp::Reverse(b.release))));
+
+    let nginx = NginxProxy {
+        engine,
+        service: release::plain_name(&stack.name, &stack.x.proxy.service),
+        config_dir: stack.x.proxy.config_dir.clone(),
+    };
+    let routing = match nginx.current().await {
+        Ok(Some(text)) => proxy::parse_summary(&text),
+        _ => None,
+    };
+    let mut problems = Vec::new();
+    for (service, n) in &record.live {
+        if !services.iter().any(|s| &s.service == service && s.release == Some(*n)) {
+            problems.push(format!("the record says {service} r{n} is live, but that service does not exist"));
+        }
+        match routing.as_ref().and_then(|r| r.live.get(service)) {
+            Some(t) if t.release == *n => {}
+            Some(t) => problems.push(format!("nginx routes {service} to r{}, the record says r{n}; run `stackctl deploy` to repair", t.release)),
+            None => problems.push(format!("nginx has no route for {service}")),
+        }
+    }
+    Ok(StatusReport { stack: stack.name.clone(), live: record.live, services, routing, lock: record.lock, problems })
+}
+
+impl StatusReport {
+    pub fn to_text(&self) -> String {
+        let mut s = format!("stack {}\n", self.stack);
+        if let Some(l) = &self.lock {
+            s.push_str(&format!("deploy in progress: {}\n", l.describe(record::now_unix())));
+        }
+        for svc in &self.services {
+            let tag = match (svc.release, svc.live) {
+                (Some(n), true) => format!("r{n} LIVE"),
+                (Some(n), false) => format!("r{n}{}", if svc.replicas == 0 { " retained" } else { "" }),
+                (None, _) => svc.kind.clone(),
+            };
+            let running = svc.tasks.iter().filter(|t| t.state == "running").count();
+            s.push_str(&format!(
+                "  {:<12} {:<14} {:<28} {}/{} running  {}\n",
+                svc.service, tag, svc.name, running, svc.replicas, svc.image
+            ));
+            for t in &svc.tasks {
+                let health = t.health.as_deref().map(|h| format!(" ({h})")).unwrap_or_default();
+                let err = t.error.as_deref().map(|e| format!(" error: {e}")).unwrap_or_default();
+                s.push_str(&format!("      task {} {}{health}{err}\n", &t.id[..t.id.len().min(12)], t.state));
+            }
+        }
+        match &self.routing {
+            Some(r) => {
+                for (svc, t) in &r.live {
+                    s.push_str(&format!("  nginx routes {svc} → r{} at {}\n", t.release, t.servers.join(" ")));
+                }
+                for (svc, t) in &r.preview {
+                    s.push_str(&format!("  nginx previews {svc} → r{}\n", t.release));
+                }
+            }
+            None => s.push_str("  nginx: no stackctl config installed (or proxy not running)\n"),
+        }
+        for p in &self.problems {
+            s.push_str(&format!("  problem: {p}\n"));
+        }
+        s
+    }
+}

@@ -1,0 +1,344 @@
+//! End to end: the real `stackctl` binary against a real dockerd in Swarm mode, a real nginx
+//! and the real registry on 127.0.0.1:5000 (all set up by `tests/rig/setup.sh`).
+//!
+//! These tests are `#[ignore]`d so that a plain `cargo test` on a machine without the rig
+//! reports them as *ignored* rather than passing them; `tests/run-all.sh` (and CI) run them
+//! with `--include-ignored`. They run one at a time: they share one engine and two cores.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use stackctl::health::Probe;
+use stackctl::loadgen;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const REGISTRY: &str = "127.0.0.1:5000";
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A throwaway stack with its own name, nginx port and directory.
+struct TestStack {
+    name: String,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl TestStack {
+    fn new(name: &str, port: u16) -> TestStack {
+        let dir = std::env::temp_dir().join(format!("stackctl-e2e-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = TestStack { name: name.to_string(), port, dir };
+        s.remove_everything();
+        s
+    }
+
+    /// Write the stack file for `image` (a tag of stackctl-demo) and return its path.
+    fn file(&self, image: &str) -> PathBuf {
+        let yaml = format!(
+            r#"name: {name}
+x-stackctl:
+  proxy:
+    service: proxy
+    url: http://127.0.0.1:{port}
+    listen: 8080
+  keep: 1
+services:
+  proxy:
+    image: {REGISTRY}/stackctl-nginx:latest
+    ports:
+      - target: 8080
+        published: {port}
+        mode: host
+  web:
+    image: {REGISTRY}/stackctl-demo:{image}
+    deploy:
+      replicas: 2
+    stop_grace_period: 2s
+    x-stackctl:
+      route:
+        port: 80
+        health: {{ path: /healthz, interval: 300ms, timeout: 2s, successes: 3, deadline: 45s }}
+        drain: 1s
+"#,
+            name = self.name,
+            port = self.port
+        );
+        let path = self.dir.join("stack.yml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    fn stackctl(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_stackctl")).args(args).output().expect("run stackctl");
+        eprintln!(
+            "$ stackctl {}\n-> {:?}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn deploy(&self, image: &str, extra: &[&str]) -> Output {
+        let file = self.file(image);
+        let mut args = vec!["deploy", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.stackctl(&args)
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let file = self.dir.join("stack.yml");
+        let out = self.stackctl(&["status", file.to_str().unwrap(), "--output", "json"]);
+        assert_eq!(out.status.code(), Some(0));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    fn get(&self, path: &str) -> Result<String, String> {
+        let probe = Probe {
+            authority: format!("127.0.0.1:{}", self.port),
+            path: path.into(),
+            host: None,
+            headers: vec![],
+            timeout: Duration::from_secs(3),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let r = rt.block_on(probe.send())?;
+        if r.status == 200 { Ok(r.body) } else { Err(format!("HTTP {}: {}", r.status, r.body)) }
+    }
+
+    /// Names of the stack's Swarm services, found by label as stackctl finds them.
+    fn services(&self) -> Vec<String> {
+        let out = docker(&["service", "ls", "--filter", &format!("label=io.stackctl.stack={}", self.name), "--format", "{{.Name}}"]);
+        let mut v: Vec<String> = out.lines().map(String::from).collect();
+        v.sort();
+        v
+    }
+
+    fn remove_everything(&self) {
+        let label = format!("label=io.stackctl.stack={}", self.name);
+        for kind in ["service", "config", "secret"] {
+            let ids = docker(&[kind, "ls", "-q", "--filter", &label]);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec![kind, "rm"];
+                args.extend(ids);
+                docker(&args);
+            }
+        }
+        // Networks and the proxy volume go once their tasks are gone.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let nets = docker(&["network", "ls", "-q", "--filter", &label]);
+            let nets: Vec<&str> = nets.split_whitespace().collect();
+            if nets.is_empty() {
+                break;
+            }
+            let mut args = vec!["network", "rm"];
+            args.extend(nets);
+            docker(&args);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        docker(&["volume", "rm", "-f", &format!("{}_stackctl-proxy", self.name)]);
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.remove_everything();
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run load through nginx while `during` runs, and `after` more once it returned.
+fn with_load<T>(port: u16, after: Duration, during: impl FnOnce() -> T) -> (T, Vec<loadgen::Sample>, Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let cfg = loadgen::Config {
+        authority: format!("127.0.0.1:{port}"),
+        path: "/".into(),
+        keepalive_workers: 4,
+        fresh_workers: 4,
+        timeout: Duration::from_secs(5),
+    };
+    let started = Instant::now();
+    let load = rt.spawn(loadgen::run(cfg, rx));
+    std::thread::sleep(Duration::from_millis(500));
+    let result = during();
+    let returned_at = started.elapsed();
+    std::thread::sleep(after);
+    tx.send(true).unwrap();
+    let samples = rt.block_on(load).unwrap();
+    // Samples count from the load generator's own start, a hair after `started`.
+    (result, samples, returned_at)
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn first_deploy_serves_v1_and_is_visible_to_docker_stack() {
+    let _g = serial();
+    let s = TestStack::new("e2efirst", 18081);
+    let out = s.deploy("v1", &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "deployed");
+    assert_eq!(report["switched"][0]["to"], 1);
+    assert!(report["switched"][0]["image"].as_str().unwrap().contains("@sha256:"), "image pinned by digest");
+    assert!(report["phases"].as_array().unwrap().iter().any(|p| p["phase"] == "wait healthy"));
+
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+    assert_eq!(s.services(), vec!["e2efirst_proxy".to_string(), "e2efirst_web-r1".to_string()]);
+    // docker's own stack commands see it.
+    assert!(docker(&["stack", "ls", "--format", "{{.Name}}"]).lines().any(|l| l == "e2efirst"));
+    assert!(docker(&["stack", "services", "e2efirst", "--format", "{{.Name}}"]).contains("e2efirst_web-r1"));
+    let labels = docker(&["service", "inspect", "e2efirst_web-r1", "--format", "{{json .Spec.Labels}}"]);
+    for want in ["io.stackctl.release\":\"1", "io.stackctl.color\":\"blue", "io.stackctl.spec-hash", "io.stackctl.service\":\"web"] {
+        assert!(labels.contains(want), "{want} in {labels}");
+    }
+
+    let status = s.status_json();
+    assert_eq!(status["live"]["web"], 1);
+    assert_eq!(status["routing"]["live"]["web"]["release"], 1);
+    assert_eq!(status["problems"].as_array().unwrap().len(), 0, "{status}");
+    let web = status["services"].as_array().unwrap().iter().find(|x| x["name"] == "e2efirst_web-r1").unwrap();
+    assert_eq!(web["live"], true);
+    assert_eq!(web["tasks"].as_array().unwrap().len(), 2);
+    assert!(web["tasks"].as_array().unwrap().iter().all(|t| t["state"] == "running" && t["health"] == "healthy"), "{web}");
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn identical_redeploy_is_a_noop() {
+    let _g = serial();
+    let s = TestStack::new("e2enoop", 18082);
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    let before = docker(&["service", "ls", "--filter", "label=io.stackctl.stack=e2enoop", "--format", "{{.ID}}"]);
+    let versions_before = docker(&["service", "inspect", "e2enoop_web-r1", "e2enoop_proxy", "--format", "{{.Version.Index}}"]);
+    let out = s.deploy("v1", &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "unchanged");
+    assert_eq!(report["switched"].as_array().unwrap().len(), 0);
+    let text = s.deploy("v1", &[]);
+    assert!(stdout(&text).contains("unchanged"), "{}", stdout(&text));
+    assert_eq!(docker(&["service", "ls", "--filter", "label=io.stackctl.stack=e2enoop", "--format", "{{.ID}}"]), before);
+    assert_eq!(docker(&["service", "inspect", "e2enoop_web-r1", "e2enoop_proxy", "--format", "{{.Version.Index}}"]), versions_before);
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn v1_to_v2_under_load_drops_nothing() {
+    let _g = serial();
+    let s = TestStack::new("e2eload", 18083);
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+
+    let (out, samples, returned_at) = with_load(s.port, Duration::from_secs(2), || s.deploy("v2", &["--output", "json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sum = loadgen::summarize(&samples);
+    let window = loadgen::mixed_window(&samples, "v1", "v2");
+    eprintln!("load during v1→v2: {sum:?}, mixed-version window {window:?}");
+    assert!(sum.requests > 200, "the load generator sent too little to prove anything: {sum:?}");
+    assert_eq!(sum.failures, 0, "failed requests during the switch: {:?}", sum.failure_examples);
+    assert!(sum.versions.get("v1").copied().unwrap_or(0) > 0 && sum.versions.get("v2").copied().unwrap_or(0) > 0, "{sum:?}");
+    // Once the deploy has returned, only v2 answers.
+    let late: Vec<_> = samples.iter().filter(|x| x.sent > returned_at).collect();
+    assert!(!late.is_empty());
+    assert!(late.iter().all(|x| x.result.as_deref() == Ok("v2")), "{:?}", late.iter().find(|x| x.result.as_deref() != Ok("v2")));
+
+    // Blue is kept for rollback, scaled to zero.
+    assert_eq!(s.services(), vec!["e2eload_proxy", "e2eload_web-r1", "e2eload_web-r2"]);
+    assert_eq!(docker(&["service", "inspect", "e2eload_web-r1", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim(), "0");
+    assert_eq!(docker(&["service", "inspect", "e2eload_web-r2", "--format", "{{.Spec.Labels}}"]).contains("io.stackctl.color:green"), true);
+
+    // A third release prunes r1 (keep: 1).
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    assert_eq!(s.services(), vec!["e2eload_proxy", "e2eload_web-r2", "e2eload_web-r3"]);
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn broken_release_is_refused_while_v1_keeps_serving() {
+    let _g = serial();
+    let s = TestStack::new("e2ebroken", 18084);
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    let (out, samples, _) = with_load(s.port, Duration::from_millis(500), || s.deploy("broken", &["--timeout", "20s"]));
+    assert_eq!(out.status.code(), Some(1), "exit 1: refused, live intact");
+    let err = stderr(&out);
+    assert!(err.contains("waiting for green to become healthy"), "{err}");
+    assert!(err.contains("The live release is intact"), "{err}");
+    let sum = loadgen::summarize(&samples);
+    eprintln!("load during the refused deploy: {sum:?}");
+    assert_eq!(sum.failures, 0, "{:?}", sum.failure_examples);
+    assert_eq!(sum.versions.keys().collect::<Vec<_>>(), vec!["v1"]);
+    // Green is gone; blue untouched; the record still says r1.
+    assert_eq!(s.services(), vec!["e2ebroken_proxy", "e2ebroken_web-r1"]);
+    assert_eq!(s.status_json()["live"]["web"], 1);
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+    // The next good deploy gets a fresh number: r2 was handed out to the broken one.
+    assert_eq!(s.deploy("v2", &[]).status.code(), Some(0));
+    assert_eq!(s.services(), vec!["e2ebroken_proxy", "e2ebroken_web-r1", "e2ebroken_web-r3"]);
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn killed_nginx_task_comes_back_serving_the_live_release() {
+    let _g = serial();
+    let s = TestStack::new("e2enginx", 18085);
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    assert_eq!(s.deploy("v2", &[]).status.code(), Some(0));
+    assert_eq!(s.get("/").as_deref(), Ok("v2"));
+    let container = docker(&["ps", "-q", "--filter", "label=com.docker.swarm.service.name=e2enginx_proxy"]);
+    let container = container.trim();
+    assert!(!container.is_empty());
+    let killed = Instant::now();
+    docker(&["kill", container]);
+    let deadline = killed + Duration::from_secs(60);
+    let mut recovered = None;
+    while Instant::now() < deadline {
+        if s.get("/").as_deref() == Ok("v2") && docker(&["ps", "-q", "--filter", "label=com.docker.swarm.service.name=e2enginx_proxy"]).trim() != container {
+            recovered = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let recovered = recovered.expect("nginx came back serving v2 within 60s");
+    eprintln!("nginx task killed; serving v2 again after {recovered:?}");
+    let status = s.status_json();
+    assert_eq!(status["routing"]["live"]["web"]["release"], 2, "{status}");
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn bad_stack_file_exits_2_naming_file_and_line_and_changes_nothing() {
+    let _g = serial();
+    let s = TestStack::new("e2ebad", 18086);
+    let file = s.file("v1");
+    let text = std::fs::read_to_string(&file).unwrap().replace("port: 80\n", "port: 80; evil\n");
+    std::fs::write(&file, text).unwrap();
+    let out = s.stackctl(&["deploy", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:", file.display())), "{err}");
+    assert!(err.contains("services.web.x-stackctl.route.port"), "{err}");
+    assert!(s.services().is_empty());
+}

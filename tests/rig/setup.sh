@@ -1,0 +1,513 @@
+#!/usr/bin/env bash
+# stackctl test rig: turns a bare Debian bookworm machine (root) into a test
+# environment: Docker engine + single-node swarm + local registry on
+# 127.0.0.1:5000 + locally built images (no pulls: Docker Hub is unreachable).
+#
+# Idempotent; every step is skipped quickly when already done.
+#
+#   tests/rig/setup.sh           set everything up
+#   tests/rig/setup.sh --check   only report what is missing (exit 1 if anything is)
+#
+# Environment:
+#   STACKCTL_RIG_DIR      state dir (default /tmp/stackctl-rig): dockerd data/exec
+#                         root (only if the rig starts its own engine), registry
+#                         data, debootstrap cache, logs, rig.env
+#   STACKCTL_RIG_REBUILD  1 = rebuild and re-push all images (debootstrap cache is
+#                         kept; delete $STACKCTL_RIG_DIR/cache to redo it)
+#   STACKCTL_RIG_MIRROR   Debian mirror for debootstrap (default: taken from apt config)
+set -euo pipefail
+
+RIG="${STACKCTL_RIG_DIR:-/tmp/stackctl-rig}"
+REGISTRY="127.0.0.1:5000"
+REBUILD="${STACKCTL_RIG_REBUILD:-0}"
+SUITE="bookworm"
+HASH_LABEL="io.stackctl.rig.hash"
+APT_PKGS=(docker.io busybox-static debootstrap docker-registry apache2-utils curl ca-certificates)
+DEMO_IMAGES=(stackctl-demo:v1 stackctl-demo:v2 stackctl-demo:broken)
+NGINX_IMAGE="stackctl-nginx:latest"
+ALL_IMAGES=("${DEMO_IMAGES[@]}" "$NGINX_IMAGE")
+
+export DOCKER_BUILDKIT=0          # legacy builder: works offline, no buildx needed
+export DEBIAN_FRONTEND=noninteractive
+export LC_ALL=C
+
+CHECK=0
+case "${1:-}" in
+  "") ;;
+  --check) CHECK=1 ;;
+  -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+T0=$SECONDS
+log()  { printf '[rig] %s\n' "$*"; }
+die()  { printf '[rig] ERROR: %s\n' "$*" >&2; exit 1; }
+tailf() { [[ -f $1 ]] && { echo "----- tail of $1 -----" >&2; tail -n "${2:-40}" "$1" >&2; echo "-----" >&2; }; return 0; }
+
+mkdir -p "$RIG" "$RIG/logs" "$RIG/cache" "$RIG/build"
+# One setup at a time (run-all.sh may be started from several shells).
+# fd 9 is closed for every background daemon we spawn (9>&-).
+exec 9>"$RIG/.setup.lock"
+if ! flock -n 9; then log "another setup.sh is running; waiting for it"; flock 9; fi
+
+# ---------------------------------------------------------------- helpers
+pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+engine_version() { timeout 10 docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null; }
+engine_up() { engine_version >/dev/null; }
+
+swarm_state() { timeout 10 docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown; }
+
+registry_code() { curl -s -o /dev/null -m 3 -w '%{http_code}' "http://$REGISTRY/v2/" 2>/dev/null || true; }
+registry_up() { [[ "$(registry_code)" == 200 ]]; }
+
+# registry_digest NAME:TAG -> manifest digest in the registry, or "" if absent
+registry_digest() {
+  local name="${1%%:*}" tag="${1##*:}"
+  curl -fsSI -m 5 -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$REGISTRY/v2/$name/manifests/$tag" 2>/dev/null \
+    | awk 'tolower($1)=="docker-content-digest:"{print $2}' | tr -d '\r' || true
+}
+
+# local_info IMAGE -> "<rig hash label> <repo digests...>" or "" if image absent
+local_info() {
+  docker image inspect --format "{{index .Config.Labels \"$HASH_LABEL\"}} {{join .RepoDigests \" \"}}" "$1" 2>/dev/null || true
+}
+
+SELFTEST_CONTAINER=""
+cleanup() { [[ -z $SELFTEST_CONTAINER ]] || docker rm -f "$SELFTEST_CONTAINER" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# rm -rf a build tree, but never through a mount point (debootstrap mounts /proc etc.)
+safe_rmtree() {
+  local d="$1" m
+  [[ -e $d ]] || return 0
+  while read -r m; do [[ -n $m ]] && umount -l "$m" 2>/dev/null || true; done \
+    < <(awk -v d="$(readlink -f "$d")/" 'index($2 "/", d)==1 {print $2}' /proc/mounts | sort -r)
+  rm -rf --one-file-system "$d"
+}
+
+# Debian mirror that apt uses here (deb822 *.sources first, then one-line *.list).
+apt_mirror() {
+  local f uri=""
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [[ -f $f ]] || continue
+    uri=$(awk -v suite="$SUITE" 'BEGIN{RS=""; FS="\n"}
+      { types=""; uris=""; suites=""; enabled="yes"
+        for (i=1; i<=NF; i++) { l=$i; if (l ~ /^[ \t]*#/) continue
+          if (match(tolower(l), /^types:[ \t]*/))   types=substr(l, RLENGTH+1)
+          if (match(tolower(l), /^uris:[ \t]*/))    uris=substr(l, RLENGTH+1)
+          if (match(tolower(l), /^suites:[ \t]*/))  suites=substr(l, RLENGTH+1)
+          if (match(tolower(l), /^enabled:[ \t]*/)) enabled=tolower(substr(l, RLENGTH+1)) }
+        if (enabled != "no" && (" " types " ") ~ / deb / && (" " suites " ") ~ (" " suite " ")) {
+          n=split(uris, u, /[ \t]+/); for (j=1; j<=n; j++) if (u[j] ~ /^https?:\/\//) { print u[j]; exit } } }' "$f")
+    [[ -n $uri ]] && { echo "$uri"; return; }
+  done
+  uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | sed 's/#.*//' \
+    | awk -v suite="$SUITE" '$1=="deb" { i=2; if ($i ~ /^\[/) { while (i<=NF && $i !~ /\]$/) i++; i++ }
+        if ($(i+1)==suite && $i ~ /^https?:\/\//) { print $i; exit } }')
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# ---------------------------------------------------------------- --check
+if (( CHECK )); then
+  missing=0
+  for p in "${APT_PKGS[@]}"; do pkg_installed "$p" || { log "missing: apt package $p"; missing=1; }; done
+  if v=$(engine_version); then
+    log "ok: engine $v"
+    s=$(swarm_state); [[ $s == active ]] && log "ok: swarm active" || { log "missing: swarm (state: $s)"; missing=1; }
+    if registry_up; then
+      log "ok: registry $REGISTRY"
+      for img in "${ALL_IMAGES[@]}"; do
+        ref="$REGISTRY/$img"
+        [[ -n "$(registry_digest "$img")" ]] || { log "missing: $ref in registry"; missing=1; continue; }
+        [[ -n "$(local_info "$ref")" ]] || { log "missing: $ref in local engine"; missing=1; continue; }
+        log "ok: $ref"
+      done
+    else
+      log "missing: registry on $REGISTRY (and therefore the images)"; missing=1
+    fi
+  else
+    log "missing: docker engine (docker version does not answer)"; missing=1
+  fi
+  (( missing )) && { log "rig NOT ready"; exit 1; }
+  log "rig ready"; exit 0
+fi
+
+[[ $EUID -eq 0 ]] || die "must run as root (apt, dockerd, debootstrap)"
+
+# ---------------------------------------------------------------- a. apt packages
+missing=()
+for p in "${APT_PKGS[@]}"; do pkg_installed "$p" || missing+=("$p"); done
+if ((${#missing[@]})); then
+  log "apt: installing ${missing[*]}"
+  apt-get update -qq >"$RIG/logs/apt.log" 2>&1 || { tailf "$RIG/logs/apt.log"; die "apt-get update failed"; }
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$RIG/logs/apt.log" 2>&1 \
+    || { tailf "$RIG/logs/apt.log"; die "apt-get install failed"; }
+else
+  log "apt: all packages present"
+fi
+command -v docker >/dev/null || die "no docker client on PATH"
+[[ -x /usr/sbin/dockerd ]] || die "/usr/sbin/dockerd missing"
+
+# ---------------------------------------------------------------- b. engine
+wait_engine() { # seconds
+  local i
+  for ((i = 0; i < $1 * 2; i++)); do engine_up && return 0; sleep 0.5; done
+  return 1
+}
+if engine_up; then
+  log "engine: already running, $(engine_version)"
+elif pidof dockerd >/dev/null; then
+  # e.g. apt's postinst just started one: give it time instead of starting a second one
+  log "engine: a dockerd (pid $(pidof dockerd)) exists but does not answer yet; waiting"
+  wait_engine 60 || die "dockerd pid $(pidof dockerd) does not answer on /var/run/docker.sock; stop it or fix it"
+  log "engine: up, $(engine_version)"
+else
+  mkdir -p "$RIG/docker" "$RIG/exec"
+  log "engine: starting dockerd (data-root $RIG/docker, log $RIG/dockerd.log)"
+  # Stale pidfile from a killed rig dockerd would make dockerd refuse to start.
+  pid_alive "$RIG/dockerd.pid" || rm -f "$RIG/dockerd.pid"
+  setsid nohup /usr/sbin/dockerd \
+      --data-root "$RIG/docker" --exec-root "$RIG/exec" --pidfile "$RIG/dockerd.pid" \
+      --host unix:///var/run/docker.sock \
+    </dev/null >>"$RIG/dockerd.log" 2>&1 9>&- &
+  if ! wait_engine 60; then
+    tailf "$RIG/dockerd.log" 60
+    die "dockerd did not answer within 60 s"
+  fi
+  log "engine: up, $(engine_version)"
+fi
+
+# ---------------------------------------------------------------- c. swarm
+state=$(swarm_state)
+if [[ $state == active ]]; then
+  log "swarm: active"
+else
+  if [[ $state != inactive ]]; then
+    log "swarm: state '$state', leaving first"
+    docker swarm leave --force >/dev/null 2>&1 || true
+  fi
+  docker swarm init --advertise-addr 127.0.0.1 >"$RIG/logs/swarm-init.log" 2>&1 \
+    || { tailf "$RIG/logs/swarm-init.log"; die "docker swarm init failed"; }
+  log "swarm: initialised (advertise 127.0.0.1)"
+fi
+for ((i = 0; ; i++)); do
+  [[ "$(docker node inspect self --format '{{.Status.State}}' 2>/dev/null)" == ready ]] && break
+  ((i < 60)) || die "swarm node not Ready after 30 s"
+  sleep 0.5
+done
+
+# ---------------------------------------------------------------- d. registry
+cat >"$RIG/registry.yml.new" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $RIG/registry-data
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+EOF
+if ! cmp -s "$RIG/registry.yml.new" "$RIG/registry.yml" 2>/dev/null; then
+  mv "$RIG/registry.yml.new" "$RIG/registry.yml"
+else
+  rm -f "$RIG/registry.yml.new"
+fi
+code=$(registry_code)
+if [[ $code == 200 ]]; then
+  log "registry: already running on $REGISTRY"
+else
+  if [[ $code != 000 && -n $code ]]; then
+    # something else owns the port, e.g. Debian's docker-registry service with htpasswd auth
+    if command -v systemctl >/dev/null && systemctl is-active -q docker-registry 2>/dev/null; then
+      log "registry: stopping the system docker-registry service (HTTP $code on /v2/)"
+      systemctl stop docker-registry
+    else
+      die "port ${REGISTRY##*:} answers HTTP $code on /v2/ but is not an open registry; free the port"
+    fi
+  fi
+  mkdir -p "$RIG/registry-data"
+  if pid_alive "$RIG/registry.pid"; then kill "$(cat "$RIG/registry.pid")" 2>/dev/null || true; sleep 0.5; fi
+  setsid nohup /usr/bin/docker-registry serve "$RIG/registry.yml" \
+    </dev/null >>"$RIG/registry.log" 2>&1 9>&- &
+  echo $! >"$RIG/registry.pid"
+  for ((i = 0; ; i++)); do
+    registry_up && break
+    if ((i >= 60)) || ! pid_alive "$RIG/registry.pid"; then tailf "$RIG/registry.log"; die "registry did not come up"; fi
+    sleep 0.25
+  done
+  log "registry: started on $REGISTRY (pid $(cat "$RIG/registry.pid"), data $RIG/registry-data)"
+fi
+
+# ---------------------------------------------------------------- e. images
+push_image() { # REF
+  local l="$RIG/logs/push-${1//[\/:]/_}.log"
+  docker push "$1" >"$l" 2>&1 || { tailf "$l"; die "docker push $1 failed"; }
+}
+
+# decide IMG HASH -> prints build|push|skip
+image_action() {
+  local img="$1" hash="$2" ref="$REGISTRY/$1" info rd
+  [[ $REBUILD == 1 ]] && { echo build; return; }
+  info=$(local_info "$ref")
+  [[ -n $info && ${info%% *} == "$hash" ]] || { echo build; return; }
+  rd=$(registry_digest "$img")
+  if [[ -n $rd && " $info " == *" ${REGISTRY}/${img%%:*}@$rd "* ]]; then echo skip; else echo push; fi
+}
+
+image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+# after a rebuild, delete the image the tag pointed to before (best effort: skipped if in use)
+drop_old_image() { # OLD-ID REF
+  [[ -n $1 && $1 != "$(image_id "$2")" ]] || return 0
+  docker image rm "$1" >/dev/null 2>&1 || true
+}
+
+ctx_hash() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf - . | sha256sum | cut -c1-16; }
+
+# Self-test of a freshly built demo image: content, /healthz and health status.
+selftest_demo() { # REF VERSION
+  local ref="$1" ver="$2" c out st i want=healthy
+  c=$(docker run -d "$ref") || die "cannot run $ref"
+  SELFTEST_CONTAINER=$c   # removed by the EXIT trap even if we die below
+  for ((i = 0; i < 40; i++)); do
+    out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/ 2>/dev/null) && break; sleep 0.25
+  done
+  [[ $out == "$ver" ]] || die "$ref: / returned '$out', expected '$ver'"
+  if [[ $ver == broken ]]; then
+    want=unhealthy
+    docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz >/dev/null 2>&1 && die "$ref: /healthz must fail"
+  else
+    out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz) || die "$ref: /healthz failed"
+    [[ $out == ok ]] || die "$ref: /healthz returned '$out'"
+    out=$(docker exec "$c" /bin/busybox wget -q -O - 'http://127.0.0.1/cgi-bin/slow?0') || die "$ref: cgi failed"
+    [[ $out == "$ver" ]] || die "$ref: /cgi-bin/slow returned '$out'"
+  fi
+  for ((i = 0; i < 60; i++)); do
+    st=$(docker inspect --format '{{.State.Health.Status}}' "$c")
+    if [[ $st == "$want" ]]; then docker rm -f "$c" >/dev/null; SELFTEST_CONTAINER=""; return 0; fi
+    [[ $ver != broken && $st == unhealthy ]] && break
+    [[ $ver == broken && $st == healthy ]] && break
+    sleep 0.25
+  done
+  die "$ref: health status '$st', expected '$want'"
+}
+
+build_demo() { # VERSION  (v1 | v2 | broken)
+  local ver="$1" img="stackctl-demo:$1" ref="$REGISTRY/stackctl-demo:$1"
+  local ctx="$RIG/build/demo-$ver" a hash action old
+  rm -rf "$ctx"
+  mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/www/cgi-bin" "$ctx/rootfs/etc" "$ctx/rootfs/tmp"
+  chmod 1777 "$ctx/rootfs/tmp"
+  cp -L /bin/busybox "$ctx/rootfs/bin/busybox"
+  # every applet as a symlink (sh, httpd, wget, sleep, cat, echo, nslookup, nc, ...)
+  for a in $(/bin/busybox --list); do
+    [[ $a == busybox || $a == */* ]] || ln -s busybox "$ctx/rootfs/bin/$a"
+  done
+  printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$ctx/rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$ctx/rootfs/etc/group"
+  printf '%s\n' "$ver" >"$ctx/rootfs/www/index.html"
+  # "broken" has no /healthz -> 404 -> HEALTHCHECK never passes
+  [[ $ver == broken ]] || printf 'ok\n' >"$ctx/rootfs/www/healthz"
+  cat >"$ctx/rootfs/www/cgi-bin/slow" <<EOF
+#!/bin/sh
+# /cgi-bin/slow?N : sleep N seconds (digits only, default 2, max 60), then answer the version.
+s="\${QUERY_STRING:-2}"
+case "\$s" in ''|*[!0-9]*) s=2 ;; esac
+s=\$(( s > 60 ? 60 : s ))
+sleep "\$s"
+printf 'Content-Type: text/plain\r\n\r\n'
+echo $ver
+EOF
+  chmod 755 "$ctx/rootfs/www/cgi-bin/slow"
+  cat >"$ctx/Dockerfile" <<EOF
+FROM scratch
+COPY rootfs/ /
+LABEL org.opencontainers.image.version=$ver
+EXPOSE 80
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=1s --timeout=2s --start-period=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","-","http://127.0.0.1/healthz"]
+CMD ["/bin/busybox","httpd","-f","-v","-p","80","-h","/www"]
+EOF
+  hash=$(ctx_hash "$ctx")
+  action=$(image_action "$img" "$hash")
+  case $action in
+    skip) log "image: $ref up to date" ;;
+    push) push_image "$ref"; log "image: $ref pushed (local image was current)" ;;
+    build)
+      old=$(image_id "$ref")
+      docker build -q $([[ $REBUILD == 1 ]] && echo --no-cache) --label "$HASH_LABEL=$hash" -t "$ref" "$ctx" \
+        >"$RIG/logs/build-demo-$ver.log" 2>&1 || { tailf "$RIG/logs/build-demo-$ver.log"; die "docker build $ref failed"; }
+      drop_old_image "$old" "$ref"
+      selftest_demo "$ref" "$ver"
+      push_image "$ref"
+      log "image: $ref built, self-tested, pushed" ;;
+  esac
+  rm -rf "$ctx"
+}
+
+# ---- nginx image (debootstrap rootfs, laid out like the official nginx image)
+NGINX_CACHE="$RIG/cache/nginx-rootfs-$SUITE-minbase.tar"
+
+bootstrap_nginx_rootfs() {
+  local root="$RIG/build/nginx-bootstrap" mirror="${STACKCTL_RIG_MIRROR:-$(apt_mirror)}" t=$SECONDS
+  log "image: debootstrap $SUITE minbase + nginx-light from $mirror (takes a while)"
+  safe_rmtree "$root"
+  if ! debootstrap --variant=minbase --include=nginx-light "$SUITE" "$root" "$mirror" \
+        >"$RIG/logs/debootstrap.log" 2>&1; then
+    safe_rmtree "$root"; tailf "$RIG/logs/debootstrap.log"; die "debootstrap failed"
+  fi
+  safe_rmtree "$root/proc/"; safe_rmtree "$root/sys/"  # in case anything is still mounted
+  mkdir -p "$root/proc" "$root/sys"
+  rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+         "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
+         "$root"/var/cache/debconf/*-old "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/dev/*
+  tar -C "$root" --numeric-owner -cf "$NGINX_CACHE.tmp" . && mv "$NGINX_CACHE.tmp" "$NGINX_CACHE"
+  safe_rmtree "$root"
+  log "image: rootfs cached at $NGINX_CACHE ($(du -h "$NGINX_CACHE" | cut -f1), $((SECONDS - t))s)"
+}
+
+# Everything here is part of the image hash (via declare -f): edit it and the image is rebuilt.
+customize_nginx_rootfs() {
+  local r="$1"
+  rm -rf "$r/etc/nginx/sites-enabled" "$r/etc/nginx/sites-available" "$r/var/www"
+  mkdir -p "$r/etc/nginx/conf.d" "$r/etc/nginx/stackctl" "$r/usr/share/nginx/html" \
+           "$r/run" "$r/var/log/nginx" "$r/var/cache/nginx"
+  rm -f "$r"/etc/nginx/conf.d/*
+  # user/group "nginx" like the official image (www-data exists too)
+  grep -q '^nginx:' "$r/etc/group" || chroot "$r" /usr/sbin/groupadd --system nginx
+  grep -q '^nginx:' "$r/etc/passwd" || chroot "$r" /usr/sbin/useradd --system --gid nginx \
+      --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --comment "nginx user" nginx
+  # logs go to the container's stdout/stderr, as in the official image
+  rm -f "$r"/var/log/nginx/*
+  ln -s /dev/stdout "$r/var/log/nginx/access.log"
+  ln -s /dev/stderr "$r/var/log/nginx/error.log"
+  cat >"$r/etc/nginx/nginx.conf" <<'EOF'
+user  nginx;
+worker_processes  auto;
+
+error_log  /var/log/nginx/error.log notice;
+pid        /run/nginx.pid;
+
+# Debian ships some modules dynamically (nginx-light: http_echo)
+include /etc/nginx/modules-enabled/*.conf;
+
+events {
+    worker_connections  1024;
+}
+
+http {
+    include       /etc/nginx/mime.types;
+    default_type  application/octet-stream;
+
+    log_format  main  '$remote_addr - $remote_user [$time_local] "$request" '
+                      '$status $body_bytes_sent "$http_referer" '
+                      '"$http_user_agent" "$http_x_forwarded_for"';
+
+    access_log  /var/log/nginx/access.log  main;
+
+    sendfile        on;
+    #tcp_nopush     on;
+
+    keepalive_timeout  65;
+
+    #gzip  on;
+
+    include /etc/nginx/conf.d/*.conf;
+}
+EOF
+  cat >"$r/etc/nginx/conf.d/default.conf" <<'EOF'
+server {
+    listen       80;
+    listen  [::]:80;
+    server_name  localhost;
+
+    location / {
+        root   /usr/share/nginx/html;
+        index  index.html index.htm;
+    }
+
+    error_page   500 502 503 504  /50x.html;
+    location = /50x.html {
+        root   /usr/share/nginx/html;
+    }
+}
+EOF
+  rm -f "$r"/usr/share/nginx/html/*
+  cat >"$r/usr/share/nginx/html/index.html" <<'EOF'
+<!DOCTYPE html>
+<html><head><title>Welcome to nginx!</title></head>
+<body><h1>Welcome to nginx!</h1><p>stackctl-nginx test image (Debian bookworm nginx).</p></body></html>
+EOF
+  cat >"$r/usr/share/nginx/html/50x.html" <<'EOF'
+<!DOCTYPE html>
+<html><head><title>Error</title></head>
+<body><h1>An error occurred.</h1></body></html>
+EOF
+}
+
+NGINX_IMPORT_CHANGES=(
+  -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+  -c 'EXPOSE 80'
+  -c 'CMD ["nginx","-g","daemon off;"]'
+)
+
+build_nginx() {
+  local img="$NGINX_IMAGE" ref="$REGISTRY/$NGINX_IMAGE" root="$RIG/build/nginx-root" hash action ver base ctx out old
+  [[ -s $NGINX_CACHE ]] || bootstrap_nginx_rootfs
+  hash=$( { declare -f customize_nginx_rootfs; printf '%s\n' "${NGINX_IMPORT_CHANGES[@]}"; \
+            stat -c '%s %Y' "$NGINX_CACHE"; echo "STOPSIGNAL SIGQUIT v2"; } | sha256sum | cut -c1-16)
+  action=$(image_action "$img" "$hash")
+  case $action in
+    skip) log "image: $ref up to date"; return ;;
+    push) push_image "$ref"; log "image: $ref pushed (local image was current)"; return ;;
+  esac
+  safe_rmtree "$root"; mkdir -p "$root"
+  tar -C "$root" --numeric-owner -xpf "$NGINX_CACHE"
+  customize_nginx_rootfs "$root"
+  ver=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Version}' nginx)
+  # docker import cannot set STOPSIGNAL (20.10: "stopsignal is not a valid change command"),
+  # so import the rootfs, then add STOPSIGNAL + labels with a (layer-less) docker build.
+  base="stackctl-rig/nginx-rootfs:$hash"
+  tar -C "$root" --numeric-owner -cf - . | docker import "${NGINX_IMPORT_CHANGES[@]}" - "$base" \
+    >"$RIG/logs/import-nginx.log" 2>&1 || { tailf "$RIG/logs/import-nginx.log"; die "docker import failed"; }
+  safe_rmtree "$root"
+  ctx="$RIG/build/nginx-ctx"; rm -rf "$ctx"; mkdir -p "$ctx"
+  cat >"$ctx/Dockerfile" <<EOF
+FROM $base
+LABEL org.opencontainers.image.version=$ver org.opencontainers.image.base.name=debian:$SUITE
+STOPSIGNAL SIGQUIT
+EOF
+  old=$(image_id "$ref")
+  docker build -q --label "$HASH_LABEL=$hash" -t "$ref" "$ctx" >"$RIG/logs/build-nginx.log" 2>&1 \
+    || { tailf "$RIG/logs/build-nginx.log"; die "docker build $ref failed"; }
+  drop_old_image "$old" "$ref"
+  rm -rf "$ctx"
+  docker rmi "$base" >/dev/null 2>&1 || true   # untag only; layers stay referenced by $ref
+  out=$(docker run --rm "$ref" nginx -t 2>&1) || { echo "$out" >&2; die "$ref: nginx -t failed"; }
+  out=$(docker run --rm "$ref" nginx -v 2>&1) || die "$ref: nginx -v failed"
+  push_image "$ref"
+  log "image: $ref built from cached rootfs, verified ($out), pushed"
+}
+
+for v in v1 v2 broken; do build_demo "$v"; done
+build_nginx
+rm -rf "$RIG/build"/demo-* 2>/dev/null || true
+
+# ---------------------------------------------------------------- f. summary
+cat >"$RIG/rig.env" <<EOF
+# written by tests/rig/setup.sh
+STACKCTL_RIG_DIR=$RIG
+STACKCTL_RIG_REGISTRY=$REGISTRY
+STACKCTL_RIG_DEMO_V1=$REGISTRY/stackctl-demo:v1
+STACKCTL_RIG_DEMO_V2=$REGISTRY/stackctl-demo:v2
+STACKCTL_RIG_DEMO_BROKEN=$REGISTRY/stackctl-demo:broken
+STACKCTL_RIG_NGINX=$REGISTRY/$NGINX_IMAGE
+EOF
+log "rig ready: engine $(engine_version), swarm $(swarm_state), registry $REGISTRY, images: ${ALL_IMAGES[*]} ($((SECONDS - T0))s)"
