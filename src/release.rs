@@ -80,10 +80,12 @@ pub fn base_labels(stack: &str, service: &str, role: &str) -> BTreeMap<String, S
     ])
 }
 
-/// Short, stable hash of anything serialisable to JSON (serde_json sorts nothing, so callers
-/// must hand in deterministic structures: BTreeMaps and sorted vectors).
+/// Short, stable hash of anything serialisable to JSON. Going through `serde_json::Value`
+/// sorts object keys, so the HashMaps inside bollard's specs (labels, options) hash the same in
+/// every process; vectors keep their order, so callers hand in sorted ones.
 pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
-    let bytes = serde_json::to_vec(value).expect("serialising a spec to JSON cannot fail");
+    let canonical = serde_json::to_value(value).expect("serialising a spec to JSON cannot fail");
+    let bytes = serde_json::to_vec(&canonical).expect("serialising a JSON value cannot fail");
     let digest = Sha256::digest(&bytes);
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
@@ -118,5 +120,20 @@ mod tests {
         assert_eq!(hash_json(&a), hash_json(&a.clone()));
         assert_ne!(hash_json(&a), hash_json(&b));
         assert_eq!(hash_json(&a).len(), 16);
+    }
+
+    /// Regression: bollard's specs hold HashMaps, whose iteration order differs between
+    /// processes; every deploy looked like a change.
+    #[test]
+    fn hash_ignores_hashmap_order() {
+        let mut one = std::collections::HashMap::new();
+        let mut two = std::collections::HashMap::new();
+        for i in 0..50 {
+            one.insert(format!("k{i}"), i);
+        }
+        for i in (0..50).rev() {
+            two.insert(format!("k{i}"), i);
+        }
+        assert_eq!(hash_json(&one), hash_json(&two));
     }
 }

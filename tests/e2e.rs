@@ -342,3 +342,59 @@ fn bad_stack_file_exits_2_naming_file_and_line_and_changes_nothing() {
     assert!(err.contains("services.web.x-stackctl.route.port"), "{err}");
     assert!(s.services().is_empty());
 }
+
+/// Every shape of config the renderer produces is accepted by the real nginx.
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn rendered_configs_pass_nginx_t() {
+    let _g = serial();
+    let dir = std::env::temp_dir().join("stackctl-e2e-render");
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = format!(
+        r#"name: render
+x-stackctl:
+  proxy: {{ service: proxy, url: "http://127.0.0.1:18099" }}
+services:
+  proxy:
+    image: {REGISTRY}/stackctl-nginx:latest
+  web:
+    image: {REGISTRY}/stackctl-demo:v1
+    x-stackctl: {{ route: {{ port: 80, hosts: [www.example.com, "*.example.org"] }} }}
+  api:
+    image: {REGISTRY}/stackctl-demo:v1
+    x-stackctl: {{ route: {{ port: 8080, hosts: [www.example.com], path: /api/v1 }} }}
+  admin:
+    image: {REGISTRY}/stackctl-demo:v1
+    x-stackctl: {{ route: {{ port: 80, path: /admin }} }}
+"#
+    );
+    let file = dir.join("render.yml");
+    std::fs::write(&file, &yaml).unwrap();
+    let stack = stackctl::spec::load(&file, &Default::default()).expect("valid stack").stack;
+    let t = |release, servers: &[&str]| stackctl::proxy::Target { release, servers: servers.iter().map(|s| s.to_string()).collect() };
+    let route = |name: &str| match &stack.services[name].role {
+        stackctl::spec::Role::Routed(r) => r.clone(),
+        _ => unreachable!(),
+    };
+    let cases = vec![
+        vec![stackctl::proxy::ServiceRouting { service: "web".into(), route: route("web"), live: t(0, &[]), preview: Some(t(1, &["10.0.0.2:80"])) }],
+        vec![
+            stackctl::proxy::ServiceRouting { service: "web".into(), route: route("web"), live: t(1, &["10.0.0.2:80", "10.0.0.3:80"]), preview: Some(t(2, &["10.0.0.4:80"])) },
+            stackctl::proxy::ServiceRouting { service: "api".into(), route: route("api"), live: t(5, &["10.0.0.5:8080"]), preview: None },
+            stackctl::proxy::ServiceRouting { service: "admin".into(), route: route("admin"), live: t(2, &["10.0.0.6:80"]), preview: None },
+        ],
+    ];
+    for (i, routing) in cases.iter().enumerate() {
+        let conf = stackctl::proxy::render(&stack, routing, "0123456789abcdef0123").unwrap();
+        let path = dir.join(format!("case{i}.conf"));
+        std::fs::write(&path, &conf).unwrap();
+        let out = Command::new("docker")
+            .args(["run", "--rm", "-v", &format!("{}:/etc/nginx/conf.d/stackctl.conf:ro", path.display())])
+            .args([&format!("{REGISTRY}/stackctl-nginx:latest"), "nginx", "-t"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "case {i}: nginx -t failed:\n{text}\n{conf}");
+        assert!(!text.contains("conflicting server name"), "case {i}: {text}");
+    }
+}

@@ -3,8 +3,14 @@
 //! Connection follows the Docker CLI's conventions: `DOCKER_HOST` (unix://, tcp://, https://),
 //! `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for TLS; otherwise the local socket. The API
 //! version is always negotiated, so a 20.10 daemon (API 1.41) and newer ones both work.
+//!
+//! Registry credentials come from the user's Docker config ([`super::auth`]), looked up once per
+//! registry, and go to the engine in the `X-Registry-Auth` header: for resolving digests, and
+//! with every service create/update so Swarm tasks can pull (what `docker stack deploy
+//! --with-registry-auth` does). They are never formatted into a message.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use bollard::errors::Error as BollardError;
@@ -15,9 +21,12 @@ use bollard::query_parameters::{
     ListNetworksOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
     UpdateConfigOptions, UpdateServiceOptions, UploadToContainerOptions,
 };
-use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::{BollardRequest, Docker};
 use futures_util::{StreamExt, TryStreamExt};
+use hyper::header::HeaderValue;
 
+use super::auth::{self, Credentials, DockerConfig};
 use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, TaskInfo};
 
 /// The real engine.
@@ -26,6 +35,10 @@ pub struct DockerEngine {
     docker: Docker,
     /// Where we connected, for messages.
     host: String,
+    /// Where registry credentials are looked up.
+    auth: DockerConfig,
+    /// Credentials by registry key, looked up once per process (`None`: the config has none).
+    credentials: Arc<tokio::sync::Mutex<HashMap<String, Option<Credentials>>>>,
 }
 
 impl DockerEngine {
@@ -38,8 +51,53 @@ impl DockerEngine {
         } else {
             Docker::connect_with_defaults().map_err(unreachable)?
         };
-        let docker = docker.negotiate_version().await.map_err(unreachable)?;
-        Ok(DockerEngine { docker, host })
+        let docker = docker.negotiate_version().await.map_err(unreachable)?.with_request_modifier(registry_auth_base64url);
+        Ok(DockerEngine { docker, host, auth: DockerConfig::from_env(), credentials: Default::default() })
+    }
+
+    /// Look registry credentials up in `config` instead of the Docker config of the environment.
+    pub fn with_docker_config(mut self, config: DockerConfig) -> DockerEngine {
+        self.auth = config;
+        self.credentials = Default::default();
+        self
+    }
+
+    /// Credentials for the registry of `image` (cached per registry), for bollard only.
+    async fn credentials_for(&self, image: &str) -> Result<Option<DockerCredentials>> {
+        let key = auth::registry_key(image);
+        let mut cache = self.credentials.lock().await;
+        if let Some(known) = cache.get(&key) {
+            return Ok(known.as_ref().map(Credentials::to_docker));
+        }
+        let (config, k) = (self.auth.clone(), key.clone());
+        // A credential helper is a process that may take a moment (keychains, gpg).
+        let found = tokio::task::spawn_blocking(move || config.credentials(&k))
+            .await
+            .map_err(|e| EngineError::Other(format!("looking up credentials for {key}: {e}")))?
+            .map_err(|e| EngineError::Other(e.to_string()))?;
+        let docker = found.as_ref().map(Credentials::to_docker);
+        cache.insert(key, found);
+        Ok(docker)
+    }
+
+    /// The registry refused access (no or wrong credentials): say how to log in. Other errors
+    /// pass through. Built from the registry key and the config path only.
+    fn unauthorized_hint(&self, err: EngineError, image: &str, sent_credentials: bool) -> EngineError {
+        let message = match &err {
+            EngineError::Api { status, message } if looks_unauthorized(Some(*status), message) => message,
+            EngineError::NotFound(message) | EngineError::Other(message) if looks_unauthorized(None, message) => message,
+            _ => return err,
+        };
+        let registry = auth::registry_key(image);
+        let login = auth::login_command(&registry);
+        let what = if sent_credentials {
+            format!("the registry {registry} rejected the credentials stackctl found in {}", self.auth.describe())
+        } else {
+            format!("the registry {registry} requires a login and {} has no credentials for it", self.auth.describe())
+        };
+        EngineError::Other(format!(
+            "{message}: {what}. Run `{login}` (stackctl reads the same Docker config: $DOCKER_CONFIG/config.json, else ~/.docker/config.json)"
+        ))
     }
 
     pub fn client(&self) -> &Docker {
@@ -64,6 +122,41 @@ impl DockerEngine {
             other => EngineError::Other(format!("{what}: {other}")),
         }
     }
+}
+
+/// The engine decodes `X-Registry-Auth` (and `X-Registry-Config`) as base64url and silently
+/// drops a header it cannot decode, while bollard encodes them with the standard alphabet: a
+/// secret whose encoding has a `+` or `/` would reach the engine as "no credentials".
+/// Re-encode to base64url (same padding) before every request.
+fn registry_auth_base64url(mut req: BollardRequest) -> BollardRequest {
+    for name in ["x-registry-auth", "x-registry-config"] {
+        let fixed = req
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.contains(['+', '/']))
+            .map(|v| v.replace('+', "-").replace('/', "_"));
+        if let Some(Ok(mut value)) = fixed.map(|f| HeaderValue::from_str(&f)) {
+            value.set_sensitive(true);
+            req.headers_mut().insert(name, value);
+        }
+    }
+    req
+}
+
+/// Does an engine error say the registry wants (other) credentials? The engine reports a 401
+/// as 401, but a missing login as a 500 quoting the registry ("no basic auth credentials").
+fn looks_unauthorized(status: Option<u16>, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    matches!(status, Some(401 | 403))
+        || ["no basic auth credentials", "unauthorized", "authentication required", "access to the resource is denied", "denied: "]
+            .iter()
+            .any(|s| m.contains(s))
+}
+
+/// The image of a service spec (what Swarm tasks pull).
+fn spec_image(spec: &ServiceSpec) -> Option<&str> {
+    spec.task_template.as_ref()?.container_spec.as_ref()?.image.as_deref()
 }
 
 fn label_filter(key: &str, value: &str) -> HashMap<String, Vec<String>> {
@@ -184,20 +277,28 @@ impl Engine for DockerEngine {
 
     async fn create_service(&self, spec: ServiceSpec) -> Result<String> {
         let name = spec.name.clone().unwrap_or_default();
+        let image = spec_image(&spec).unwrap_or_default().to_string();
+        // Stored by Swarm with the service so its tasks can pull (on any node).
+        let credentials = if image.is_empty() { None } else { self.credentials_for(&image).await? };
+        let sent = credentials.is_some();
         let resp = self
             .docker
-            .create_service(spec, None)
+            .create_service(spec, credentials)
             .await
-            .map_err(|e| self.map(&format!("create service {name}"), e))?;
+            .map_err(|e| self.unauthorized_hint(self.map(&format!("create service {name}"), e), &image, sent))?;
         Ok(resp.id.unwrap_or_default())
     }
 
     async fn update_service(&self, id: &str, version: u64, spec: ServiceSpec) -> Result<()> {
+        let image = spec_image(&spec).unwrap_or_default().to_string();
+        // Without credentials the engine keeps the ones stored with the service.
+        let credentials = if image.is_empty() { None } else { self.credentials_for(&image).await? };
+        let sent = credentials.is_some();
         let opts = UpdateServiceOptions { version: version as i32, ..Default::default() };
         self.docker
-            .update_service(id, spec, opts, None)
+            .update_service(id, spec, opts, credentials)
             .await
-            .map_err(|e| self.map(&format!("update service {id}"), e))?;
+            .map_err(|e| self.unauthorized_hint(self.map(&format!("update service {id}"), e), &image, sent))?;
         Ok(())
     }
 
@@ -215,11 +316,13 @@ impl Engine for DockerEngine {
         if reference.contains("@sha256:") {
             return Ok(reference.to_string());
         }
+        let credentials = self.credentials_for(reference).await?;
+        let sent = credentials.is_some();
         let inspect = self
             .docker
-            .inspect_registry_image(reference, None)
+            .inspect_registry_image(reference, credentials)
             .await
-            .map_err(|e| self.map(&format!("resolve image {reference} in its registry"), e))?;
+            .map_err(|e| self.unauthorized_hint(self.map(&format!("resolve image {reference} in its registry"), e), reference, sent))?;
         let digest = inspect.descriptor.digest.unwrap_or_default();
         if digest.is_empty() {
             return Err(EngineError::Other(format!("the registry returned no digest for {reference}")));
@@ -428,4 +531,44 @@ impl Engine for DockerEngine {
 /// Container ids are long; twelve characters is what `docker ps` shows.
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(auth: &str) -> BollardRequest {
+        hyper::Request::builder()
+            .uri("http://localhost/v1.41/services/create")
+            .header("X-Registry-Auth", auth)
+            .header("X-Other", "a+b/c")
+            .body(bollard::body_full(Default::default()))
+            .unwrap()
+    }
+
+    #[test]
+    fn registry_auth_header_is_reencoded_as_base64url() {
+        use base64::Engine as _;
+        // '~' and '?' at every offset mod 3: the standard encoding has both '+' and '/'.
+        let json = r#"{"username":"stackctl","password":"pw~?~?~?","serveraddress":"127.0.0.1:5001"}"#;
+        let standard = base64::engine::general_purpose::STANDARD.encode(json);
+        assert!(standard.contains('+') && standard.contains('/'), "{standard}");
+        let req = registry_auth_base64url(request(&standard));
+        let sent = req.headers()["x-registry-auth"].to_str().unwrap().to_string();
+        assert_eq!(base64::engine::general_purpose::URL_SAFE.decode(&sent).unwrap(), json.as_bytes());
+        assert!(req.headers()["x-registry-auth"].is_sensitive());
+        assert_eq!(req.headers()["x-other"], "a+b/c", "other headers untouched");
+        // Already base64url-clean values are left alone.
+        let req = registry_auth_base64url(request("eyJ1c2VybmFtZSI6InUifQ=="));
+        assert_eq!(req.headers()["x-registry-auth"], "eyJ1c2VybmFtZSI6InUifQ==");
+    }
+
+    #[test]
+    fn unauthorized_is_recognised_in_the_engines_words() {
+        assert!(looks_unauthorized(Some(500), "resolve image x: Head \"http://127.0.0.1:5001/v2/x/manifests/v1\": no basic auth credentials"));
+        assert!(looks_unauthorized(Some(401), "unauthorized: authentication required"));
+        assert!(looks_unauthorized(Some(500), "denied: requested access to the resource is denied"));
+        assert!(!looks_unauthorized(Some(404), "manifest unknown: manifest unknown"));
+        assert!(!looks_unauthorized(Some(500), "Get \"http://127.0.0.1:5009/v2/\": dial tcp 127.0.0.1:5009: connect: connection refused"));
+    }
 }

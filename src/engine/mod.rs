@@ -3,8 +3,10 @@
 //! [`Engine`] is what the deploy needs from a cluster and nothing more: services observed by
 //! label, their tasks, Swarm configs (for the stack record and for user configs), networks,
 //! image digests, and exec/upload into a running container (for nginx). The bollard
-//! implementation is [`docker::DockerEngine`]; [`describe`] builds service specs without I/O.
+//! implementation is [`docker::DockerEngine`]; [`describe`] builds service specs without I/O;
+//! [`auth`] finds registry credentials in the user's Docker CLI config.
 
+pub mod auth;
 pub mod describe;
 pub mod docker;
 

@@ -104,12 +104,18 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
     check_token(token)?;
     let mut upstreams = Vec::new();
     let mut routes = Vec::new();
-    // Servers keyed by their server_name list; "" is the default server (no hosts).
+    // Servers keyed by host name; "" is the default server (routes without hosts).
     let mut servers: BTreeMap<String, Vec<LocationView>> = BTreeMap::new();
     let mut summary = RoutingSummary { live: BTreeMap::new(), preview: BTreeMap::new() };
 
     for r in routing {
         check_ident("service name", &r.service)?;
+        let sorted = |t: &Target| {
+            let mut t = t.clone();
+            t.servers.sort();
+            t.servers.dedup();
+            t
+        };
         let var = format!("stackctl_{}_{}", stack.name.replace('-', "_"), r.service.replace('-', "_"));
         let live = upstream(stack, r, &r.live)?;
         let preview = match &r.preview {
@@ -117,29 +123,31 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
                 let u = upstream(stack, r, p)?;
                 let view = PreviewView { release: p.release, upstream: u.name.clone() };
                 upstreams.push(u);
-                summary.preview.insert(r.service.clone(), p.clone());
+                summary.preview.insert(r.service.clone(), sorted(p));
                 Some(view)
             }
             None => None,
         };
         routes.push(RouteView { var: var.clone(), live: live.name.clone(), preview });
         upstreams.push(live);
-        summary.live.insert(r.service.clone(), r.live.clone());
+        summary.live.insert(r.service.clone(), sorted(&r.live));
 
         check_path(&r.route.path)?;
-        let mut hosts = r.route.hosts.clone();
-        for h in &hosts {
+        for h in &r.route.hosts {
             check_host(h)?;
         }
-        hosts.sort();
-        let key = hosts.join(" ");
-        let locations = servers.entry(key).or_default();
-        if r.route.path == "/" {
-            locations.push(LocationView { matcher: "/".into(), var: Some(var) });
-        } else {
-            let p = r.route.path.trim_end_matches('/');
-            locations.push(LocationView { matcher: format!("= {p}"), var: Some(var.clone()) });
-            locations.push(LocationView { matcher: format!("{p}/"), var: Some(var) });
+        // One server block per host name: nginx allows a name in one server only, and two
+        // routes may share a host with different paths.
+        let hosts: Vec<String> = if r.route.hosts.is_empty() { vec![String::new()] } else { r.route.hosts.clone() };
+        for host in hosts {
+            let locations = servers.entry(host).or_default();
+            if r.route.path == "/" {
+                locations.push(LocationView { matcher: "/".into(), var: Some(var.clone()) });
+            } else {
+                let p = r.route.path.trim_end_matches('/');
+                locations.push(LocationView { matcher: format!("= {p}"), var: Some(var.clone()) });
+                locations.push(LocationView { matcher: format!("{p}/"), var: Some(var.clone()) });
+            }
         }
     }
     // A server whose routes don't cover `/` answers 404 there instead of falling through to

@@ -22,16 +22,38 @@ pub struct PositionIndex {
     /// The first key that appears twice in one mapping (serde_yaml reports duplicates
     /// without a position).
     duplicate: Option<(String, Position)>,
+    /// Where the nesting first gets deeper than [`MAX_DEPTH`].
+    too_deep: Option<Position>,
 }
+
+/// Deepest nesting accepted. serde_yaml's parser slows down quadratically with depth (100k
+/// nested brackets take minutes), so absurd nesting is refused before it gets there; real
+/// stack files stay under ten levels.
+pub const MAX_DEPTH: usize = 64;
 
 impl PositionIndex {
     /// Index `text`. Never fails: on a syntax error the index holds what came before it (the
     /// syntax error itself is reported from serde_yaml's parse).
     pub fn build(text: &str) -> Self {
         let mut builder = Builder::new(text);
-        // The error is deliberately dropped; see above.
-        let _ = Parser::new_from_str(text).load(&mut builder, false);
-        PositionIndex { positions: builder.positions, duplicate: builder.duplicate }
+        // Events are pulled one by one: `Parser::load` recurses per nesting level and would
+        // overflow the stack on a hostile file.
+        let mut parser = Parser::new_from_str(text);
+        while !builder.done && builder.too_deep.is_none() {
+            match parser.next_token() {
+                Ok((Event::StreamEnd, _)) => break,
+                Ok((event, mark)) => builder.on_event(event, mark),
+                // Syntax errors are reported from serde_yaml's parse (see above), except this
+                // one: yaml-rust2 gives up on deep flow nesting before emitting an event.
+                Err(e) => {
+                    if e.info().contains("recursion limit") {
+                        builder.too_deep = Some((e.marker().line().max(1), e.marker().col() + 1));
+                    }
+                    break;
+                }
+            }
+        }
+        PositionIndex { positions: builder.positions, duplicate: builder.duplicate, too_deep: builder.too_deep }
     }
 
     /// Position of `path` or, when it is not in the file as such (it came through a merge key
@@ -47,6 +69,10 @@ impl PositionIndex {
                 None => return (1, 1),
             }
         }
+    }
+
+    pub fn too_deep(&self) -> Option<Position> {
+        self.too_deep
     }
 
     pub fn duplicate(&self) -> Option<(&str, Position)> {
@@ -146,6 +172,7 @@ struct Builder<'t> {
     /// first scalar inside it instead. Each entry keeps the start mark as a fallback.
     pending: Vec<(String, Position)>,
     duplicate: Option<(String, Position)>,
+    too_deep: Option<Position>,
     /// Only the first document counts (serde_yaml refuses more than one anyway).
     done: bool,
 }
@@ -158,6 +185,7 @@ impl<'t> Builder<'t> {
             stack: Vec::new(),
             pending: Vec::new(),
             duplicate: None,
+            too_deep: None,
             done: false,
         }
     }
@@ -221,6 +249,9 @@ impl<'t> Builder<'t> {
             } else {
                 self.pending.push((path.clone(), position));
             }
+        }
+        if self.stack.len() >= MAX_DEPTH && self.too_deep.is_none() {
+            self.too_deep = Some(position);
         }
         self.stack.push(if is_map { Frame::Map { path, key: None } } else { Frame::Seq { path, next: 0 } });
     }

@@ -1,18 +1,18 @@
 //! Reading a Compose stack file into a validated [`Stack`].
 //!
-//! The pipeline, in order:
+//! The pipeline, in order (file names are submodules of `src/spec/`):
 //!
 //! 1. parse the text with serde_yaml (syntax errors carry serde_yaml's position) and index the
-//!    positions of every key and list item with yaml-rust2 ([`locate`]), since serde_yaml
+//!    positions of every key and list item with yaml-rust2 (`locate.rs`), since serde_yaml
 //!    forgets them;
-//! 2. apply YAML merge keys (`<<: *defaults`) ([`tree`]);
+//! 2. apply YAML merge keys, `<<: *defaults` (`tree.rs`);
 //! 3. screen keys: drop `x-*` extensions, warn about keys Swarm ignores, refuse keys whose
-//!    loss would change how a container runs ([`raw::screen`]; the lists are in [`raw`]);
-//! 4. interpolate `${VARIABLES}` in string values ([`interpolate`]);
-//! 5. deserialise into the raw Compose structs ([`raw`]), unknown keys refused with a
+//!    loss would change how a container runs (`raw.rs`, which documents the key lists);
+//! 4. interpolate `${VARIABLES}` in string values (`interpolate.rs`);
+//! 5. deserialise into the raw Compose structs (`raw.rs`); unknown keys are refused with a
 //!    did-you-mean;
 //! 6. convert to the model, validating everything that reaches nginx or Swarm against
-//!    allowlists ([`convert`], [`validate`], [`units`]).
+//!    allowlists (`convert.rs` and `convert/`, `validate.rs`, `units.rs`).
 //!
 //! Every error and warning is located: file, line, column and dotted field path. Steps 1, 2
 //! and 5 stop at their first error; steps 3, 4 and 6 report all errors at once.
@@ -120,6 +120,10 @@ pub fn load_str(source: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded,
 
 /// Parse the text into a YAML tree whose root is a mapping.
 fn parse_yaml(text: &str, locator: &Locator) -> Result<serde_yaml::Value, SpecError> {
+    if let Some((line, column)) = locator.index().too_deep() {
+        let message = format!("invalid YAML: nested more than {} levels deep", locate::MAX_DEPTH);
+        return Err(SpecError::Invalid { location: locator.at_position(line, column), message });
+    }
     let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
         // serde_yaml places a duplicate key at the start of its mapping; the index knows the
         // duplicate itself.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # stackctl test rig: turns a bare Debian bookworm machine (root) into a test
 # environment: Docker engine + single-node swarm + local registry on
-# 127.0.0.1:5000 + locally built images (no pulls: Docker Hub is unreachable).
+# 127.0.0.1:5000 + locally built images (no pulls: Docker Hub is unreachable)
+# + a second registry on 127.0.0.1:5001 that requires a login (htpasswd).
 #
 # Idempotent; every step is skipped quickly when already done.
 #
@@ -26,6 +27,11 @@ APT_PKGS=(docker.io busybox-static debootstrap docker-registry apache2-utils cur
 DEMO_IMAGES=(stackctl-demo:v1 stackctl-demo:v2 stackctl-demo:broken)
 NGINX_IMAGE="stackctl-nginx:latest"
 ALL_IMAGES=("${DEMO_IMAGES[@]}" "$NGINX_IMAGE")
+# Registry with login: fixed user, password generated once (kept in $AUTH_DIR/password, 0600).
+AUTH_REGISTRY="127.0.0.1:5001"
+AUTH_DIR="$RIG/registry-auth"
+AUTH_USER="stackctl"
+AUTH_IMAGES=(stackctl-demo:v1 stackctl-demo:v2)
 
 export DOCKER_BUILDKIT=0          # legacy builder: works offline, no buildx needed
 export DEBIAN_FRONTEND=noninteractive
@@ -66,6 +72,28 @@ registry_digest() {
   local name="${1%%:*}" tag="${1##*:}"
   curl -fsSI -m 5 -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     "http://$REGISTRY/v2/$name/manifests/$tag" 2>/dev/null \
+    | awk 'tolower($1)=="docker-content-digest:"{print $2}' | tr -d '\r' || true
+}
+
+# auth_curl URL [CURL-ARGS...]: curl with the auth registry's credentials, given through a
+# config on stdin so the password never shows up in a process list.
+auth_curl() {
+  local url="$1"; shift
+  printf 'user = "%s:%s"\n' "$AUTH_USER" "$(cat "$AUTH_DIR/password")" | curl -K - "$@" "$url"
+}
+# auth_codes -> "<HTTP code without credentials> <HTTP code with credentials>" for /v2/
+auth_codes() {
+  local anon with=000
+  anon=$(curl -s -o /dev/null -m 3 -w '%{http_code}' "http://$AUTH_REGISTRY/v2/" 2>/dev/null || true)
+  [[ -s $AUTH_DIR/password ]] \
+    && with=$(auth_curl "http://$AUTH_REGISTRY/v2/" -s -o /dev/null -m 3 -w '%{http_code}' 2>/dev/null || true)
+  echo "${anon:-000} ${with:-000}"
+}
+# auth_digest NAME:TAG -> manifest digest in the auth registry, or ""
+auth_digest() {
+  local name="${1%%:*}" tag="${1##*:}"
+  auth_curl "http://$AUTH_REGISTRY/v2/$name/manifests/$tag" -fsSI -m 5 \
+      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' 2>/dev/null \
     | awk 'tolower($1)=="docker-content-digest:"{print $2}' | tr -d '\r' || true
 }
 
@@ -128,6 +156,15 @@ if (( CHECK )); then
       done
     else
       log "missing: registry on $REGISTRY (and therefore the images)"; missing=1
+    fi
+    if [[ "$(auth_codes)" == "401 200" ]]; then
+      log "ok: registry $AUTH_REGISTRY (login required; user $AUTH_USER, password in $AUTH_DIR/password)"
+      for img in "${AUTH_IMAGES[@]}"; do
+        [[ -n "$(auth_digest "$img")" ]] && log "ok: $AUTH_REGISTRY/$img" \
+          || { log "missing: $AUTH_REGISTRY/$img in registry"; missing=1; }
+      done
+    else
+      log "missing: registry with login on $AUTH_REGISTRY (/v2/ without/with login: $(auth_codes), want 401 200)"; missing=1
     fi
   else
     log "missing: docker engine (docker version does not answer)"; missing=1
@@ -500,7 +537,95 @@ for v in v1 v2 broken; do build_demo "$v"; done
 build_nginx
 rm -rf "$RIG/build"/demo-* 2>/dev/null || true
 
-# ---------------------------------------------------------------- f. summary
+# ---------------------------------------------------------------- f. registry with login
+# Same registry binary with `auth: htpasswd` (bcrypt). Basic auth over plain HTTP: the
+# registry accepts it and docker allows plain HTTP for 127.0.0.0/8, so no TLS is needed.
+# Its images are pushed with a throwaway DOCKER_CONFIG (the machine's docker config is never
+# touched), then the local 127.0.0.1:5001 tags are removed again: the engine holds no
+# reference from this registry, so a Swarm task has to pull, with the credentials it was given.
+auth_registry() {
+  local pw conf="$AUTH_DIR/registry.yml" codes restarted="" pushed=() cfg img src id d stamp l tags i
+  mkdir -p "$AUTH_DIR/data"; chmod 700 "$AUTH_DIR"
+  if [[ ! -s $AUTH_DIR/password ]]; then
+    # "~?~?~?" puts a '~' and a '?' at every offset mod 3, so the standard base64 of any JSON
+    # holding this password contains '+' and '/': the X-Registry-Auth encoding trap (the engine
+    # decodes base64url) is always exercised.
+    ( umask 077; printf '%s~?~?~?\n' "$(head -c 18 /dev/urandom | base64 | tr -d '+/=')" >"$AUTH_DIR/password.new" )
+    mv "$AUTH_DIR/password.new" "$AUTH_DIR/password"
+  fi
+  chmod 600 "$AUTH_DIR/password"
+  pw=$(cat "$AUTH_DIR/password")
+  if ! htpasswd -vb "$AUTH_DIR/htpasswd" "$AUTH_USER" "$pw" >/dev/null 2>&1; then
+    ( umask 077; htpasswd -Bbn "$AUTH_USER" "$pw" >"$AUTH_DIR/htpasswd.new" 2>/dev/null ) || die "htpasswd failed"
+    mv "$AUTH_DIR/htpasswd.new" "$AUTH_DIR/htpasswd"
+    restarted="new htpasswd"
+  fi
+  cat >"$conf.new" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $AUTH_DIR/data
+  delete:
+    enabled: true
+auth:
+  htpasswd:
+    realm: stackctl-rig
+    path: $AUTH_DIR/htpasswd
+http:
+  addr: $AUTH_REGISTRY
+EOF
+  if cmp -s "$conf.new" "$conf"; then rm -f "$conf.new"; else mv "$conf.new" "$conf"; restarted="new config"; fi
+  codes=$(auth_codes)
+  if [[ $codes != "401 200" || -n $restarted ]]; then
+    if pid_alive "$RIG/registry-auth.pid"; then
+      kill "$(cat "$RIG/registry-auth.pid")" 2>/dev/null || true
+      for ((i = 0; i < 20; i++)); do pid_alive "$RIG/registry-auth.pid" || break; sleep 0.25; done
+      codes=$(auth_codes)
+    fi
+    [[ ${codes%% *} == 000 ]] || die "port ${AUTH_REGISTRY##*:} answers HTTP ${codes%% *} on /v2/ but is not the rig's registry with login; free the port"
+    setsid nohup /usr/bin/docker-registry serve "$conf" </dev/null >>"$RIG/registry-auth.log" 2>&1 9>&- &
+    echo $! >"$RIG/registry-auth.pid"
+    for ((i = 0; ; i++)); do
+      codes=$(auth_codes)
+      [[ $codes == "401 200" ]] && break
+      if ((i >= 60)) || ! pid_alive "$RIG/registry-auth.pid"; then
+        tailf "$RIG/registry-auth.log"; die "registry with login on $AUTH_REGISTRY did not come up (/v2/ without/with login: $codes)"
+      fi
+      sleep 0.25
+    done
+    restarted="started (pid $(cat "$RIG/registry-auth.pid"))"
+  fi
+  cfg="$AUTH_DIR/docker-config"   # throwaway client config, removed below
+  for img in "${AUTH_IMAGES[@]}"; do
+    src="$REGISTRY/$img"
+    id=$(image_id "$src"); [[ -n $id ]] || die "$src missing locally"
+    stamp="$AUTH_DIR/pushed-${img//[\/:]/_}"
+    d=$(auth_digest "$img")
+    [[ $REBUILD != 1 && -n $d && -f $stamp && "$(cat "$stamp")" == "$id $d" ]] && continue
+    l="$RIG/logs/push-auth-${img//[\/:]/_}.log"
+    if [[ ! -d $cfg ]]; then
+      mkdir -p "$cfg"; chmod 700 "$cfg"
+      printf '%s' "$pw" | docker --config "$cfg" login -u "$AUTH_USER" --password-stdin "$AUTH_REGISTRY" >"$l" 2>&1 \
+        || { rm -rf "$cfg"; tailf "$l"; die "docker login $AUTH_REGISTRY failed"; }
+    fi
+    docker tag "$src" "$AUTH_REGISTRY/$img"
+    docker --config "$cfg" push "$AUTH_REGISTRY/$img" >>"$l" 2>&1 || { rm -rf "$cfg"; tailf "$l"; die "docker push $AUTH_REGISTRY/$img failed"; }
+    docker image rm "$AUTH_REGISTRY/$img" >/dev/null   # untag only: the image stays as $src
+    d=$(auth_digest "$img"); [[ -n $d ]] || die "$AUTH_REGISTRY/$img not in the registry after the push"
+    echo "$id $d" >"$stamp"
+    pushed+=("${img##*:}")
+  done
+  rm -rf "$cfg"
+  tags=$(IFS='|'; echo "${AUTH_IMAGES[*]##*:}")
+  log "registry with login: $AUTH_REGISTRY ${restarted:-already running} (user $AUTH_USER, password in $AUTH_DIR/password), stackctl-demo:$tags $( ((${#pushed[@]})) && echo "pushed (${pushed[*]})" || echo "up to date")"
+}
+auth_registry
+
+# ---------------------------------------------------------------- g. summary
 cat >"$RIG/rig.env" <<EOF
 # written by tests/rig/setup.sh
 STACKCTL_RIG_DIR=$RIG
@@ -509,5 +634,10 @@ STACKCTL_RIG_DEMO_V1=$REGISTRY/stackctl-demo:v1
 STACKCTL_RIG_DEMO_V2=$REGISTRY/stackctl-demo:v2
 STACKCTL_RIG_DEMO_BROKEN=$REGISTRY/stackctl-demo:broken
 STACKCTL_RIG_NGINX=$REGISTRY/$NGINX_IMAGE
+STACKCTL_AUTH_REGISTRY=$AUTH_REGISTRY
+STACKCTL_AUTH_USER=$AUTH_USER
+STACKCTL_AUTH_PASSWORD_FILE=$AUTH_DIR/password
+STACKCTL_AUTH_DEMO_V1=$AUTH_REGISTRY/stackctl-demo:v1
+STACKCTL_AUTH_DEMO_V2=$AUTH_REGISTRY/stackctl-demo:v2
 EOF
-log "rig ready: engine $(engine_version), swarm $(swarm_state), registry $REGISTRY, images: ${ALL_IMAGES[*]} ($((SECONDS - T0))s)"
+log "rig ready: engine $(engine_version), swarm $(swarm_state), registries $REGISTRY and $AUTH_REGISTRY (login), images: ${ALL_IMAGES[*]} ($((SECONDS - T0))s)"
