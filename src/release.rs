@@ -65,12 +65,6 @@ pub fn plain_name(stack: &str, service: &str) -> String {
     format!("{stack}_{service}")
 }
 
-/// nginx upstream group name for a release. Stack and service names are validated to
-/// `[a-z0-9-]`, so the only transformation needed for an nginx identifier is `-` → `_`.
-pub fn upstream_name(stack: &str, service: &str, release: u64) -> String {
-    format!("{}__{}__r{release}", stack.replace('-', "_"), service.replace('-', "_"))
-}
-
 /// Labels common to every service stackctl creates for `stack`.
 pub fn base_labels(stack: &str, service: &str, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -103,7 +97,6 @@ mod tests {
     fn names_follow_docker_stack_conventions() {
         assert_eq!(versioned_name("demo", "web", 3), "demo_web-r3");
         assert_eq!(plain_name("demo", "proxy"), "demo_proxy");
-        assert_eq!(upstream_name("my-app", "api-v2", 12), "my_app__api_v2__r12");
     }
 
     #[test]

@@ -21,7 +21,6 @@ use bollard::query_parameters::{
     ListNetworksOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
     UpdateConfigOptions, UpdateServiceOptions, UploadToContainerOptions,
 };
-use bollard::auth::DockerCredentials;
 use bollard::{BollardRequest, Docker};
 use futures_util::{StreamExt, TryStreamExt};
 use hyper::header::HeaderValue;
@@ -62,12 +61,15 @@ impl DockerEngine {
         self
     }
 
-    /// Credentials for the registry of `image` (cached per registry), for bollard only.
-    async fn credentials_for(&self, image: &str) -> Result<Option<DockerCredentials>> {
+    /// Credentials for the registry of `image`, looked up once per registry.
+    async fn credentials_for(&self, image: &str) -> Result<Option<Credentials>> {
+        if image.is_empty() {
+            return Ok(None);
+        }
         let key = auth::registry_key(image);
         let mut cache = self.credentials.lock().await;
         if let Some(known) = cache.get(&key) {
-            return Ok(known.as_ref().map(Credentials::to_docker));
+            return Ok(known.clone());
         }
         let (config, k) = (self.auth.clone(), key.clone());
         // A credential helper is a process that may take a moment (keychains, gpg).
@@ -75,14 +77,13 @@ impl DockerEngine {
             .await
             .map_err(|e| EngineError::Other(format!("looking up credentials for {key}: {e}")))?
             .map_err(|e| EngineError::Other(e.to_string()))?;
-        let docker = found.as_ref().map(Credentials::to_docker);
-        cache.insert(key, found);
-        Ok(docker)
+        cache.insert(key, found.clone());
+        Ok(found)
     }
 
     /// The registry refused access (no or wrong credentials): say how to log in. Other errors
     /// pass through. Built from the registry key and the config path only.
-    fn unauthorized_hint(&self, err: EngineError, image: &str, sent_credentials: bool) -> EngineError {
+    fn unauthorized_hint(&self, err: EngineError, image: &str, sent: Option<&Credentials>) -> EngineError {
         let message = match &err {
             EngineError::Api { status, message } if looks_unauthorized(Some(*status), message) => message,
             EngineError::NotFound(message) | EngineError::Other(message) if looks_unauthorized(None, message) => message,
@@ -90,14 +91,16 @@ impl DockerEngine {
         };
         let registry = auth::registry_key(image);
         let login = auth::login_command(&registry);
-        let what = if sent_credentials {
-            format!("the registry {registry} rejected the credentials stackctl found in {}", self.auth.describe())
-        } else {
-            format!("the registry {registry} requires a login and {} has no credentials for it", self.auth.describe())
-        };
-        EngineError::Other(format!(
-            "{message}: {what}. Run `{login}` (stackctl reads the same Docker config: $DOCKER_CONFIG/config.json, else ~/.docker/config.json)"
-        ))
+        EngineError::Other(match sent {
+            Some(creds) => format!(
+                "{message}. The registry {registry} rejected the credentials from {}: run `{login}` again",
+                creds.source()
+            ),
+            None => format!(
+                "{message}. The registry {registry} requires a login and there are no credentials for it in {}: run `{login}` (stackctl reads docker's config)",
+                self.auth.describe()
+            ),
+        })
     }
 
     pub fn client(&self) -> &Docker {
@@ -279,26 +282,24 @@ impl Engine for DockerEngine {
         let name = spec.name.clone().unwrap_or_default();
         let image = spec_image(&spec).unwrap_or_default().to_string();
         // Stored by Swarm with the service so its tasks can pull (on any node).
-        let credentials = if image.is_empty() { None } else { self.credentials_for(&image).await? };
-        let sent = credentials.is_some();
+        let creds = self.credentials_for(&image).await?;
         let resp = self
             .docker
-            .create_service(spec, credentials)
+            .create_service(spec, creds.as_ref().map(Credentials::to_docker))
             .await
-            .map_err(|e| self.unauthorized_hint(self.map(&format!("create service {name}"), e), &image, sent))?;
+            .map_err(|e| self.unauthorized_hint(self.map(&format!("create service {name}"), e), &image, creds.as_ref()))?;
         Ok(resp.id.unwrap_or_default())
     }
 
     async fn update_service(&self, id: &str, version: u64, spec: ServiceSpec) -> Result<()> {
         let image = spec_image(&spec).unwrap_or_default().to_string();
         // Without credentials the engine keeps the ones stored with the service.
-        let credentials = if image.is_empty() { None } else { self.credentials_for(&image).await? };
-        let sent = credentials.is_some();
+        let creds = self.credentials_for(&image).await?;
         let opts = UpdateServiceOptions { version: version as i32, ..Default::default() };
         self.docker
-            .update_service(id, spec, opts, credentials)
+            .update_service(id, spec, opts, creds.as_ref().map(Credentials::to_docker))
             .await
-            .map_err(|e| self.unauthorized_hint(self.map(&format!("update service {id}"), e), &image, sent))?;
+            .map_err(|e| self.unauthorized_hint(self.map(&format!("update service {id}"), e), &image, creds.as_ref()))?;
         Ok(())
     }
 
@@ -316,13 +317,14 @@ impl Engine for DockerEngine {
         if reference.contains("@sha256:") {
             return Ok(reference.to_string());
         }
-        let credentials = self.credentials_for(reference).await?;
-        let sent = credentials.is_some();
+        let creds = self.credentials_for(reference).await?;
         let inspect = self
             .docker
-            .inspect_registry_image(reference, credentials)
+            .inspect_registry_image(reference, creds.as_ref().map(Credentials::to_docker))
             .await
-            .map_err(|e| self.unauthorized_hint(self.map(&format!("resolve image {reference} in its registry"), e), reference, sent))?;
+            .map_err(|e| {
+                self.unauthorized_hint(self.map(&format!("resolve image {reference} in its registry"), e), reference, creds.as_ref())
+            })?;
         let digest = inspect.descriptor.digest.unwrap_or_default();
         if digest.is_empty() {
             return Err(EngineError::Other(format!("the registry returned no digest for {reference}")));
@@ -516,15 +518,12 @@ impl Engine for DockerEngine {
             }
         };
         let mut archive = tar::Archive::new(&bytes[..]);
-        let entries = archive.entries().map_err(|e| EngineError::Other(format!("reading tar of {path}: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| EngineError::Other(format!("reading tar of {path}: {e}")))?;
-            let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut buf)
-                .map_err(|e| EngineError::Other(format!("reading tar of {path}: {e}")))?;
-            return Ok(Some(buf));
-        }
-        Ok(None)
+        let bad = |e: std::io::Error| EngineError::Other(format!("reading tar of {path}: {e}"));
+        // The archive of a single file holds exactly that file.
+        let Some(entry) = archive.entries().map_err(bad)?.next() else { return Ok(None) };
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut entry.map_err(bad)?, &mut buf).map_err(bad)?;
+        Ok(Some(buf))
     }
 }
 

@@ -19,11 +19,14 @@ use serde::{Deserialize, Serialize};
 use crate::release;
 use crate::spec::{Route, Stack};
 
-/// Where one release of a routed service can be reached.
+/// One release of a routed service, as nginx should reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
+    /// Release number; 0 when nothing is live yet.
     pub release: u64,
-    /// `ip:port` of every running task.
+    /// `ip:port` of every task running when the config was rendered. nginx itself resolves
+    /// the release's DNS name per request; these addresses are what the health gate and the
+    /// switch verification accept as "answered by this release", and what `status` shows.
     pub servers: Vec<String>,
 }
 
@@ -61,17 +64,8 @@ struct ConfigTemplate<'a> {
     token: &'a str,
     listen: u16,
     echo_var: String,
-    upstreams: Vec<UpstreamView>,
     routes: Vec<RouteView>,
     servers: Vec<ServerView>,
-}
-
-struct UpstreamView {
-    name: String,
-    servers: Vec<String>,
-    /// No task is running: nginx needs at least one server line, so a placeholder marked
-    /// `down` makes requests fail with 502 instead of the config failing to load.
-    down: bool,
 }
 
 struct PreviewView {
@@ -102,7 +96,6 @@ struct ServerView {
 pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<String, RenderError> {
     check_ident("stack name", &stack.name)?;
     check_token(token)?;
-    let mut upstreams = Vec::new();
     let mut routes = Vec::new();
     // Servers keyed by host name; "" is the default server (routes without hosts).
     let mut servers: BTreeMap<String, Vec<LocationView>> = BTreeMap::new();
@@ -117,19 +110,15 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
             t
         };
         let var = format!("stackctl_{}_{}", stack.name.replace('-', "_"), r.service.replace('-', "_"));
-        let live = upstream(stack, r, &r.live)?;
+        let live = backend(stack, r, &r.live)?;
         let preview = match &r.preview {
             Some(p) => {
-                let u = upstream(stack, r, p)?;
-                let view = PreviewView { release: p.release, upstream: u.name.clone() };
-                upstreams.push(u);
                 summary.preview.insert(r.service.clone(), sorted(p));
-                Some(view)
+                Some(PreviewView { release: p.release, upstream: backend(stack, r, p)? })
             }
             None => None,
         };
-        routes.push(RouteView { var: var.clone(), live: live.name.clone(), preview });
-        upstreams.push(live);
+        routes.push(RouteView { var: var.clone(), live, preview });
         summary.live.insert(r.service.clone(), sorted(&r.live));
 
         check_path(&r.route.path)?;
@@ -171,14 +160,16 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
         token,
         listen: stack.x.proxy.listen,
         echo_var: format!("stackctl_{}_echo", stack.name.replace('-', "_")),
-        upstreams,
         routes,
         servers,
     };
     Ok(template.render()?)
 }
 
-fn upstream(stack: &Stack, r: &ServiceRouting, t: &Target) -> Result<UpstreamView, RenderError> {
+/// Where nginx sends a release's traffic: Docker's DNS name for the release's running tasks.
+/// Release 0 means nothing is live yet (first deploy before its switch): a closed port on the
+/// nginx container's loopback, so users get 502 rather than a config that fails to load.
+fn backend(stack: &Stack, r: &ServiceRouting, t: &Target) -> Result<String, RenderError> {
     for s in &t.servers {
         s.parse::<SocketAddr>().map_err(|_| RenderError::Unsafe {
             what: "upstream address",
@@ -186,14 +177,10 @@ fn upstream(stack: &Stack, r: &ServiceRouting, t: &Target) -> Result<UpstreamVie
             why: "not an ip:port".into(),
         })?;
     }
-    let mut servers = t.servers.clone();
-    servers.sort();
-    servers.dedup();
-    let down = servers.is_empty();
-    if down {
-        servers.push(format!("127.0.0.1:{}", r.route.port));
+    if t.release == 0 {
+        return Ok("127.0.0.1:9".into());
     }
-    Ok(UpstreamView { name: release::upstream_name(&stack.name, &r.service, t.release), servers, down })
+    Ok(format!("tasks.{}:{}", release::versioned_name(&stack.name, &r.service, t.release), r.route.port))
 }
 
 /// Read back what a rendered config routes to (its `# stackctl-routing:` header line).

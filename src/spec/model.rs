@@ -62,7 +62,8 @@ pub enum Role {
     /// Created once, then left alone (databases and the like); changes are reported, not applied.
     Stateful,
     /// Anything else: updated in place by Swarm's rolling update (start-first unless the file
-    /// says otherwise).
+    /// says otherwise, or the service publishes a host-mode port, which old and new task could
+    /// not both bind).
     Plain,
 }
 
@@ -269,7 +270,8 @@ pub struct ResourceSet {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Placement {
     pub constraints: Vec<String>,
-    /// `spread=<label>` preferences.
+    /// Spread preferences, as their descriptor: `- spread: node.labels.zone` in the file is
+    /// `node.labels.zone` here.
     pub preferences: Vec<String>,
     pub max_replicas_per_node: Option<u64>,
 }
