@@ -63,15 +63,18 @@ fn cleanup(stack: &str) {
 }
 
 fn wait_for(port: u16, body: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let probe = stackctl::health::Probe {
+        authority: format!("127.0.0.1:{port}"),
+        path: "/".into(),
+        host: None,
+        headers: vec![],
+        timeout: Duration::from_secs(2),
+    };
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
-        let out = Command::new("sh")
-            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")])
-            .output();
-        if let Ok(o) = out {
-            if String::from_utf8_lossy(&o.stdout).lines().last().map(str::trim) == Some(body) {
-                return;
-            }
+        if rt.block_on(probe.send()).is_ok_and(|r| r.status == 200 && r.body == body) {
+            return;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -112,6 +115,21 @@ fn report(name: &str, samples: &[Sample], start: Duration, end: Duration) {
     println!("  latency steady    p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests)", ms(steady.p50), ms(steady.p99), steady.requests);
     println!("  latency switch    p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms  ({} requests)", ms(during.p50), ms(during.p99), ms(during.max), during.requests);
     println!("  mixed-version window  {:>9.1} ms", ms(window));
+    // What makes up the window: old-version answers that arrived after the first new one.
+    let done = |s: &Sample| s.sent + s.latency;
+    if let Some(first_new) = samples.iter().filter(|s| s.result.as_deref() == Ok("v2")).map(done).min() {
+        let late: Vec<&Sample> = samples.iter().filter(|s| s.result.as_deref() == Ok("v1") && done(s) > first_new).collect();
+        let sent_after = late.iter().filter(|s| s.sent > first_new).count();
+        let keepalive = late.iter().filter(|s| s.keepalive).count();
+        let worst = late.iter().map(|s| s.latency).max().unwrap_or_default();
+        println!(
+            "    v1 answers after the first v2: {} ({} sent after it, {} on kept-alive connections, slowest {:.1} ms)",
+            late.len(),
+            sent_after,
+            keepalive,
+            ms(worst)
+        );
+    }
     println!("  deploy wall time      {:>9.2} s", (end - start).as_secs_f64());
 }
 
@@ -213,6 +231,11 @@ fn main() {
         return;
     }
     assert!(docker(&["info"]).0, "no Docker engine: run tests/rig/setup.sh first");
-    ours();
-    baseline();
+    let only = std::env::var("STACKCTL_BENCH_ONLY").unwrap_or_default();
+    if only != "baseline" {
+        ours();
+    }
+    if only != "stackctl" {
+        baseline();
+    }
 }

@@ -2,11 +2,12 @@
 //!
 //! lock → resolve images → plan → (proxy, plain and stateful services) → create green →
 //! wait until its tasks are healthy → preview route to green through nginx → HTTP probes →
-//! switch nginx to green → verify → record green as live → drain → scale blue down, prune.
+//! switch nginx to green → verify → record green as live → watch green (blue still running) →
+//! drain → scale blue down, prune.
 //!
 //! The rule that shapes every error path: until nginx routes to green *and* that was verified,
 //! blue is never touched. A failure before the switch removes green and leaves blue serving; a
-//! failed verification switches back. An interrupted deploy leaves objects the next run's plan
+//! failed verification, or green failing its watch window, switches back. An interrupted deploy leaves objects the next run's plan
 //! recognises by their labels and either adopts or removes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,8 +20,10 @@ use bollard::models::{
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::cancel::Cancel;
 use crate::engine::describe::{self, ObjectRefs};
 use crate::engine::{Engine, EngineError, NetworkRequest};
+use crate::faults;
 use crate::health::{self, Expect, Probe};
 use crate::output::{Output, PhaseTime};
 use crate::plan::{self, Desired, Existing, Green, Kind, Observed, Step};
@@ -36,11 +39,14 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// How long to wait for another deploy of the same stack to finish.
     pub lock_wait: Duration,
+    /// Set by SIGINT/SIGTERM (see [`Cancel::listen_for_signals`]): before the switch the deploy
+    /// undoes itself and fails with [`DeployError::Interrupted`]; from the switch on it finishes.
+    pub cancel: Cancel,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout: None, lock_wait: Duration::ZERO }
+        Options { timeout: None, lock_wait: Duration::ZERO, cancel: Cancel::new() }
     }
 }
 
@@ -83,6 +89,9 @@ pub enum DeployError {
     Refused(String),
     #[error("deploy of stack {stack} failed while {phase}: {reason}\n{}", if *live_intact { "The live release is intact and still serving." } else { "The live release may NOT be serving: check `stackctl status` and nginx now." })]
     Failed { stack: String, phase: String, reason: String, live_intact: bool },
+    /// Stopped by a signal before the switch and undone; the live release is intact.
+    #[error("deploy of stack {stack} interrupted by {signal} while {phase}: {detail}\nThe live release is intact and still serving.")]
+    Interrupted { stack: String, phase: String, signal: String, detail: String },
 }
 
 impl DeployError {
@@ -91,7 +100,7 @@ impl DeployError {
     pub fn exit_code(&self) -> i32 {
         match self {
             DeployError::Spec(_) => 2,
-            DeployError::Refused(_) => 1,
+            DeployError::Refused(_) | DeployError::Interrupted { .. } => 1,
             DeployError::Failed { live_intact: true, .. } => 1,
             DeployError::Failed { live_intact: false, .. } => 3,
         }
@@ -111,12 +120,18 @@ pub async fn deploy<E: Engine + Clone + 'static>(
 ) -> Result<Report, DeployError> {
     out.phase("preflight");
     engine.check_swarm().await.map_err(refused)?;
-    for (name, svc) in routed(stack) {
+    for (name, _) in routed(stack) {
         route_network(stack, name).map_err(DeployError::Refused)?;
-        let _ = svc;
     }
     out.phase("lock");
-    let lock = record::acquire(engine, &stack.name, "deploy", opts.lock_wait).await.map_err(refused)?;
+    let lock = match record::acquire_cancellable(engine, &stack.name, "deploy", opts.lock_wait, &opts.cancel).await {
+        Ok(lock) => lock,
+        Err(record::LockError::Interrupted { signal, .. }) => {
+            let (stack, phase) = (stack.name.clone(), "waiting for the deploy lock".to_string());
+            return Err(DeployError::Interrupted { stack, phase, signal, detail: "nothing was changed".into() });
+        }
+        Err(e) => return Err(refused(e)),
+    };
     if let Some(prev) = &lock.took_over {
         out.warn(&format!("took over a stale lock: {}", prev.describe(record::now_unix())));
     }
@@ -184,6 +199,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.refs = self.ensure_objects().await?;
         self.ensure_networks().await?;
         let desired = self.desired();
+        self.stop_if_interrupted("resolving images")?;
 
         out.phase("plan");
         let observed = self.observe().await.map_err(refused)?;
@@ -206,15 +222,28 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
 
         self.unversioned_steps(&plan, &desired, out).await?;
+        self.stop_if_interrupted("applying services")?;
 
         let mut live = observed.live.clone();
         let greens_wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
         if greens_wanted.is_empty() {
-            // Only reroutes (nginx out of step with the record) and orphan removals.
-            out.phase("route");
-            let routing = self.routing(&live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-            self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>(), out).await.map_err(|e| self.fail("routing", e, true))?;
-            self.remove_orphans(&plan, out).await;
+            // Only reroutes (nginx out of step with the record), orphan removals, and blues left
+            // running by a deploy interrupted after its switch.
+            if plan.steps.iter().any(|s| matches!(s, Step::Reroute { .. } | Step::RemoveOrphan { .. })) {
+                out.phase("route");
+                let routing = self.routing(&live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
+                self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>(), out).await.map_err(|e| self.fail("routing", e, true))?;
+                self.remove_orphans(&plan, out).await;
+            }
+            let leftovers = retirements(&plan);
+            if !leftovers.is_empty() {
+                out.phase("drain");
+                self.drain(leftovers.iter().filter_map(|(s, _)| route_of(self.stack, s).map(|r| r.drain)).max(), out).await;
+                out.phase("retire");
+                for (service, live) in &leftovers {
+                    self.retire(service, *live, out).await;
+                }
+            }
             return Ok((Outcome::Deployed, None, Vec::new()));
         }
 
@@ -239,37 +268,65 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 }
             }
         }
+        faults::pause("green-created", &self.opts.cancel).await;
+        if self.opts.cancel.is_cancelled() {
+            return Err(self.interrupt(&greens, &live, "creating green", out).await);
+        }
 
         out.phase("wait healthy");
-        if let Err(e) = self.wait_greens(&mut greens, out).await {
-            self.abort(&greens, &live, out).await;
-            return Err(self.fail("waiting for green to become healthy", e, true));
+        match self.opts.cancel.run(self.wait_greens(&mut greens, out)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                self.abort(&greens, &live, out).await;
+                return Err(self.fail("waiting for green to become healthy", e, true));
+            }
+            None => return Err(self.interrupt(&greens, &live, "waiting for green to become healthy", out).await),
         }
 
         out.phase("preview");
         let probe_result = self.preview(&greens, &live, out).await;
         // The preview config routes users to blue and nothing to leftovers: safe to remove them.
         self.remove_orphans(&plan, out).await;
+        if self.opts.cancel.is_cancelled() {
+            return Err(self.interrupt(&greens, &live, "probing green through nginx", out).await);
+        }
         if let Err(e) = probe_result {
             self.abort(&greens, &live, out).await;
             return Err(self.fail("probing green through nginx", e, true));
         }
 
         out.phase("switch");
+        // From here on a signal no longer stops the deploy: it finishes (see `Cancel::commit`).
+        if !self.opts.cancel.commit() {
+            return Err(self.interrupt(&greens, &live, "about to switch nginx to green", out).await);
+        }
         let mut next = live.clone();
         for g in &greens {
             next.insert(g.service.clone(), g.release);
         }
         let switched_services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
+        let flips: Vec<String> = greens.iter().map(|g| proxy::flip_file(&self.token, &g.service, g.release)).collect();
         let switch = async {
+            // The switch itself: the installed preview config already names green, and the
+            // existence of one file per service sends every nginx worker there on its next
+            // request. No reload, so no moment where workers of the old and the new config
+            // answer side by side (nginx overlaps them for 100 ms or more on a reload).
+            self.nginx().flip(&flips, true).await.map_err(|e| e.to_string())?;
             let routing = self.routing(&next, &[]).await?;
-            self.install_and_verify(&routing, &switched_services, out).await
+            self.verify(&routing, &switched_services, "the switch", out).await?;
+            // Settle: the plain config (green live, no preview) replaces the preview config;
+            // both route users to green, so this reload mixes nothing.
+            self.install_and_verify_at(&routing, &switched_services, out, Some("config-installed")).await
         };
         if let Err(e) = switch.await {
             // Back to blue before removing green: users must never be routed to nothing.
             let back = async {
                 let routing = self.routing(&live, &[]).await?;
-                self.install_and_verify(&routing, &switched_services, out).await
+                self.install(&routing, out).await?;
+                // The blue config does not look at the switch files; remove them anyway so a
+                // restarted nginx with an older config cannot find them.
+                let _ = self.nginx().flip(&flips, false).await;
+                self.verify(&routing, &switched_services, "switching back", out).await
             };
             let intact = back.await.is_ok();
             if intact {
@@ -294,8 +351,19 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 true,
             ));
         }
-        live = next;
+        // The settled config no longer reads the switch files.
+        if let Err(e) = self.nginx().flip(&flips, false).await {
+            out.warn(&format!("could not remove the switch files from nginx ({e}); they are not read any more"));
+        }
+        let blue = std::mem::replace(&mut live, next);
         out.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
+        let switched_at = Instant::now();
+        faults::pause("switched", &self.opts.cancel).await;
+
+        // Blue keeps running through the watch; green failing there sends users back to it.
+        if let Err(reason) = self.watch(&mut greens, out).await {
+            return Err(self.switch_back(&greens, &blue, &reason, out).await);
+        }
 
         out.phase("drain");
         let drain = greens
@@ -304,12 +372,15 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             .filter_map(|g| route_of(self.stack, &g.service).map(|r| r.drain))
             .max()
             .unwrap_or(Duration::ZERO);
-        out.progress(&format!("letting requests in flight on the old release finish ({drain:?})"));
-        tokio::time::sleep(drain).await;
+        // `drain` counts from the switch: the watch window already let requests finish.
+        self.drain(Some(drain.saturating_sub(switched_at.elapsed())), out).await;
 
         out.phase("retire");
         for g in &greens {
             self.retire(&g.service, g.release, out).await;
+        }
+        for (service, live) in retirements(&plan) {
+            self.retire(&service, live, out).await;
         }
 
         let switched = greens
@@ -321,6 +392,35 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     fn fail(&self, phase: &str, reason: impl std::fmt::Display, live_intact: bool) -> DeployError {
         DeployError::Failed { stack: self.stack.name.clone(), phase: phase.into(), reason: reason.to_string(), live_intact }
+    }
+
+    /// A phase boundary before any green exists: stop if a signal arrived.
+    fn stop_if_interrupted(&self, phase: &str) -> Result<(), DeployError> {
+        if !self.opts.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let (stack, signal) = (self.stack.name.clone(), self.opts.cancel.reason());
+        Err(DeployError::Interrupted { stack, phase: phase.into(), signal, detail: "no new release was started".into() })
+    }
+
+    /// A signal before the switch: undo (nginx to blue only, green removed) and say so.
+    async fn interrupt(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, phase: &str, out: &mut Output) -> DeployError {
+        let signal = self.opts.cancel.reason();
+        out.warn(&format!("interrupted by {signal} while {phase}: removing the new release"));
+        self.abort(greens, live, out).await;
+        DeployError::Interrupted { stack: self.stack.name.clone(), phase: phase.into(), signal, detail: "the new release was removed".into() }
+    }
+
+    /// Let requests in flight on the old release finish; a second signal cuts it short.
+    async fn drain(&self, drain: Option<Duration>, out: &mut Output) {
+        let drain = drain.unwrap_or(Duration::ZERO);
+        out.progress(&format!("letting requests in flight on the old release finish ({drain:?})"));
+        tokio::select! {
+            _ = tokio::time::sleep(drain) => {}
+            _ = self.opts.cancel.at_least(2) => {
+                out.warn(&format!("drain cut short by a second {}: requests still in flight on the old release may fail", self.opts.cancel.reason()));
+            }
+        }
     }
 
     /// Pin every image to its registry digest: what runs is exactly what was resolved, and a
@@ -377,8 +477,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         // The one-line file that makes the stock nginx.conf (`include conf.d/*.conf`) read the
         // config stackctl writes into the proxy's volume.
-        if let Some(proxy) = self.proxy_service() {
-            let _ = proxy;
+        if self.proxy_service().is_some() {
             let include = format!("include {}/*.conf;\n", self.stack.x.proxy.config_dir);
             let name = format!("{}_stackctl-include-{}", self.stack.name, release::hash_bytes(include.as_bytes()));
             let id = self.engine.ensure_config(&name, include.as_bytes(), &labels).await.map_err(refused)?;
@@ -567,6 +666,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             let route = route_of(self.stack, &g.service).expect("greens are routed");
             let deadline = Instant::now() + self.opts.timeout.unwrap_or(route.health.deadline);
             let name = g.swarm_name.clone();
+            if faults::armed("waiting-health") {
+                // Test-only: stop inside the health wait, once green's tasks were polled.
+                let _ = self.engine.tasks(&g.id).await;
+                faults::pause("waiting-health", &self.opts.cancel).await;
+            }
             let mut last = (usize::MAX, 0);
             let tasks = health::wait_running(self.engine, &g.id, svc.deploy.replicas, deadline, |running, wanted| {
                 if (running, wanted) != last {
@@ -630,15 +734,38 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     }
 
     async fn install(&self, routing: &[ServiceRouting], out: &mut Output) -> Result<(), String> {
+        self.install_at(routing, out, None).await
+    }
+
+    /// [`Self::install`] with a test-only pause point before the reload (see [`faults`]).
+    async fn install_at(&self, routing: &[ServiceRouting], out: &mut Output, pause: Option<&str>) -> Result<(), String> {
         let config = proxy::render(self.stack, routing, &self.token).map_err(|e| e.to_string())?;
-        let installed = self.nginx().install(&config).await.map_err(|e| e.to_string())?;
+        let pause = pause.map(|p| (p, &self.opts.cancel));
+        let installed = self.nginx().install_at(&config, pause).await.map_err(|e| e.to_string())?;
         out.progress(&format!("nginx config installed and reloaded in {} replica(s)", installed.replicas.len()));
         Ok(())
     }
 
     /// Install a config and prove that each of `services` is now answered by its live target.
     async fn install_and_verify(&self, routing: &[ServiceRouting], services: &[String], out: &mut Output) -> Result<(), String> {
-        self.install(routing, out).await?;
+        self.install_and_verify_at(routing, services, out, None).await
+    }
+
+    /// [`Self::install_and_verify`] with a test-only pause point before the reload.
+    async fn install_and_verify_at(
+        &self,
+        routing: &[ServiceRouting],
+        services: &[String],
+        out: &mut Output,
+        pause: Option<&str>,
+    ) -> Result<(), String> {
+        self.install_at(routing, out, pause).await?;
+        self.verify(routing, services, "the reload", out).await
+    }
+
+    /// Prove that requests through the live route of each of `services` are answered by its
+    /// live target: a few passes in a row, on new connections.
+    async fn verify(&self, routing: &[ServiceRouting], services: &[String], after: &str, out: &mut Output) -> Result<(), String> {
         for r in routing.iter().filter(|r| services.contains(&r.service)) {
             let probe = self.probe(&r.route, vec![("x-stackctl-verify".into(), self.token.clone())]);
             let expect = Expect { status: r.route.health.status, upstreams: r.live.servers.iter().cloned().collect() };
@@ -647,7 +774,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             let deadline = Instant::now() + Duration::from_secs(15);
             health::probe_until(&probe, &expect, 3, Duration::from_millis(100), deadline)
                 .await
-                .map_err(|e| format!("after the reload, {}: {e}", r.service))?;
+                .map_err(|e| format!("verification after {after} failed for {}: {e}", r.service))?;
             out.info(&format!("verified: {} answered by release r{}", r.service, r.live.release));
         }
         Ok(())
@@ -667,7 +794,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) -> Result<(), String> {
         let previews: Vec<&GreenRelease> = greens.iter().collect();
         let routing = self.routing(live, &previews).await?;
-        self.install(&routing, out).await?;
+        self.install_at(&routing, out, Some("preview-installed")).await?;
         for g in greens {
             let route = route_of(self.stack, &g.service).expect("routed");
             let headers = vec![
@@ -678,17 +805,108 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             let expect = Expect { status: route.health.status, upstreams: g.target.servers.iter().cloned().collect() };
             let deadline = Instant::now() + self.opts.timeout.unwrap_or(route.health.deadline);
             out.progress(&format!("probing {} {} through nginx", g.swarm_name, route.health.path));
-            let attempts = health::probe_until(&probe, &expect, route.health.successes, route.health.interval, deadline)
+            let probes = health::probe_until(&probe, &expect, route.health.successes, route.health.interval, deadline);
+            let attempts = self
+                .opts
+                .cancel
+                .run(probes)
                 .await
+                .ok_or_else(|| format!("{}: interrupted", g.swarm_name))?
                 .map_err(|e| format!("{}: {e}", g.swarm_name))?;
             out.info(&format!("{}: {} probes in a row passed ({} sent)", g.swarm_name, route.health.successes, attempts));
         }
         Ok(())
     }
 
+    /// The watch window: after the switch, while blue still runs, probe each green through the
+    /// live route every `health.interval` for its route's `watch`, judged by [`health::Watch`].
+    /// A first release has nothing to go back to and is not watched. A second signal ends it.
+    async fn watch(&self, greens: &mut [GreenRelease], out: &mut Output) -> Result<(), String> {
+        let route = |g: &GreenRelease| route_of(self.stack, &g.service).expect("greens are routed");
+        let mut watched: Vec<(usize, health::Watch)> = (greens.iter().enumerate())
+            .filter(|(_, g)| g.blue.is_some() && !route(g).watch.is_zero())
+            .map(|(i, g)| (i, health::Watch::new(route(g).health.successes)))
+            .collect();
+        let Some(window) = watched.iter().map(|(i, _)| route(&greens[*i]).watch).max() else { return Ok(()) };
+        let tick = watched.iter().map(|(i, _)| route(&greens[*i]).health.interval).min().unwrap_or(window);
+        out.phase("watch");
+        out.progress(&format!("watching the new release through the live route for {window:?}; the old one keeps running"));
+        let started = Instant::now();
+        while started.elapsed() < window {
+            for (i, rule) in watched.iter_mut() {
+                let g = &mut greens[*i];
+                if started.elapsed() < route(g).watch {
+                    let probe = self.probe_live(g).await;
+                    rule.record(probe).map_err(|e| format!("{}: {e}", g.swarm_name))?;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.opts.cancel.at_least(2) => {
+                    out.warn(&format!("watch cut short by a second {}", self.opts.cancel.reason()));
+                    break;
+                }
+            }
+        }
+        for (i, rule) in &watched {
+            out.info(&format!("{}: passed the watch ({} probes through the live route)", greens[*i].swarm_name, rule.sent));
+        }
+        Ok(())
+    }
+
+    /// One probe of a live green. An answer from an address green did not have at the switch
+    /// (Swarm replaced a task since) counts once the network confirms it is one of green's.
+    async fn probe_live(&self, g: &mut GreenRelease) -> Result<(), String> {
+        let route = route_of(self.stack, &g.service).expect("greens are routed");
+        let answer = self.probe(route, vec![("x-stackctl-verify".into(), self.token.clone())]).send().await?;
+        if answer.upstream.as_ref().is_some_and(|u| !g.target.servers.contains(u)) {
+            let network = route_network(self.stack, &g.service)?;
+            let addrs = self.engine.task_addresses(&network, &g.swarm_name).await.map_err(|e| e.to_string())?;
+            g.target.servers = addrs.values().map(|ip| format!("{ip}:{}", route.port)).collect();
+        }
+        Expect { status: route.health.status, upstreams: g.target.servers.iter().cloned().collect() }.check(&answer)
+    }
+
+    /// Green failed its watch: route users back to blue (verified), record blue as live again,
+    /// then remove green. Always an error: exit 1 when users are back on blue, 3 otherwise.
+    async fn switch_back(&self, greens: &[GreenRelease], blue: &BTreeMap<String, u64>, reason: &str, out: &mut Output) -> DeployError {
+        out.phase("switch back");
+        self.opts.cancel.cleaning_up();
+        out.warn(&format!("green failed after the switch: {reason}; switching back"));
+        let phase = "watching green after the switch";
+        let releases = greens.iter().filter_map(|g| g.blue.map(|b| format!("r{b}"))).collect::<Vec<_>>().join(", ");
+        let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
+        let back = async {
+            let routing = self.routing(blue, &[]).await?;
+            self.install_and_verify(&routing, &services, out).await
+        };
+        if let Err(e) = back.await {
+            return self.fail(phase, format!("green failed after the switch: {reason}; switching back to {releases} failed: {e}"), false);
+        }
+        let recorded = self
+            .lock
+            .update(|r| {
+                for g in greens {
+                    match g.blue {
+                        Some(b) => r.live.insert(g.service.clone(), b),
+                        None => r.live.remove(&g.service),
+                    };
+                }
+            })
+            .await;
+        if let Err(e) = recorded {
+            let why = format!("traffic is back on {releases} but the stack record still names the new release ({e}); deploy again");
+            return self.fail(phase, format!("green failed after the switch: {reason}; {why}"), false);
+        }
+        self.remove_greens(greens, out).await;
+        self.fail(phase, format!("green failed after the switch: {reason}; traffic is back on {releases}"), true)
+    }
+
     /// Undo a deploy before the switch: route nginx to blue only, then remove green.
     async fn abort(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) {
         out.phase("abort");
+        // Signals from now on are reported and ignored: stopping halfway would leave a mess.
+        self.opts.cancel.cleaning_up();
         if self.nginx_has_config().await {
             match self.routing(live, &[]).await {
                 Ok(routing) => {
@@ -775,6 +993,17 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             }
         }
     }
+}
+
+/// Services whose blue a deploy interrupted after its switch left running, with their live release.
+fn retirements(plan: &plan::Plan) -> Vec<(String, u64)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Retire { service, live } => Some((service.clone(), *live)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Key under which the proxy's include file sits in [`ObjectRefs::configs`].

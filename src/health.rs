@@ -7,7 +7,7 @@
 //! says came from the release under test (`X-Stackctl-Upstream`), so a probe cannot be fooled
 //! by a fallback to the old release or by nginx's default server.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -189,9 +189,73 @@ pub async fn probe_until(
     }
 }
 
+/// The rule of the watch window after the switch: green fails once `limit` of its last
+/// `2 × limit` probes failed (`limit` is `health.successes`: 3 of the last 6 by default). That
+/// catches a green that stopped answering (`limit` failures in a row) and one that flaps (every
+/// other probe failing), and tolerates a stray failure now and then.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    limit: usize,
+    /// The last `2 × limit` probes, oldest first; `true` = failed.
+    recent: VecDeque<bool>,
+    /// Probes sent so far.
+    pub sent: u32,
+}
+
+impl Watch {
+    pub fn new(limit: u32) -> Watch {
+        let limit = limit.max(1) as usize;
+        Watch { limit, recent: VecDeque::with_capacity(2 * limit), sent: 0 }
+    }
+
+    /// Record one probe; `Err` says why green failed the watch.
+    pub fn record(&mut self, probe: Result<(), String>) -> Result<(), String> {
+        self.sent += 1;
+        if self.recent.len() == 2 * self.limit {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(probe.is_err());
+        let failed = self.recent.iter().filter(|f| **f).count();
+        match probe {
+            Err(last) if failed >= self.limit => {
+                Err(format!("{failed} of the last {} probes failed (last: {last})", self.recent.len()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feed a pattern (`.` passes, `x` fails); the 1-based probe at which the watch failed.
+    fn watch_fails_at(limit: u32, pattern: &str) -> Option<usize> {
+        let mut w = Watch::new(limit);
+        pattern.chars().position(|c| w.record(if c == 'x' { Err("status 500".into()) } else { Ok(()) }).is_err()).map(|i| i + 1)
+    }
+
+    #[test]
+    fn the_watch_fails_a_dead_or_flapping_green_and_tolerates_a_stray_failure() {
+        assert_eq!(watch_fails_at(3, "............"), None);
+        assert_eq!(watch_fails_at(3, "....xxx....."), Some(7), "three in a row");
+        assert_eq!(watch_fails_at(3, ".x.x.x.x"), Some(6), "every other probe fails");
+        assert_eq!(watch_fails_at(3, "x..x..x..x..x..x"), None, "one in three is tolerated at limit 3");
+        assert_eq!(watch_fails_at(3, "x...x...x...x..."), None);
+        assert_eq!(watch_fails_at(3, "xx....xx"), None, "the older failures left the window");
+        assert_eq!(watch_fails_at(1, "...x"), Some(4), "successes: 1 tolerates nothing");
+        assert_eq!(watch_fails_at(2, ".x.x"), Some(4));
+    }
+
+    #[test]
+    fn the_watch_says_how_many_failed_and_the_last_reason() {
+        let mut w = Watch::new(2);
+        assert!(w.record(Ok(())).is_ok());
+        assert!(w.record(Err("status 404".into())).is_ok());
+        let err = w.record(Err("connect refused".into())).unwrap_err();
+        assert_eq!(err, "2 of the last 3 probes failed (last: connect refused)");
+        assert_eq!(w.sent, 3);
+    }
 
     fn resp(status: u16, upstream: Option<&str>) -> Response {
         Response { status, upstream: upstream.map(String::from), body: "x".into() }

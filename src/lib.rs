@@ -17,10 +17,14 @@
 //! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
 //! - [`deploy`] is the blue-green story in one readable function; [`status`] reports.
 //! - [`cli`] turns arguments into requests; `main.rs` maps errors to exit codes.
+//! - [`cancel`] turns SIGINT/SIGTERM into a flag the deploy checks; [`faults`] holds the
+//!   test-only pause points that integration tests kill the process at.
 
+pub mod cancel;
 pub mod cli;
 pub mod deploy;
 pub mod engine;
+pub mod faults;
 pub mod health;
 pub mod loadgen;
 pub mod output;

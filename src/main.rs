@@ -7,6 +7,7 @@ use clap::Parser;
 use stackctl::cli::{Cli, Command, StackArgs};
 use stackctl::deploy::{self, DeployError};
 use stackctl::engine::docker::DockerEngine;
+use stackctl::engine::retry::{Backoff, Retrying};
 use stackctl::output::{Format, Output};
 use stackctl::spec::{self, LoadOptions};
 use stackctl::status;
@@ -34,8 +35,11 @@ async fn run(cli: Cli) -> i32 {
             let mut out = Output::new(format);
             let result = async {
                 let stack = load(&args.stack, args.image_overrides(), &mut out)?;
-                let engine = DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?;
-                let opts = deploy::Options { timeout: args.timeout, lock_wait: args.lock_wait };
+                let engine = Retrying::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?, Backoff::default());
+                // SIGINT/SIGTERM stop the deploy safely instead of killing it (see stackctl::cancel).
+                let cancel = stackctl::cancel::Cancel::new();
+                cancel.listen_for_signals().map_err(|e| DeployError::Refused(format!("cannot handle signals: {e}")))?;
+                let opts = deploy::Options { timeout: args.timeout, lock_wait: args.lock_wait, cancel };
                 deploy::deploy(&engine, &stack, &opts, &mut out).await
             }
             .await;
@@ -70,7 +74,7 @@ async fn run(cli: Cli) -> i32 {
             let mut out = Output::new(args.output);
             let result = async {
                 let stack = load(&args, Default::default(), &mut out)?;
-                let engine = DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?;
+                let engine = Retrying::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?, Backoff::default());
                 status::status(&engine, &stack).await.map_err(|e| DeployError::Refused(e.to_string()))
             }
             .await;

@@ -120,6 +120,9 @@ pub enum Step {
     Release { service: String, blue: Option<u64>, green: Green },
     /// Nothing to deploy, but nginx routes elsewhere than the record says: reinstall.
     Reroute { service: String },
+    /// Nothing to deploy, but a release older than the live one still runs (a deploy was
+    /// interrupted after its switch, before it retired blue): drain, scale down, prune.
+    Retire { service: String, live: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -188,6 +191,11 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Plan {
                     let routed = observed.routing.as_ref().and_then(|r| r.get(name)).copied();
                     if routed != live {
                         steps.push(Step::Reroute { service: name.clone() });
+                    }
+                    if let Some(l) = live {
+                        if releases.iter().any(|s| s.release.is_some_and(|r| r < l) && s.replicas > 0) {
+                            steps.push(Step::Retire { service: name.clone(), live: l });
+                        }
                     }
                     continue;
                 }
@@ -362,6 +370,20 @@ mod tests {
         let mut obs = observed(&[("web", 2)], 2, vec![routed("web", 1, "w1", 0), routed("web", 2, "w2", 2)]);
         obs.routing = Some(BTreeMap::from([("web".to_string(), 1)]));
         assert_eq!(plan(&desired, &obs).steps, vec![Step::Reroute { service: "web".into() }]);
+    }
+
+    #[test]
+    fn blue_still_running_after_an_interrupted_switch_is_retired() {
+        let desired = want(&[("web", Kind::Routed, "w2")]);
+        // Killed after recording r2 as live, before scaling r1 down.
+        let obs = observed(&[("web", 2)], 2, vec![routed("web", 1, "w1", 2), routed("web", 2, "w2", 2)]);
+        let p = plan(&desired, &obs);
+        assert_eq!(p.steps, vec![Step::Retire { service: "web".into(), live: 2 }]);
+        assert!(!p.is_noop());
+        assert_eq!(p.release, None);
+        // Once scaled down it is a retained release, and the redeploy is a noop again.
+        let obs = observed(&[("web", 2)], 2, vec![routed("web", 1, "w1", 0), routed("web", 2, "w2", 2)]);
+        assert!(plan(&desired, &obs).is_noop());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!
 //! Two processes, on one machine or two, race on the version: exactly one wins. A holder renews
 //! its lock every [`HEARTBEAT`]; a lock not renewed for [`STALE_AFTER`] belongs to a process
-//! that died, and is taken over (reported with its holder and age).
+//! that died, and is taken over (reported with its holder and age). A holder on the same
+//! machine and in the same PID namespace (same boot id and `/proc/self/ns/pid`) whose process
+//! is gone is dead for sure, and is taken over at once instead ([`holder_state`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::cancel::Cancel;
 use crate::engine::{ConfigInfo, Engine, EngineError};
 use crate::release;
 
@@ -46,6 +49,13 @@ pub struct LockInfo {
     pub since: u64,
     /// Unix seconds of the last renewal.
     pub renewed: u64,
+    /// The holder's kernel boot id (`/proc/sys/kernel/random/boot_id`); empty when unknown
+    /// (older stackctl, no `/proc`).
+    #[serde(default)]
+    pub boot_id: String,
+    /// The holder's PID namespace (`readlink /proc/self/ns/pid`); empty when unknown.
+    #[serde(default)]
+    pub pid_ns: String,
 }
 
 impl LockInfo {
@@ -55,6 +65,7 @@ impl LockInfo {
     pub fn is_stale(&self, now: u64) -> bool {
         now.saturating_sub(self.renewed) > STALE_AFTER.as_secs()
     }
+    /// Holder, pid, host, age and last heartbeat, for messages.
     pub fn describe(&self, now: u64) -> String {
         format!(
             "{} (pid {} on {}), running for {}s, last heartbeat {}s ago",
@@ -64,6 +75,83 @@ impl LockInfo {
             self.age(now).as_secs(),
             now.saturating_sub(self.renewed)
         )
+    }
+}
+
+/// Where this process runs, as far as telling a dead lock holder apart goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub boot_id: String,
+    pub pid_ns: String,
+    pub pid: u32,
+}
+
+impl Identity {
+    /// This process (empty ids where `/proc` cannot tell, which disables the fast path).
+    pub fn current() -> Identity {
+        Identity {
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default(),
+            pid_ns: std::fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// What became of a lock's holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// Alive, or possibly alive: wait or give up.
+    Alive,
+    /// Same machine (boot id) and PID namespace, and its process no longer exists.
+    Dead,
+    /// No heartbeat for [`STALE_AFTER`].
+    Stale,
+}
+
+/// Decide whether a lock's holder is gone. Pure: `pid_alive` answers for pids in our own PID
+/// namespace, and is only asked when the lock was taken in that same namespace since the same
+/// boot, so a pid seen from another machine or container is never trusted. A recycled pid
+/// makes a dead holder look alive; that errs on the safe side (the heartbeat decides).
+pub fn holder_state(lock: &LockInfo, me: &Identity, pid_alive: impl Fn(u32) -> bool, now: u64) -> Holder {
+    let same_pid_space =
+        !lock.boot_id.is_empty() && lock.boot_id == me.boot_id && !lock.pid_ns.is_empty() && lock.pid_ns == me.pid_ns;
+    if same_pid_space && !pid_alive(lock.pid) {
+        Holder::Dead
+    } else if lock.is_stale(now) {
+        Holder::Stale
+    } else {
+        Holder::Alive
+    }
+}
+
+/// Whether process `pid` exists in our PID namespace (a zombie counts as gone).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last ')', since comm may contain one.
+        Ok(stat) => !matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()), Some('Z' | 'X')),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // Unreadable but present: assume alive.
+        Err(_) => true,
+    }
+}
+
+/// A lock taken over from a holder that is gone, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    pub lock: LockInfo,
+    pub why: Holder,
+}
+
+impl TakenOver {
+    pub fn describe(&self, now: u64) -> String {
+        let why = match self.why {
+            Holder::Dead => "its process no longer exists on this machine".to_string(),
+            _ => format!("no heartbeat for more than {}s", STALE_AFTER.as_secs()),
+        };
+        format!("{}; {why}", self.lock.describe(now))
     }
 }
 
@@ -117,6 +205,8 @@ pub enum LockError {
     Held { stack: String, holder: String },
     #[error("lost the deploy lock of stack {stack}: {detail}")]
     Lost { stack: String, detail: String },
+    #[error("interrupted by {signal} while waiting for the deploy lock of stack {stack}; nothing was changed")]
+    Interrupted { stack: String, signal: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -141,7 +231,7 @@ pub struct Held<E: Engine + Clone + 'static> {
     /// Set by the heartbeat when someone else took the lock.
     lost: Arc<std::sync::Mutex<Option<String>>>,
     /// A lock we took over from a dead process, for the report.
-    pub took_over: Option<LockInfo>,
+    pub took_over: Option<TakenOver>,
 }
 
 /// Take the stack's lock, waiting up to `wait` for another holder to finish.
@@ -151,18 +241,36 @@ pub async fn acquire<E: Engine + Clone + 'static>(
     command: &str,
     wait: Duration,
 ) -> Result<Held<E>, LockError> {
+    acquire_cancellable(engine, stack, command, wait, &Cancel::new()).await
+}
+
+/// [`acquire`] that stops waiting when `cancel` fires.
+pub async fn acquire_cancellable<E: Engine + Clone + 'static>(
+    engine: &E,
+    stack: &str,
+    command: &str,
+    wait: Duration,
+    cancel: &Cancel,
+) -> Result<Held<E>, LockError> {
     let owner = random_id();
+    let me = Identity::current();
     let started = tokio::time::Instant::now();
     let name = record_name(stack);
+    let mut attempted_takeover = None;
     loop {
+        if cancel.is_cancelled() {
+            return Err(LockError::Interrupted { stack: stack.to_string(), signal: cancel.reason() });
+        }
         let now = now_unix();
         let mine = LockInfo {
             owner: owner.clone(),
             host: hostname(),
-            pid: std::process::id(),
+            pid: me.pid,
             command: command.to_string(),
             since: now,
             renewed: now,
+            boot_id: me.boot_id.clone(),
+            pid_ns: me.pid_ns.clone(),
         };
         let attempt = match engine.config(&name).await? {
             None => {
@@ -175,14 +283,27 @@ pub async fn acquire<E: Engine + Clone + 'static>(
             Some(info) => {
                 let mut record = Record::from_labels(&info.labels);
                 match record.lock.clone() {
-                    Some(other) if !other.is_stale(now) => {
-                        if started.elapsed() >= wait {
-                            return Err(LockError::Held { stack: stack.to_string(), holder: other.describe(now) });
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                    previous => {
+                    // Our write landed although the engine answered with an error (a retried
+                    // write then conflicts with itself): the lock is ours.
+                    Some(l) if l.owner == owner => Ok(attempted_takeover.take()),
+                    current => {
+                        let previous = match current {
+                            None => None,
+                            Some(other) => match holder_state(&other, &me, pid_alive, now) {
+                                Holder::Alive => {
+                                    if started.elapsed() >= wait {
+                                        return Err(LockError::Held { stack: stack.to_string(), holder: other.describe(now) });
+                                    }
+                                    // Cancelled or not, the next turn of the loop decides.
+                                    cancel.run(tokio::time::sleep(Duration::from_millis(500))).await;
+                                    continue;
+                                }
+                                why => Some(TakenOver { lock: other, why }),
+                            },
+                        };
+                        // Versioned: if the holder renewed (or anyone wrote) since we read, this
+                        // conflicts and we decide again on fresh data.
+                        attempted_takeover = previous.clone();
                         record.lock = Some(mine);
                         engine.update_config_labels(&info, &record.to_labels(stack)).await.map(|_| previous)
                     }
@@ -326,7 +447,7 @@ mod tests {
         let record = Record {
             live: BTreeMap::from([("web".into(), 7), ("api".into(), 3)]),
             seq: 7,
-            lock: Some(LockInfo { owner: "ab".into(), host: "h".into(), pid: 1, command: "deploy".into(), since: 10, renewed: 20 }),
+            lock: Some(lock(1, 10, 20, "boot", "pid:[1]")),
         };
         let labels = record.to_labels("demo");
         assert_eq!(labels.get("io.stackctl.live.web").map(String::as_str), Some("7"));
@@ -336,10 +457,84 @@ mod tests {
 
     #[test]
     fn lock_goes_stale_after_missed_heartbeats() {
-        let lock = LockInfo { owner: "a".into(), host: "h".into(), pid: 1, command: "deploy".into(), since: 100, renewed: 100 };
+        let lock = lock(1, 100, 100, "", "");
         assert!(!lock.is_stale(100 + STALE_AFTER.as_secs()));
         assert!(lock.is_stale(101 + STALE_AFTER.as_secs()));
         assert!(lock.describe(160).contains("running for 60s"));
+    }
+
+    fn lock(pid: u32, since: u64, renewed: u64, boot_id: &str, pid_ns: &str) -> LockInfo {
+        LockInfo {
+            owner: "ab".into(),
+            host: "h".into(),
+            pid,
+            command: "deploy".into(),
+            since,
+            renewed,
+            boot_id: boot_id.into(),
+            pid_ns: pid_ns.into(),
+        }
+    }
+
+    #[test]
+    fn a_dead_holder_on_this_machine_is_taken_over_at_once_and_anything_else_waits_for_staleness() {
+        let me = Identity { boot_id: "boot-a".into(), pid_ns: "pid:[4026531836]".into(), pid: 500 };
+        let only_500_and_42_alive = |pid: u32| pid == 500 || pid == 42;
+        let now = 1000;
+        let fresh = now - 2;
+        let old = now - STALE_AFTER.as_secs() - 1;
+        let state = |l: &LockInfo| holder_state(l, &me, only_500_and_42_alive, now);
+        // Same boot and pid namespace, process gone: dead, even with a fresh heartbeat.
+        assert_eq!(state(&lock(77, fresh, fresh, "boot-a", "pid:[4026531836]")), Holder::Dead);
+        // Same place, process alive: wait, until the heartbeat is stale.
+        assert_eq!(state(&lock(42, fresh, fresh, "boot-a", "pid:[4026531836]")), Holder::Alive);
+        assert_eq!(state(&lock(42, old, old, "boot-a", "pid:[4026531836]")), Holder::Stale);
+        // Our own pid is alive: never "dead" (a second acquire in this process waits).
+        assert_eq!(state(&lock(500, fresh, fresh, "boot-a", "pid:[4026531836]")), Holder::Alive);
+        // Another machine (boot id), another container (pid namespace), or an older stackctl
+        // that recorded neither: its pid means nothing here; only the heartbeat counts.
+        for (boot, ns) in [("boot-b", "pid:[4026531836]"), ("boot-a", "pid:[4026532000]"), ("", ""), ("boot-a", "")] {
+            assert_eq!(state(&lock(77, fresh, fresh, boot, ns)), Holder::Alive, "{boot} {ns}");
+            assert_eq!(state(&lock(77, old, old, boot, ns)), Holder::Stale, "{boot} {ns}");
+        }
+        // An identity that /proc could not tell matches nothing.
+        let blind = Identity { boot_id: String::new(), pid_ns: String::new(), pid: 500 };
+        assert_eq!(holder_state(&lock(77, fresh, fresh, "", ""), &blind, |_| false, now), Holder::Alive);
+    }
+
+    #[test]
+    fn takeover_reports_holder_pid_host_age_and_why() {
+        let t = TakenOver { lock: lock(77, 900, 990, "b", "n"), why: Holder::Dead };
+        let text = t.describe(1000);
+        for want in ["pid 77", "on h", "running for 100s", "last heartbeat 10s ago", "no longer exists"] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        let t = TakenOver { lock: lock(77, 900, 900, "b", "n"), why: Holder::Stale };
+        assert!(t.describe(1000).contains("no heartbeat for more than 30s"));
+    }
+
+    #[test]
+    fn pid_alive_sees_this_process_and_not_a_reaped_child() {
+        assert!(pid_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+        assert!(!pid_alive(0));
+    }
+
+    #[test]
+    fn locks_written_before_boot_ids_still_parse() {
+        let old = r#"{"owner":"a","host":"h","pid":1,"command":"deploy","since":1,"renewed":2}"#;
+        let labels = BTreeMap::from([(LOCK.to_string(), old.to_string())]);
+        let l = Record::from_labels(&labels).lock.expect("parsed");
+        assert_eq!((l.boot_id.as_str(), l.pid_ns.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn this_process_has_an_identity() {
+        let me = Identity::current();
+        assert!(!me.boot_id.is_empty() && me.pid_ns.starts_with("pid:["), "{me:?}");
     }
 
     #[test]

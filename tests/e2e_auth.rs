@@ -5,9 +5,12 @@
 //! config it installs and the stack record are searched for the password and for its base64
 //! `user:password` form.
 //!
-//! The rig leaves no local reference to 127.0.0.1:5001 images, and each test removes the ones
-//! a previous deploy pulled: Swarm has to pull, which the registry allows only with the
-//! credentials stackctl passed along. `#[ignore]`d like tests/e2e.rs; run by tests/run-all.sh.
+//! Swarm must really pull with the credentials: the engine keeps the manifests it has pulled,
+//! and a task pulling a digest the engine already knows runs without any login. So the tests
+//! that deploy push images nobody has pulled yet (the demo image of a version plus a unique
+//! label, pushed with a throwaway login, removed from the engine, deleted from the registry
+//! afterwards), and check that the engine pulled them. `#[ignore]`d like tests/e2e.rs; run by
+//! tests/run-all.sh.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -64,6 +67,72 @@ impl Rig {
         assert!(!text.contains(&self.basic()), "{what} contains base64(user:password)");
     }
 
+    /// `curl` with the registry's login (given on stdin, not in the process list).
+    fn curl(&self, args: &[&str]) -> String {
+        use std::io::Write;
+        let mut child = Command::new("curl")
+            .args(["-s", "-K", "-"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "user = \"{}:{}\"", self.user, self.password).unwrap();
+        drop(stdin);
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    }
+
+    /// Push an image nobody has pulled: `127.0.0.1:5000/stackctl-demo:<version>` plus a unique
+    /// label, as `<registry>/stackctl-demo:<version>-<nonce>`. Nothing of it stays in the
+    /// engine but the shared layers: a task needs the registry (and so the login) for it.
+    fn push_fresh(&self, version: &str) -> String {
+        use std::io::Write;
+        let nonce = format!("{}x{}", std::process::id(), now_nanos());
+        let image = format!("{}/stackctl-demo:{version}-e2e{nonce}", self.registry);
+        let login = Env::new(&format!("push-{nonce}"));
+        let run = |args: &[&str], input: &str| {
+            let mut child = Command::new("docker")
+                .args(args)
+                .env("DOCKER_BUILDKIT", "0") // the classic builder: offline, no buildx needed
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("docker CLI");
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        };
+        let config = login.config.to_str().unwrap();
+        run(&["--config", config, "login", "-u", &self.user, "--password-stdin", &self.registry], &self.password);
+        run(&["build", "-q", "-t", &image, "-"], &format!("FROM {REGISTRY}/stackctl-demo:{version}\nLABEL io.stackctl.test.nonce={nonce}\n"));
+        run(&["--config", config, "push", "-q", &image], "");
+        run(&["image", "rm", &image], "");
+        image
+    }
+
+    /// The manifest digest of `image` in the registry.
+    fn digest(&self, image: &str) -> Option<String> {
+        let (repo, tag) = image.strip_prefix(&format!("{}/", self.registry))?.split_once(':')?;
+        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.registry);
+        let head = self.curl(&["-I", "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json", &url]);
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("docker-content-digest").then(|| v.trim().to_string())
+        })
+    }
+
+    /// Delete the images [`Rig::push_fresh`] pushed from the registry (best effort).
+    fn delete_fresh(&self, images: &[String]) {
+        for image in images {
+            if let Some(digest) = self.digest(image) {
+                let repo = image.strip_prefix(&format!("{}/", self.registry)).unwrap().split(':').next().unwrap();
+                self.curl(&["-X", "DELETE", &format!("http://{}/v2/{repo}/manifests/{digest}", self.registry)]);
+            }
+        }
+    }
+
     /// References to the registry's images held by the local engine (tags or digests).
     fn local_refs(&self) -> Vec<String> {
         let repo = format!("{}/stackctl-demo", self.registry);
@@ -74,15 +143,26 @@ impl Rig {
             .collect()
     }
 
-    /// Forget what earlier deploys pulled, so the next task has to pull again (untag only:
-    /// the image stays under its 127.0.0.1:5000 name).
+    /// Remove what earlier deploys pulled from the registry. Best effort: an image stays while
+    /// a container of a removed service still uses it, for up to 20 s.
     fn forget_pulls(&self) {
-        for r in self.local_refs() {
-            docker(&["image", "rm", &r]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for r in self.local_refs() {
+                docker(&["image", "rm", &r]);
+            }
+            if self.local_refs().is_empty() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        assert_eq!(self.local_refs(), Vec::<String>::new(), "local refs of {} remain", self.registry);
     }
 }
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
 
 /// The environment of one stackctl run: its Docker config directory, and a directory put
 /// first on PATH (credential helpers).
@@ -123,20 +203,32 @@ impl Drop for Env {
 struct TestStack {
     dir: PathBuf,
     rig: Rig,
+    /// Images pushed for this test, deleted from the registry at the end.
+    pushed: Vec<String>,
 }
 
 impl TestStack {
     fn new() -> TestStack {
         let dir = std::env::temp_dir().join(format!("stackctl-e2e-{STACK}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let s = TestStack { dir, rig: rig() };
+        let s = TestStack { dir, rig: rig(), pushed: Vec::new() };
         s.remove_everything();
         s.rig.forget_pulls();
         s
     }
 
-    /// The stack file with `web` on the registry with login, at `tag` (v1 | v2).
-    fn file(&self, tag: &str) -> PathBuf {
+    /// A never-pulled image of `version` on the registry with login.
+    fn fresh(&mut self, version: &str) -> String {
+        let image = self.rig.push_fresh(version);
+        self.pushed.push(image.clone());
+        let digest = self.rig.digest(&image).expect("pushed image in the registry");
+        let known = self.rig.local_refs();
+        assert!(!known.iter().any(|r| r.ends_with(&digest)), "{image} still known to the engine: {known:?}");
+        image
+    }
+
+    /// The stack file with `web` at `image`.
+    fn file(&self, image: &str) -> PathBuf {
         let yaml = format!(
             r#"name: {STACK}
 x-stackctl:
@@ -153,7 +245,7 @@ services:
         published: {PORT}
         mode: host
   web:
-    image: {auth}/stackctl-demo:{tag}
+    image: {image}
     deploy:
       replicas: 2
     stop_grace_period: 2s
@@ -162,8 +254,7 @@ services:
         port: 80
         health: {{ path: /healthz, interval: 300ms, timeout: 2s, successes: 3, deadline: 45s }}
         drain: 1s
-"#,
-            auth = self.rig.registry
+"#
         );
         let path = self.dir.join("stack.yml");
         std::fs::write(&path, yaml).unwrap();
@@ -183,21 +274,25 @@ services:
         out
     }
 
-    fn deploy(&self, env: &Env, tag: &str) -> Output {
-        let file = self.file(tag);
+    fn deploy(&self, env: &Env, image: &str) -> Output {
+        let file = self.file(image);
         self.stackctl(env, &["deploy", file.to_str().unwrap(), "--output", "json"])
     }
 
-    /// A successful deploy of `tag`: exit 0, a JSON report, nginx serving it, no secret in
-    /// status, the installed nginx config or the stack's Swarm configs.
-    fn deploy_ok(&self, env: &Env, tag: &str) {
-        let out = self.deploy(env, tag);
+    /// A successful deploy of `image` (of `version`): exit 0, a JSON report, the engine pulled
+    /// the image, nginx serves it, and no secret in status, the installed nginx config or the
+    /// stack's Swarm configs.
+    fn deploy_ok(&self, env: &Env, image: &str, version: &str) {
+        let out = self.deploy(env, image);
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("deploy JSON");
         assert_eq!(report["outcome"], "deployed", "{report}");
-        let image = report["switched"][0]["image"].as_str().unwrap_or_default();
-        assert!(image.starts_with(&format!("{}/stackctl-demo:{tag}@sha256:", self.rig.registry)), "{report}");
-        assert_eq!(self.get("/").as_deref(), Ok(tag));
+        let pinned = report["switched"][0]["image"].as_str().unwrap_or_default();
+        assert!(pinned.starts_with(&format!("{image}@sha256:")), "{report}");
+        let digest = pinned.rsplit('@').next().unwrap();
+        let pulled = self.rig.local_refs();
+        assert!(pulled.iter().any(|r| r.ends_with(digest)), "Swarm did not pull {pinned}: {pulled:?}");
+        assert_eq!(self.get("/").as_deref(), Ok(version));
         self.check_leaks(env);
     }
 
@@ -277,7 +372,9 @@ impl Drop for TestStack {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             self.remove_everything();
+            self.rig.forget_pulls();
         }
+        self.rig.delete_fresh(&self.pushed);
     }
 }
 
@@ -290,7 +387,8 @@ fn docker(args: &[&str]) -> String {
 #[ignore = "needs the rig: a Swarm engine, nginx and registry images, the registry with login on 127.0.0.1:5001 (tests/rig/setup.sh); run tests/run-all.sh"]
 fn auths_in_docker_config_let_swarm_pull_from_the_registry_with_login() {
     let _g = serial();
-    let s = TestStack::new();
+    let mut s = TestStack::new();
+    let (v1, v2) = (s.fresh("v1"), s.fresh("v2"));
     // The rig's password is built so that the standard base64 of the X-Registry-Auth JSON has
     // '+' and '/', which the engine (base64url) would silently drop.
     let json = format!(r#"{{"username":"{}","password":"{}""#, s.rig.user, s.rig.password);
@@ -299,14 +397,10 @@ fn auths_in_docker_config_let_swarm_pull_from_the_registry_with_login() {
 
     let env = Env::new("auths");
     env.write_config(&serde_json::json!({ "auths": { &s.rig.registry: { "auth": s.rig.basic() } } }));
-    s.deploy_ok(&env, "v1");
-    let pulled = s.rig.local_refs();
-    assert!(!pulled.is_empty(), "Swarm pulled nothing from {}", s.rig.registry);
-    eprintln!("pulled by Swarm with the credentials: {pulled:?}");
-
-    s.deploy_ok(&env, "v2");
+    s.deploy_ok(&env, &v1, "v1");
+    s.deploy_ok(&env, &v2, "v2");
     assert_eq!(s.services(), vec![format!("{STACK}_proxy"), format!("{STACK}_web-r1"), format!("{STACK}_web-r2")]);
-    assert!(s.rig.local_refs().len() > pulled.len(), "v2 was pulled too: {:?}", s.rig.local_refs());
+    eprintln!("pulled by Swarm with the credentials: {:?}", s.rig.local_refs());
 }
 
 #[test]
@@ -315,7 +409,8 @@ fn without_credentials_the_deploy_is_refused_with_a_docker_login_hint() {
     let _g = serial();
     let s = TestStack::new();
     let env = Env::new("none"); // an empty DOCKER_CONFIG directory: no config.json
-    let out = s.deploy(&env, "v1");
+    let image = format!("{}/stackctl-demo:v1", s.rig.registry);
+    let out = s.deploy(&env, &image);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("docker login {}", s.rig.registry)), "{err}");
@@ -329,7 +424,7 @@ fn without_credentials_the_deploy_is_refused_with_a_docker_login_hint() {
     // Wrong credentials: refused too, saying they were rejected.
     env.write_config(&serde_json::json!({ "auths": { &s.rig.registry: {
         "auth": base64::engine::general_purpose::STANDARD.encode(format!("{}:not-the-password", s.rig.user)) } } }));
-    let out = s.deploy(&env, "v1");
+    let out = s.deploy(&env, &image);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rejected the credentials") && err.contains(&format!("docker login {}", s.rig.registry)), "{err}");
@@ -341,7 +436,8 @@ fn without_credentials_the_deploy_is_refused_with_a_docker_login_hint() {
 fn a_credential_helper_supplies_the_login() {
     use std::os::unix::fs::PermissionsExt;
     let _g = serial();
-    let s = TestStack::new();
+    let mut s = TestStack::new();
+    let v1 = s.fresh("v1");
     let env = Env::new("helper");
     let asked = env.dir.join("helper-asked-for");
     // Answers for the rig registry only, like docker-credential-pass & co; records what it was asked.
@@ -372,8 +468,7 @@ fi
         "auths": { &s.rig.registry: {} },
         "credHelpers": { &s.rig.registry: "stackctltest" }
     }));
-    s.deploy_ok(&env, "v1");
-    assert!(!s.rig.local_refs().is_empty(), "Swarm pulled nothing from {}", s.rig.registry);
+    s.deploy_ok(&env, &v1, "v1");
     let asked = std::fs::read_to_string(&asked).unwrap();
     // Once per registry per process: the resolve, the green service and its later updates share it.
     assert_eq!(asked.lines().filter(|l| *l == s.rig.registry).count(), 1, "helper calls: {asked}");

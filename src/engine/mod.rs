@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod describe;
 pub mod docker;
+pub mod retry;
 
 use std::collections::BTreeMap;
 use std::future::Future;

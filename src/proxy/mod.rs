@@ -88,7 +88,27 @@ struct LocationView {
 struct ServerView {
     names: String,
     default: bool,
+    /// The routes this server uses, each resolved to a `<var>_target` once per request.
+    targets: Vec<TargetView>,
     locations: Vec<LocationView>,
+}
+
+struct TargetView {
+    var: String,
+    flip: Option<FlipView>,
+}
+
+/// A route with a release waiting to go live: switched by the existence of a file.
+struct FlipView {
+    path: String,
+    backend: String,
+}
+
+/// The file whose existence switches `service` to `release` in a config rendered with that
+/// release as its preview (see [`Proxy::flip`]). The per-deploy token in its name keeps a file
+/// left behind by one deploy from ever switching another.
+pub fn flip_file(token: &str, service: &str, release: u64) -> String {
+    format!("switch-{token}-{service}-r{release}")
 }
 
 /// Render the nginx config for `stack`. `token` is a per-deploy secret that gates the preview
@@ -99,6 +119,7 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
     let mut routes = Vec::new();
     // Servers keyed by host name; "" is the default server (routes without hosts).
     let mut servers: BTreeMap<String, Vec<LocationView>> = BTreeMap::new();
+    let mut flips: BTreeMap<String, FlipView> = BTreeMap::new();
     let mut summary = RoutingSummary { live: BTreeMap::new(), preview: BTreeMap::new() };
 
     for r in routing {
@@ -118,6 +139,11 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
             }
             None => None,
         };
+        if let Some(p) = &r.preview {
+            let path = format!("{}/{}", stack.x.proxy.config_dir, flip_file(token, &r.service, p.release));
+            check_path(&path)?;
+            flips.insert(var.clone(), FlipView { path, backend: backend(stack, r, p)? });
+        }
         routes.push(RouteView { var: var.clone(), live, preview });
         summary.live.insert(r.service.clone(), sorted(&r.live));
 
@@ -150,7 +176,17 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
             }
             locations.sort_by(|a, b| a.matcher.cmp(&b.matcher));
             let default = names.is_empty();
-            ServerView { names: if default { "_".into() } else { names }, default, locations }
+            let mut vars: Vec<String> = locations.iter().filter_map(|l| l.var.clone()).collect();
+            vars.sort();
+            vars.dedup();
+            let targets = vars
+                .into_iter()
+                .map(|var| {
+                    let flip = flips.get(&var).map(|f| FlipView { path: f.path.clone(), backend: f.backend.clone() });
+                    TargetView { var, flip }
+                })
+                .collect();
+            ServerView { names: if default { "_".into() } else { names }, default, targets, locations }
         })
         .collect();
 
@@ -234,6 +270,10 @@ pub trait Proxy: Send + Sync {
     /// Test the config everywhere, then reload everywhere. On a failed test nothing is
     /// reloaded and the previous file is put back.
     fn install(&self, config: &str) -> impl Future<Output = Result<Installed, ProxyError>> + Send;
+    /// Create (`on`) or delete the given files in the config directory of every replica.
+    /// Creating a [`flip_file`] is the switch itself: no reload, so every nginx worker routes
+    /// the next request to the new release. All or nothing: a failure turns them all off.
+    fn flip(&self, files: &[String], on: bool) -> impl Future<Output = Result<(), ProxyError>> + Send;
     /// The config currently installed (from the first running replica).
     fn current(&self) -> impl Future<Output = Result<Option<String>, ProxyError>> + Send;
 }

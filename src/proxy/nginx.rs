@@ -9,7 +9,9 @@
 //! on a single-manager cluster does it). Several edges on several nodes come later.
 
 use super::{Installed, Proxy, ProxyError};
+use crate::cancel::Cancel;
 use crate::engine::Engine;
+use crate::faults;
 
 /// File name of the routing config inside `config_dir`.
 pub const FILE: &str = "live.conf";
@@ -42,6 +44,58 @@ impl<E: Engine> NginxProxy<'_, E> {
 
 impl<E: Engine> Proxy for NginxProxy<'_, E> {
     async fn install(&self, config: &str) -> Result<Installed, ProxyError> {
+        self.install_at(config, None).await
+    }
+
+    async fn flip(&self, files: &[String], on: bool) -> Result<(), ProxyError> {
+        let containers = self.containers().await?;
+        let mut done: Vec<&String> = Vec::new();
+        for c in &containers {
+            let result = if on { self.create_files(c, files).await } else { self.delete_files(c, files).await };
+            if let Err(e) = result {
+                if on {
+                    // All or nothing: replicas already switched go back.
+                    for d in &done {
+                        let _ = self.delete_files(d, files).await;
+                    }
+                }
+                return Err(e);
+            }
+            done.push(c);
+        }
+        Ok(())
+    }
+
+    async fn current(&self) -> Result<Option<String>, ProxyError> {
+        let containers = self.containers().await?;
+        let bytes = self.engine.get_file(&containers[0], &self.path()).await?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+}
+
+impl<E: Engine> NginxProxy<'_, E> {
+    async fn create_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
+        for f in files {
+            self.engine.put_file(container, &self.config_dir, f, b"").await?;
+        }
+        Ok(())
+    }
+
+    /// Deleting needs `rm` in the image (the official one has it); the Docker API cannot.
+    async fn delete_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
+        let paths: Vec<String> = files.iter().map(|f| format!("{}/{f}", self.config_dir)).collect();
+        let mut cmd = vec!["rm", "-f"];
+        cmd.extend(paths.iter().map(String::as_str));
+        let out = self.engine.exec(container, &cmd).await?;
+        if out.exit_code != 0 {
+            return Err(ProxyError::ReloadFailed { container: container.to_string(), output: format!("rm: {}", out.output.trim()) });
+        }
+        Ok(())
+    }
+
+    /// [`Proxy::install`], passing the test-only pause point `pause` (see [`crate::faults`])
+    /// once every replica accepted the file and before any reload.
+    pub async fn install_at(&self, config: &str, pause: Option<(&str, &Cancel)>) -> Result<Installed, ProxyError> {
         let containers = self.containers().await?;
         let mut previous = Vec::new();
         let mut unchanged = true;
@@ -59,6 +113,9 @@ impl<E: Engine> Proxy for NginxProxy<'_, E> {
                 return Err(ProxyError::Rejected { container: c.clone(), output: test.output.trim().to_string() });
             }
         }
+        if let Some((point, cancel)) = pause {
+            faults::pause(point, cancel).await;
+        }
         // Phase 2 (also when the file was already there: a deploy killed between writing and
         // reloading leaves the file on disk but not loaded): every replica accepted the file; reload them all.
         for c in &containers {
@@ -70,14 +127,6 @@ impl<E: Engine> Proxy for NginxProxy<'_, E> {
         Ok(Installed { replicas: containers, unchanged })
     }
 
-    async fn current(&self) -> Result<Option<String>, ProxyError> {
-        let containers = self.containers().await?;
-        let bytes = self.engine.get_file(&containers[0], &self.path()).await?;
-        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
-    }
-}
-
-impl<E: Engine> NginxProxy<'_, E> {
     /// Best effort: put back what was there. A replica we cannot restore keeps the rejected
     /// file on disk but never loaded it (nginx only reads files on reload or restart).
     async fn restore(&self, previous: &[(String, Option<Vec<u8>>)]) {

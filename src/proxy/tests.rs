@@ -23,6 +23,7 @@ fn route(hosts: &[&str], path: &str) -> Route {
             deadline: Duration::from_secs(60),
         },
         drain: Duration::from_secs(2),
+        watch: Duration::from_secs(10),
         keep: 2,
     }
 }
@@ -84,9 +85,15 @@ server {
     # Resolved per request (cached 1s), so a task Swarm replaces is reached without a reload.
     resolver 127.0.0.11 valid=1s ipv6=off;
     resolver_timeout 2s;
+    set $stackctl_demo_web_target $stackctl_demo_web;
+    # The switch: once stackctl creates this file, every worker of every config generation
+    # sends users to the new release on their next request, without waiting for a reload.
+    if (-f /etc/nginx/stackctl/switch-00112233445566778899aabb-web-r2) {
+        set $stackctl_demo_web_target tasks.demo_web-r2:80;
+    }
 
     location / {
-        proxy_pass http://$stackctl_demo_web;
+        proxy_pass http://$stackctl_demo_web_target;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header Host $host;
@@ -116,11 +123,11 @@ fn hosts_and_paths_get_their_own_servers_and_locations() {
     let server = |name: &str| got.split(&format!("server_name {name};")).nth(1).unwrap().split("\n}\n").next().unwrap().to_string();
     assert_eq!(got.matches("server_name api.example.com;").count(), 1, "{got}");
     let api = server("api.example.com");
-    assert!(api.contains("location /v1/ {\n        proxy_pass http://$stackctl_demo_api;"), "{api}");
-    assert!(api.contains("location = /v1 {\n        proxy_pass http://$stackctl_demo_api;"), "{api}");
-    assert!(api.contains("location / {\n        proxy_pass http://$stackctl_demo_web;"), "{api}");
+    assert!(api.contains("location /v1/ {\n        proxy_pass http://$stackctl_demo_api_target;"), "{api}");
+    assert!(api.contains("location = /v1 {\n        proxy_pass http://$stackctl_demo_api_target;"), "{api}");
+    assert!(api.contains("location / {\n        proxy_pass http://$stackctl_demo_web_target;"), "{api}");
     let www = server("www.example.com");
-    assert!(www.contains("location / {\n        proxy_pass http://$stackctl_demo_web;"), "{www}");
+    assert!(www.contains("location / {\n        proxy_pass http://$stackctl_demo_web_target;"), "{www}");
     assert!(!www.contains("/v1"), "{www}");
     // No host-less route: a catch-all default server answers 404.
     let default = got.split("listen 8080 default_server;\n    server_name _;").nth(1).unwrap().split("\n}\n").next().unwrap();
@@ -138,6 +145,20 @@ fn nothing_live_yet_sends_users_to_a_closed_port() {
     let routing = vec![ServiceRouting { service: "web".into(), route: route(&[], "/"), live: target(0, &[]), preview: Some(target(1, &["10.0.0.9:80"])) }];
     let got = render(&stack(), &routing, TOKEN).unwrap();
     assert!(got.contains("    default 127.0.0.1:9;\n    \"00112233445566778899aabb.r1\" tasks.demo_web-r1:80;"), "{got}");
+}
+
+#[test]
+fn only_a_pending_release_is_switched_by_a_file() {
+    let routing = vec![
+        ServiceRouting { service: "web".into(), route: route(&[], "/"), live: target(1, &["10.0.0.1:80"]), preview: Some(target(2, &["10.0.0.2:80"])) },
+        ServiceRouting { service: "api".into(), route: route(&[], "/api"), live: target(7, &["10.0.0.3:80"]), preview: None },
+    ];
+    let got = render(&stack(), &routing, TOKEN).unwrap();
+    assert_eq!(got.matches("if (-f ").count(), 1, "{got}");
+    assert!(got.contains(&format!("if (-f /etc/nginx/stackctl/{}) {{", flip_file(TOKEN, "web", 2))), "{got}");
+    assert!(got.contains("set $stackctl_demo_api_target $stackctl_demo_api;"), "{got}");
+    let settled = vec![ServiceRouting { service: "web".into(), route: route(&[], "/"), live: target(2, &["10.0.0.2:80"]), preview: None }];
+    assert!(!render(&stack(), &settled, TOKEN).unwrap().contains("if (-f "));
 }
 
 #[test]

@@ -79,6 +79,9 @@ pub struct Route {
     pub health: HealthProbe,
     /// How long the old release keeps running after the switch, so requests in flight finish.
     pub drain: Duration,
+    /// How long green is watched after the switch (probed through the live route while blue
+    /// still runs); failing there switches back to blue. Zero disables the watch.
+    pub watch: Duration,
     /// Old releases kept (scaled to zero) for fast rollback.
     pub keep: u32,
 }

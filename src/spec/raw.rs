@@ -781,6 +781,7 @@ pub struct RawRoute {
     pub path: Option<String>,
     pub health: Option<RawHealth>,
     pub drain: Option<Text>,
+    pub watch: Option<Text>,
     pub keep: Option<Num<u32>>,
 }
 

@@ -41,6 +41,7 @@ services:
         path: /
         health: { path: /healthz, status: 200, interval: 500ms, timeout: 2s, successes: 3, deadline: 60s }
         drain: 2s
+        watch: 5s
 "#;
 
 /// A small valid stack; `web(extra)` appends service keys to `web` from line 9 on.
@@ -155,6 +156,7 @@ fn demo_stack_loads_into_the_exact_model() {
                 deadline: ms(60_000),
             },
             drain: ms(2000),
+            watch: ms(5000),
             keep: 2,
         }),
         environment: BTreeMap::from([("GREETING".into(), "hello".into())]),
@@ -681,6 +683,8 @@ fn located_errors_in_x_stackctl() {
             "at least 1",
         ),
         (route("        port: 80\n        drain: 2h\n"), 12, 9, "services.web.x-stackctl.route.drain", "at most 1h"),
+        (route("        port: 80\n        watch: 2h\n"), 12, 9, "services.web.x-stackctl.route.watch", "at most 1h"),
+        (route("        port: 80\n        watch: soon\n"), 12, 9, "services.web.x-stackctl.route.watch", "duration"),
         (
             route("        port: 80\n    ports:\n      - target: 80\n        mode: host\n"),
             12,
@@ -1119,6 +1123,7 @@ fn x_stackctl_defaults_and_spellings() {
                 deadline: ms(120_000),
             },
             drain: ms(10_000),
+            watch: ms(10_000),
             keep: 5,
         })
     );
@@ -1126,6 +1131,13 @@ fn x_stackctl_defaults_and_spellings() {
     assert_eq!(stack.services["proxy"].role, Role::Proxy);
     assert_eq!(stack.x.proxy.listen, 8080);
     assert_eq!(stack.x.proxy.config_dir, "/etc/nginx/stackctl");
+}
+
+#[test]
+fn a_zero_watch_disables_the_watch_window() {
+    let text = web("    x-stackctl:\n      route: { port: 80, watch: 0s }\n");
+    let Role::Routed(route) = &load(&text).unwrap().stack.services["web"].role else { panic!("routed") };
+    assert_eq!(route.watch, Duration::ZERO);
 }
 
 #[test]

@@ -24,9 +24,10 @@ REBUILD="${STACKCTL_RIG_REBUILD:-0}"
 SUITE="bookworm"
 HASH_LABEL="io.stackctl.rig.hash"
 APT_PKGS=(docker.io busybox-static debootstrap docker-registry apache2-utils curl ca-certificates)
-DEMO_IMAGES=(stackctl-demo:v1 stackctl-demo:v2 stackctl-demo:broken)
+DEMO_IMAGES=(stackctl-demo:v1 stackctl-demo:v2 stackctl-demo:broken stackctl-demo:flaky stackctl-demo:dies)
 NGINX_IMAGE="stackctl-nginx:latest"
-ALL_IMAGES=("${DEMO_IMAGES[@]}" "$NGINX_IMAGE")
+NGINX_NORELOAD_IMAGE="stackctl-nginx:noreload"   # `nginx -s reload` can silently do nothing
+ALL_IMAGES=("${DEMO_IMAGES[@]}" "$NGINX_IMAGE" "$NGINX_NORELOAD_IMAGE")
 # Registry with login: fixed user, password generated once (kept in $AUTH_DIR/password, 0600).
 AUTH_REGISTRY="127.0.0.1:5001"
 AUTH_DIR="$RIG/registry-auth"
@@ -310,8 +311,8 @@ ctx_hash() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "
 
 # Self-test of a freshly built demo image: content, /healthz and health status.
 selftest_demo() { # REF VERSION
-  local ref="$1" ver="$2" c out st i want=healthy
-  c=$(docker run -d "$ref") || die "cannot run $ref"
+  local ref="$1" ver="$2" c out st i want=healthy pass=0 fail=0
+  c=$(docker run -d -e DIE_AFTER=4 "$ref") || die "cannot run $ref"
   SELFTEST_CONTAINER=$c   # removed by the EXIT trap even if we die below
   for ((i = 0; i < 40; i++)); do
     out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/ 2>/dev/null) && break; sleep 0.25
@@ -320,11 +321,23 @@ selftest_demo() { # REF VERSION
   if [[ $ver == broken ]]; then
     want=unhealthy
     docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz >/dev/null 2>&1 && die "$ref: /healthz must fail"
+  elif [[ $ver == flaky ]]; then
+    for ((i = 0; i < 16; i++)); do
+      if docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz >/dev/null 2>&1; then
+        pass=$((pass + 1)); else fail=$((fail + 1)); fi
+      sleep 0.25
+    done
+    ((pass && fail)) || die "$ref: /healthz must alternate (passed $pass, failed $fail)"
   else
     out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz) || die "$ref: /healthz failed"
     [[ $out == ok ]] || die "$ref: /healthz returned '$out'"
     out=$(docker exec "$c" /bin/busybox wget -q -O - 'http://127.0.0.1/cgi-bin/slow?0') || die "$ref: cgi failed"
     [[ $out == "$ver" ]] || die "$ref: /cgi-bin/slow returned '$out'"
+    if [[ $ver == dies ]]; then   # DIE_AFTER=4
+      sleep 4.5
+      docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz >/dev/null 2>&1 && die "$ref: /healthz must fail after DIE_AFTER"
+      docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/ >/dev/null 2>&1 && die "$ref: / must fail after DIE_AFTER"
+    fi
   fi
   for ((i = 0; i < 60; i++)); do
     st=$(docker inspect --format '{{.State.Health.Status}}' "$c")
@@ -336,7 +349,7 @@ selftest_demo() { # REF VERSION
   die "$ref: health status '$st', expected '$want'"
 }
 
-build_demo() { # VERSION  (v1 | v2 | broken)
+build_demo() { # VERSION  (v1 | v2 | broken | flaky | dies)
   local ver="$1" img="stackctl-demo:$1" ref="$REGISTRY/stackctl-demo:$1"
   local ctx="$RIG/build/demo-$ver" a hash action old
   rm -rf "$ctx"
@@ -363,14 +376,33 @@ printf 'Content-Type: text/plain\r\n\r\n'
 echo $ver
 EOF
   chmod 755 "$ctx/rootfs/www/cgi-bin/slow"
+  # flaky and dies: a /healthz that lies (see faults.sh). Docker's HEALTHCHECK asks /ping, which
+  # never fails, so their tasks run and only stackctl's HTTP checks through nginx can catch them.
+  local check=/healthz cmd='"/bin/busybox","httpd","-f","-v","-p","80","-h","/www"'
+  if [[ $ver == flaky || $ver == dies ]]; then
+    printf 'ok\n' >"$ctx/rootfs/www/ping"
+    cat >"$ctx/rootfs/bin/faults.sh" <<'EOF'
+#!/bin/sh
+# faults.sh flaky|dies: busybox httpd with a /healthz that lies.
+#   flaky: /healthz passes for one second and fails (404) the next, forever.
+#   dies:  / and /healthz answer normally for $DIE_AFTER seconds (default 10), then 404.
+case "$1" in
+  flaky) while :; do echo ok >/www/healthz; sleep 1; rm -f /www/healthz; sleep 1; done & ;;
+  dies) ( sleep "${DIE_AFTER:-10}"; rm -f /www/healthz /www/index.html ) & ;;
+esac
+exec /bin/busybox httpd -f -v -p 80 -h /www
+EOF
+    chmod 755 "$ctx/rootfs/bin/faults.sh"
+    check=/ping cmd="\"/bin/sh\",\"/bin/faults.sh\",\"$ver\""
+  fi
   cat >"$ctx/Dockerfile" <<EOF
 FROM scratch
 COPY rootfs/ /
 LABEL org.opencontainers.image.version=$ver
 EXPOSE 80
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=1s --timeout=2s --start-period=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","-","http://127.0.0.1/healthz"]
-CMD ["/bin/busybox","httpd","-f","-v","-p","80","-h","/www"]
+HEALTHCHECK --interval=1s --timeout=2s --start-period=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","-","http://127.0.0.1$check"]
+CMD [$cmd]
 EOF
   hash=$(ctx_hash "$ctx")
   action=$(image_action "$img" "$hash")
@@ -533,16 +565,68 @@ EOF
   log "image: $ref built from cached rootfs, verified ($out), pushed"
 }
 
-for v in v1 v2 broken; do build_demo "$v"; done
+# stackctl-nginx:noreload: the nginx image with a wrapper in front of the real binary whose
+# `nginx -s reload` exits 0 and does nothing once /tmp/reload-limit reloads were done: a reload
+# nginx rejects without saying so. Without that file every reload is real.
+build_nginx_noreload() {
+  local img="$NGINX_NORELOAD_IMAGE" ref="$REGISTRY/$NGINX_NORELOAD_IMAGE" base="$REGISTRY/$NGINX_IMAGE"
+  local ctx="$RIG/build/nginx-noreload" hash action old c before after
+  rm -rf "$ctx"; mkdir -p "$ctx"
+  cat >"$ctx/nginx" <<'EOF'
+#!/bin/sh
+# stackctl test image: every `nginx -s reload` is counted in /tmp/reloads; beyond the number in
+# /tmp/reload-limit (if that file exists) it exits 0 without signalling nginx. Everything else
+# is the real nginx.
+if [ "$1" = -s ] && [ "$2" = reload ]; then
+  n=$(( $(cat /tmp/reloads 2>/dev/null || echo 0) + 1 ))
+  echo "$n" >/tmp/reloads
+  if [ -f /tmp/reload-limit ] && [ "$n" -gt "$(cat /tmp/reload-limit)" ]; then exit 0; fi
+fi
+exec /usr/sbin/nginx "$@"
+EOF
+  chmod 755 "$ctx/nginx"
+  printf 'FROM %s\nCOPY nginx /usr/local/sbin/nginx\n' "$base" >"$ctx/Dockerfile"
+  hash=$( { ctx_hash "$ctx"; image_id "$base"; } | sha256sum | cut -c1-16)
+  action=$(image_action "$img" "$hash")
+  case $action in
+    skip) log "image: $ref up to date" ;;
+    push) push_image "$ref"; log "image: $ref pushed (local image was current)" ;;
+    build)
+      old=$(image_id "$ref")
+      docker build -q --label "$HASH_LABEL=$hash" -t "$ref" "$ctx" >"$RIG/logs/build-nginx-noreload.log" 2>&1 \
+        || { tailf "$RIG/logs/build-nginx-noreload.log"; die "docker build $ref failed"; }
+      drop_old_image "$old" "$ref"
+      # Self-test: a reload beyond the limit exits 0 and leaves nginx's workers alone.
+      c=$(docker run -d "$ref") || die "cannot run $ref"
+      SELFTEST_CONTAINER=$c
+      sleep 1
+      docker exec "$c" sh -c 'echo 0 >/tmp/reload-limit'
+      before=$(docker top "$c" -o pid | sort)
+      docker exec "$c" nginx -s reload || die "$ref: nginx -s reload must exit 0"
+      sleep 1
+      after=$(docker top "$c" -o pid | sort)
+      [[ $before == "$after" ]] || die "$ref: a dropped reload must not restart nginx's workers"
+      docker exec "$c" nginx -t >/dev/null 2>&1 || die "$ref: nginx -t failed"
+      docker rm -f "$c" >/dev/null; SELFTEST_CONTAINER=""
+      push_image "$ref"
+      log "image: $ref built, self-tested, pushed" ;;
+  esac
+  rm -rf "$ctx"
+}
+
+for v in v1 v2 broken flaky dies; do build_demo "$v"; done
 build_nginx
+build_nginx_noreload
 rm -rf "$RIG/build"/demo-* 2>/dev/null || true
 
 # ---------------------------------------------------------------- f. registry with login
 # Same registry binary with `auth: htpasswd` (bcrypt). Basic auth over plain HTTP: the
 # registry accepts it and docker allows plain HTTP for 127.0.0.0/8, so no TLS is needed.
-# Its images are pushed with a throwaway DOCKER_CONFIG (the machine's docker config is never
-# touched), then the local 127.0.0.1:5001 tags are removed again: the engine holds no
-# reference from this registry, so a Swarm task has to pull, with the credentials it was given.
+# Its images are the demo images plus a label, so their manifests differ from the ones on
+# $REGISTRY: the engine keeps the manifests it pulled, and a Swarm task pulling a digest the
+# engine already knows succeeds without any login. They are pushed with a throwaway
+# DOCKER_CONFIG (the machine's docker config is never touched), then removed from the engine,
+# so a task has to pull them, with the credentials it was given.
 auth_registry() {
   local pw conf="$AUTH_DIR/registry.yml" codes restarted="" pushed=() cfg img src id d stamp l tags i
   mkdir -p "$AUTH_DIR/data"; chmod 700 "$AUTH_DIR"
@@ -612,9 +696,10 @@ EOF
       printf '%s' "$pw" | docker --config "$cfg" login -u "$AUTH_USER" --password-stdin "$AUTH_REGISTRY" >"$l" 2>&1 \
         || { rm -rf "$cfg"; tailf "$l"; die "docker login $AUTH_REGISTRY failed"; }
     fi
-    docker tag "$src" "$AUTH_REGISTRY/$img"
+    printf 'FROM %s\nLABEL io.stackctl.rig.registry=%s\n' "$src" "$AUTH_REGISTRY" \
+      | docker build -q -t "$AUTH_REGISTRY/$img" - >>"$l" 2>&1 || { rm -rf "$cfg"; tailf "$l"; die "docker build $AUTH_REGISTRY/$img failed"; }
     docker --config "$cfg" push "$AUTH_REGISTRY/$img" >>"$l" 2>&1 || { rm -rf "$cfg"; tailf "$l"; die "docker push $AUTH_REGISTRY/$img failed"; }
-    docker image rm "$AUTH_REGISTRY/$img" >/dev/null   # untag only: the image stays as $src
+    docker image rm "$AUTH_REGISTRY/$img" >/dev/null   # the labelled image; its layers stay with $src
     d=$(auth_digest "$img"); [[ -n $d ]] || die "$AUTH_REGISTRY/$img not in the registry after the push"
     echo "$id $d" >"$stamp"
     pushed+=("${img##*:}")

@@ -16,6 +16,8 @@ use crate::spec::*;
 /// Route defaults (`x-stackctl.route`).
 const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 const MAX_DRAIN: Duration = Duration::from_secs(3600);
+const DEFAULT_WATCH: Duration = Duration::from_secs(10);
+const MAX_WATCH: Duration = Duration::from_secs(3600);
 const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_HEALTH_DEADLINE: Duration = Duration::from_secs(120);
@@ -653,8 +655,12 @@ impl Cx<'_, '_> {
         if drain > MAX_DRAIN {
             self.diag.error(&key_path(field, "drain"), "drain must be at most 1h");
         }
+        let watch = self.duration(&key_path(field, "watch"), raw.watch).unwrap_or(DEFAULT_WATCH);
+        if watch > MAX_WATCH {
+            self.diag.error(&key_path(field, "watch"), "watch must be at most 1h (0s disables it)");
+        }
         let keep = raw.keep.map_or(default_keep, |n| n.0);
-        Some(Route { port: port?, hosts: hosts?, path: path?, health: health?, drain, keep })
+        Some(Route { port: port?, hosts: hosts?, path: path?, health: health?, drain, watch, keep })
     }
 
     fn route_hosts(&mut self, field: &str, host: Option<String>, hosts: Option<Vec<String>>) -> Option<Vec<String>> {
