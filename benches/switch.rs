@@ -4,7 +4,7 @@
 //!
 //! Prints numbers, asserts nothing. Two runs under the same load (4 kept-alive + 4
 //! new-connection clients sending without pause through nginx):
-//! 1. stackctl: `stackctl deploy` from v1 to v2 (blue-green, nginx upstream switch).
+//! 1. stackctl: `stackctl deploy` from v1 to v2 (blue-green; the switch is a file nginx checks).
 //! 2. baseline: nginx with `resolver 127.0.0.11 valid=1s` and a variable `proxy_pass` to
 //!    `tasks.<service>` in front of a dnsrr service, updated with
 //!    `docker service update --update-order start-first --image …:v2`.
@@ -177,7 +177,7 @@ fn ours() {
     deploy("v1");
     wait_for(OURS_PORT, "v1");
     let (samples, start, end, json) = measure(OURS_PORT, || deploy("v2"));
-    report("stackctl deploy (blue-green, nginx upstream switch)", &samples, start, end);
+    report("stackctl deploy (blue-green, switch by flip file, then reload)", &samples, start, end);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     print!("  phases:");
     for p in report["phases"].as_array().unwrap() {

@@ -7,8 +7,8 @@
 //!
 //! The rule that shapes every error path: until nginx routes to green *and* that was verified,
 //! blue is never touched. A failure before the switch removes green and leaves blue serving; a
-//! failed verification, or green failing its watch window, switches back. An interrupted deploy leaves objects the next run's plan
-//! recognises by their labels and either adopts or removes.
+//! failed verification, or green failing its watch window, switches back. An interrupted deploy
+//! leaves objects the next run's plan recognises by their labels and either adopts or removes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -316,7 +316,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             self.verify(&routing, &switched_services, "the switch", out).await?;
             // Settle: the plain config (green live, no preview) replaces the preview config;
             // both route users to green, so this reload mixes nothing.
-            self.install_and_verify_at(&routing, &switched_services, out, Some("config-installed")).await
+            self.install_and_verify_at(&routing, &switched_services, out, Some("config-installed")).await?;
+            // The settled config must route to green on its own: without the switch files, a
+            // reload nginx dropped without saying so (the preview config still loaded would send
+            // users back to blue, which still runs) fails this check and the deploy switches back.
+            self.nginx().flip(&flips, false).await.map_err(|e| e.to_string())?;
+            self.verify(&routing, &switched_services, "the reload", out).await
         };
         if let Err(e) = switch.await {
             // Back to blue before removing green: users must never be routed to nothing.
@@ -350,10 +355,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 format!("{e}. nginx already routes to the new release; run the deploy again to record it"),
                 true,
             ));
-        }
-        // The settled config no longer reads the switch files.
-        if let Err(e) = self.nginx().flip(&flips, false).await {
-            out.warn(&format!("could not remove the switch files from nginx ({e}); they are not read any more"));
         }
         let blue = std::mem::replace(&mut live, next);
         out.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
