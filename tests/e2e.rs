@@ -398,3 +398,77 @@ services:
         assert!(!text.contains("conflicting server name"), "case {i}: {text}");
     }
 }
+
+/// `DOCKER_HOST` over TCP, and over TLS with `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`, as the
+/// Docker CLI reads them. socat stands in for a daemon listening on TCP: it forwards to the
+/// rig's unix socket, and for TLS it terminates TLS and demands a client certificate.
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn docker_host_over_tcp_and_tls() {
+    let _g = serial();
+    let s = TestStack::new("e2etcp", 18087);
+    let file = s.file("v1");
+    let dir = s.dir.join("certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-ec").arg(script).current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // A CA, a server certificate for 127.0.0.1 and a client certificate, as `docker` expects
+    // them in DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem).
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=stackctl-test-ca -keyout ca-key.pem -out ca.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server-key.pem -out server.csr 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 -extfile server.ext -out server.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout key.pem -out client.csr 2>/dev/null
+        printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 -extfile client.ext -out cert.pem 2>/dev/null");
+    let spawn = |listen: String| {
+        // socat logs every rustls attempt to resume a TLS session ("session id context
+        // uninitialized"; the client then does a full handshake): noise, kept out of the log.
+        let child = Command::new("socat")
+            .args([&listen, "UNIX-CONNECT:/var/run/docker.sock"])
+            .current_dir(&dir)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat (tests/rig/setup.sh installs it)");
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    };
+    let status = |envs: &[(&str, String)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+        cmd.args(["status", file.to_str().unwrap(), "--output", "json"]).env_remove("DOCKER_TLS_VERIFY").env_remove("DOCKER_CERT_PATH");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+
+    let mut tcp = spawn("TCP-LISTEN:23750,bind=127.0.0.1,reuseaddr,fork".into());
+    let out = status(&[("DOCKER_HOST", "tcp://127.0.0.1:23750".into())]);
+    tcp.kill().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["stack"], "e2etcp");
+
+    let mut tls = spawn(format!(
+        "OPENSSL-LISTEN:23751,bind=127.0.0.1,reuseaddr,fork,cert={0}/server.pem,key={0}/server-key.pem,cafile={0}/ca.pem,verify=1",
+        dir.display()
+    ));
+    let tls_env = |cert_dir: &std::path::Path| {
+        vec![
+            ("DOCKER_HOST", "tcp://127.0.0.1:23751".to_string()),
+            ("DOCKER_TLS_VERIFY", "1".to_string()),
+            ("DOCKER_CERT_PATH", cert_dir.display().to_string()),
+        ]
+    };
+    let ok = status(&tls_env(&dir));
+    // Without the client certificate the server refuses the handshake: a clear exit 1.
+    let empty = s.dir.join("no-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::copy(dir.join("ca.pem"), empty.join("ca.pem")).unwrap();
+    let refused = status(&tls_env(&empty));
+    tls.kill().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&ok.stdout).unwrap()["stack"], "e2etcp");
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+}
