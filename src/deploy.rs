@@ -316,7 +316,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             self.verify(&routing, &switched_services, "the switch", out).await?;
             // Settle: the plain config (green live, no preview) replaces the preview config;
             // both route users to green, so this reload mixes nothing.
-            self.install_and_verify_at(&routing, &switched_services, out, Some("config-installed")).await?;
+            self.install_at(&routing, out, Some("config-installed")).await?;
             // The settled config must route to green on its own: without the switch files, a
             // reload nginx dropped without saying so (the preview config still loaded would send
             // users back to blue, which still runs) fails this check and the deploy switches back.
@@ -749,18 +749,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     /// Install a config and prove that each of `services` is now answered by its live target.
     async fn install_and_verify(&self, routing: &[ServiceRouting], services: &[String], out: &mut Output) -> Result<(), String> {
-        self.install_and_verify_at(routing, services, out, None).await
-    }
-
-    /// [`Self::install_and_verify`] with a test-only pause point before the reload.
-    async fn install_and_verify_at(
-        &self,
-        routing: &[ServiceRouting],
-        services: &[String],
-        out: &mut Output,
-        pause: Option<&str>,
-    ) -> Result<(), String> {
-        self.install_at(routing, out, pause).await?;
+        self.install(routing, out).await?;
         self.verify(routing, services, "the reload", out).await
     }
 

@@ -391,7 +391,14 @@ fn killed_while_waiting_for_health() {
 #[test]
 #[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
 fn killed_after_the_switch_config_is_installed_before_the_reload() {
-    killed_at("e2eintconf", 18203, "config-installed", "v1");
+    // The switch is the flip file, made before the settled config is written: users are on v2.
+    killed_at("e2eintconf", 18203, "config-installed", "v2");
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn killed_after_the_preview_config_is_installed_before_its_reload() {
+    killed_at("e2eintprev", 18208, "preview-installed", "v1");
 }
 
 #[test]

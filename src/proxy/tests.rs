@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::spec::{Deploy, HealthProbe, ProxyX, Role, Route, Stack, StackX};
+use crate::spec::{HealthProbe, ProxyX, Route, Stack, StackX};
 
 const TOKEN: &str = "00112233445566778899aabb";
 
