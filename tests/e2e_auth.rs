@@ -14,22 +14,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use stackctl::health::Probe;
+mod common;
+use common::{docker, serial, REGISTRY};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use base64::Engine as _;
+
 
 /// The open registry (proxy image).
-const REGISTRY: &str = "127.0.0.1:5000";
 const STACK: &str = "e2eauth";
 const PORT: u16 = 18090;
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The registry with login, as tests/rig/setup.sh describes it in the environment (run-all.sh)
 /// or in `$STACKCTL_RIG_DIR/rig.env`.
@@ -322,49 +317,15 @@ services:
     }
 
     fn get(&self, path: &str) -> Result<String, String> {
-        let probe = Probe {
-            authority: format!("127.0.0.1:{PORT}"),
-            path: path.into(),
-            host: None,
-            headers: vec![],
-            timeout: Duration::from_secs(3),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let r = rt.block_on(probe.send())?;
-        if r.status == 200 { Ok(r.body) } else { Err(format!("HTTP {}: {}", r.status, r.body)) }
+        common::get(PORT, path)
     }
 
     fn services(&self) -> Vec<String> {
-        let out = docker(&["service", "ls", "--filter", &format!("label=io.stackctl.stack={STACK}"), "--format", "{{.Name}}"]);
-        let mut v: Vec<String> = out.lines().map(String::from).collect();
-        v.sort();
-        v
+        common::services(STACK)
     }
 
     fn remove_everything(&self) {
-        let label = format!("label=io.stackctl.stack={STACK}");
-        for kind in ["service", "config", "secret"] {
-            let ids = docker(&[kind, "ls", "-q", "--filter", &label]);
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut args = vec![kind, "rm"];
-                args.extend(ids);
-                docker(&args);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let nets = docker(&["network", "ls", "-q", "--filter", &label]);
-            let nets: Vec<&str> = nets.split_whitespace().collect();
-            if nets.is_empty() {
-                break;
-            }
-            let mut args = vec!["network", "rm"];
-            args.extend(nets);
-            docker(&args);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        docker(&["volume", "rm", "-f", &format!("{STACK}_stackctl-proxy")]);
+        common::remove_stack(STACK);
     }
 }
 
@@ -376,11 +337,6 @@ impl Drop for TestStack {
         }
         self.rig.delete_fresh(&self.pushed);
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

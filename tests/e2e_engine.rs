@@ -11,25 +11,17 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stackctl::health::Probe;
+mod common;
+use common::{docker, REGISTRY};
 
-const REGISTRY: &str = "127.0.0.1:5000";
 const PORT: u16 = 18300;
 
 fn rig_dir() -> PathBuf {
     PathBuf::from(std::env::var("STACKCTL_RIG_DIR").unwrap_or_else(|_| "/tmp/stackctl-rig".into()))
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn get(path: &str) -> Result<String, String> {
-    let probe = Probe { authority: format!("127.0.0.1:{PORT}"), path: path.into(), host: None, headers: vec![], timeout: Duration::from_secs(3) };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let r = rt.block_on(probe.send())?;
-    if r.status == 200 { Ok(r.body) } else { Err(format!("HTTP {}", r.status)) }
+    common::get(PORT, path)
 }
 
 fn stack_file(dir: &std::path::Path, image: &str) -> PathBuf {
@@ -61,27 +53,7 @@ services:
 }
 
 fn cleanup() {
-    let label = "label=io.stackctl.stack=e2edaemon";
-    for kind in ["service", "config"] {
-        let ids = docker(&[kind, "ls", "-q", "--filter", label]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec![kind, "rm"];
-            args.extend(ids);
-            docker(&args);
-        }
-    }
-    for _ in 0..60 {
-        let nets = docker(&["network", "ls", "-q", "--filter", label]);
-        if nets.trim().is_empty() {
-            break;
-        }
-        let mut args = vec!["network", "rm"];
-        args.extend(nets.split_whitespace());
-        docker(&args);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    docker(&["volume", "rm", "-f", "e2edaemon_stackctl-proxy"]);
+    common::remove_stack("e2edaemon");
 }
 
 #[test]

@@ -14,6 +14,9 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{docker, serial, REGISTRY};
+
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::Engine;
 use stackctl::health::Probe;
@@ -21,12 +24,6 @@ use stackctl::loadgen::{self, Sample};
 use stackctl::proxy::nginx::NginxProxy;
 use stackctl::proxy::{Proxy, ProxyError};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-const REGISTRY: &str = "127.0.0.1:5000";
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What one deploy's stack file says; [`Spec::v`] is the usual two-replica demo.
 #[derive(Clone)]
@@ -139,10 +136,7 @@ services:
 
     /// Names of the stack's Swarm services, found by label.
     fn services(&self) -> Vec<String> {
-        let out = docker(&["service", "ls", "--filter", &format!("label=io.stackctl.stack={}", self.name), "--format", "{{.Name}}"]);
-        let mut v: Vec<String> = out.lines().map(String::from).collect();
-        v.sort();
-        v
+        common::services(&self.name)
     }
 
     fn replicas(&self, service: &str) -> String {
@@ -168,29 +162,7 @@ services:
     }
 
     fn remove_everything(&self) {
-        let label = format!("label=io.stackctl.stack={}", self.name);
-        for kind in ["service", "config", "secret"] {
-            let ids = docker(&[kind, "ls", "-q", "--filter", &label]);
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut args = vec![kind, "rm"];
-                args.extend(ids);
-                docker(&args);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let nets = docker(&["network", "ls", "-q", "--filter", &label]);
-            let nets: Vec<&str> = nets.split_whitespace().collect();
-            if nets.is_empty() {
-                break;
-            }
-            let mut args = vec!["network", "rm"];
-            args.extend(nets);
-            docker(&args);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        docker(&["volume", "rm", "-f", &format!("{}_stackctl-proxy", self.name)]);
+        common::remove_stack(&self.name);
     }
 }
 
@@ -200,11 +172,6 @@ impl Drop for TestStack {
             self.remove_everything();
         }
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {

@@ -7,119 +7,31 @@
 //! Stacks are named `e2eint*` and publish nginx on ports 18200–18219.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{docker, serial, TestStack};
 
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::Engine;
-use stackctl::health::Probe;
 use stackctl::loadgen;
 use stackctl::record::{self, LockInfo, Record};
 
-static SERIAL: Mutex<()> = Mutex::new(());
 
-const REGISTRY: &str = "127.0.0.1:5000";
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A throwaway stack with its own name, nginx port and directory.
-struct TestStack {
-    name: String,
-    port: u16,
-    dir: PathBuf,
-}
-
+/// What these tests add to the shared [`TestStack`].
 impl TestStack {
-    fn new(name: &str, port: u16) -> TestStack {
-        let dir = std::env::temp_dir().join(format!("stackctl-e2e-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let s = TestStack { name: name.to_string(), port, dir };
-        s.remove_everything();
-        s
-    }
-
-    /// Write the stack file for `image` (a tag of stackctl-demo) and return its path.
-    fn file(&self, image: &str) -> PathBuf {
-        let yaml = format!(
-            r#"name: {name}
-x-stackctl:
-  proxy:
-    service: proxy
-    url: http://127.0.0.1:{port}
-    listen: 8080
-  keep: 1
-services:
-  proxy:
-    image: {REGISTRY}/stackctl-nginx:latest
-    ports:
-      - target: 8080
-        published: {port}
-        mode: host
-  web:
-    image: {REGISTRY}/stackctl-demo:{image}
-    deploy:
-      replicas: 2
-    stop_grace_period: 2s
-    x-stackctl:
-      route:
-        port: 80
-        health: {{ path: /healthz, interval: 300ms, timeout: 2s, successes: 3, deadline: 45s }}
-        drain: 1s
-"#,
-            name = self.name,
-            port = self.port
-        );
-        let path = self.dir.join(format!("stack-{image}.yml"));
-        std::fs::write(&path, yaml).unwrap();
-        path
-    }
-
     fn deploy_args(&self, image: &str, extra: &[&str]) -> Vec<String> {
         let mut args = vec!["deploy".to_string(), self.file(image).to_str().unwrap().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }
 
-    /// Run a deploy to the end.
-    fn deploy(&self, image: &str, extra: &[&str]) -> Output {
-        run(&self.deploy_args(image, extra))
-    }
-
     /// Start a deploy in the background, with `STACKCTL_TEST_PAUSE=pause` when given.
     fn spawn_deploy(&self, image: &str, extra: &[&str], pause: Option<&str>) -> Running {
         Running::spawn(&self.deploy_args(image, extra), pause)
-    }
-
-    fn status_json(&self) -> serde_json::Value {
-        let out = run(&["status".into(), self.file("v1").to_str().unwrap().into(), "--output".into(), "json".into()]);
-        assert_eq!(out.status.code(), Some(0));
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    }
-
-    fn get(&self, path: &str) -> Result<String, String> {
-        let probe = Probe {
-            authority: format!("127.0.0.1:{}", self.port),
-            path: path.into(),
-            host: None,
-            headers: vec![],
-            timeout: Duration::from_secs(3),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let r = rt.block_on(probe.send())?;
-        if r.status == 200 { Ok(r.body) } else { Err(format!("HTTP {}: {}", r.status, r.body)) }
-    }
-
-    /// Names of the stack's Swarm services, found by label as stackctl finds them.
-    fn services(&self) -> Vec<String> {
-        let out = docker(&["service", "ls", "--filter", &format!("label=io.stackctl.stack={}", self.name), "--format", "{{.Name}}"]);
-        let mut v: Vec<String> = out.lines().map(String::from).collect();
-        v.sort();
-        v
     }
 
     fn replicas(&self, service: &str) -> String {
@@ -140,33 +52,6 @@ services:
         });
     }
 
-    fn remove_everything(&self) {
-        let label = format!("label=io.stackctl.stack={}", self.name);
-        for kind in ["service", "config", "secret"] {
-            let ids = docker(&[kind, "ls", "-q", "--filter", &label]);
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut args = vec![kind, "rm"];
-                args.extend(ids);
-                docker(&args);
-            }
-        }
-        // Networks and the proxy volume go once their tasks are gone.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let nets = docker(&["network", "ls", "-q", "--filter", &label]);
-            let nets: Vec<&str> = nets.split_whitespace().collect();
-            if nets.is_empty() {
-                break;
-            }
-            let mut args = vec!["network", "rm"];
-            args.extend(nets);
-            docker(&args);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        docker(&["volume", "rm", "-f", &format!("{}_stackctl-proxy", self.name)]);
-    }
-
     /// The end state of exactly one complete deploy of `image` as release `release`, with the
     /// previous release kept scaled to zero (keep: 1) and nothing else left behind.
     fn assert_one_complete_deploy(&self, image: &str, release: u64, retained: u64) {
@@ -182,30 +67,6 @@ services:
     }
 }
 
-impl Drop for TestStack {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            self.remove_everything();
-        }
-    }
-}
-
-fn run(args: &[String]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_stackctl")).args(args).output().expect("run stackctl");
-    eprintln!(
-        "$ stackctl {}\n-> {:?}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
