@@ -237,6 +237,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             }
             let leftovers = retirements(&plan);
             if !leftovers.is_empty() {
+                // The interrupted deploy may have died inside its watch window: finish watching
+                // the new release while the old one still runs, so a green that breaks now still
+                // sends users back to blue instead of losing blue.
+                let mut greens = self.unwatched_greens(&leftovers).await.map_err(refused)?;
+                let blue: BTreeMap<String, u64> = greens.iter().filter_map(|g| Some((g.service.clone(), g.blue?))).collect();
+                // nginx echoes the answering backend only for this run's token: reinstall the
+                // (unchanged) routing under it before probing.
+                let routing = self.routing(&live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
+                self.install(&routing, out).await.map_err(|e| self.fail("routing", e, true))?;
+                if let Err(reason) = self.watch(&mut greens, out).await {
+                    return Err(self.switch_back(&greens, &blue, &reason, out).await);
+                }
                 out.phase("drain");
                 self.drain(leftovers.iter().filter_map(|(s, _)| route_of(self.stack, s).map(|r| r.drain)).max(), out).await;
                 out.phase("retire");
@@ -811,6 +823,31 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// The watch window: after the switch, while blue still runs, probe each green through the
     /// live route every `health.interval` for its route's `watch`, judged by [`health::Watch`].
     /// A first release has nothing to go back to and is not watched. A second signal ends it.
+    /// The live releases whose blue still runs after an interrupted deploy, as greens to watch:
+    /// for each `(service, live)`, the newest older release with replicas is its blue.
+    async fn unwatched_greens(&self, leftovers: &[(String, u64)]) -> Result<Vec<GreenRelease>, String> {
+        let existing: Vec<Existing> =
+            self.engine.services(&self.stack.name).await.map_err(|e| e.to_string())?.iter().filter_map(Existing::from_info).collect();
+        let mut greens = Vec::new();
+        for (service, live) in leftovers {
+            let mine = || existing.iter().filter(|e| &e.service == service && e.release.is_some());
+            let Some(green) = mine().find(|e| e.release == Some(*live)) else { continue };
+            let blue = mine().filter(|e| e.release < Some(*live) && e.replicas > 0).filter_map(|e| e.release).max();
+            let tasks: Vec<_> = self.engine.tasks(&green.id).await.map_err(|e| e.to_string())?.into_iter().filter(|t| t.is_running()).collect();
+            let target = self.target_of(service, &green.name, *live, &tasks).await.map_err(|e| e.to_string())?;
+            greens.push(GreenRelease {
+                service: service.clone(),
+                blue,
+                release: *live,
+                swarm_name: green.name.clone(),
+                id: green.id.clone(),
+                created: false,
+                target,
+            });
+        }
+        Ok(greens)
+    }
+
     async fn watch(&self, greens: &mut [GreenRelease], out: &mut Output) -> Result<(), String> {
         let route = |g: &GreenRelease| route_of(self.stack, &g.service).expect("greens are routed");
         let mut watched: Vec<(usize, health::Watch)> = (greens.iter().enumerate())

@@ -115,7 +115,8 @@ fn v1_to_v2_under_load_drops_nothing() {
     // Blue is kept for rollback, scaled to zero.
     assert_eq!(s.services(), vec!["e2eload_proxy", "e2eload_web-r1", "e2eload_web-r2"]);
     assert_eq!(docker(&["service", "inspect", "e2eload_web-r1", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim(), "0");
-    assert_eq!(docker(&["service", "inspect", "e2eload_web-r2", "--format", "{{.Spec.Labels}}"]).contains("io.stackctl.color:green"), true);
+    let labels = docker(&["service", "inspect", "e2eload_web-r2", "--format", "{{.Spec.Labels}}"]);
+    assert!(labels.contains("io.stackctl.color:green"), "the second release is green: {labels}");
 
     // A third release prunes r1 (keep: 1).
     assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
@@ -224,7 +225,7 @@ services:
         stackctl::spec::Role::Routed(r) => r.clone(),
         _ => unreachable!(),
     };
-    let cases = vec![
+    let cases = [
         vec![stackctl::proxy::ServiceRouting { service: "web".into(), route: route("web"), live: t(0, &[]), preview: Some(t(1, &["10.0.0.2:80"])) }],
         vec![
             stackctl::proxy::ServiceRouting { service: "web".into(), route: route("web"), live: t(1, &["10.0.0.2:80", "10.0.0.3:80"]), preview: Some(t(2, &["10.0.0.4:80"])) },
@@ -295,6 +296,7 @@ fn docker_host_over_tcp_and_tls() {
     let mut tcp = spawn("TCP-LISTEN:23750,bind=127.0.0.1,reuseaddr,fork".into());
     let out = status(&[("DOCKER_HOST", "tcp://127.0.0.1:23750".into())]);
     tcp.kill().unwrap();
+    tcp.wait().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["stack"], "e2etcp");
 
@@ -316,6 +318,7 @@ fn docker_host_over_tcp_and_tls() {
     std::fs::copy(dir.join("ca.pem"), empty.join("ca.pem")).unwrap();
     let refused = status(&tls_env(&empty));
     tls.kill().unwrap();
+    tls.wait().unwrap();
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&ok.stdout).unwrap()["stack"], "e2etcp");
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
