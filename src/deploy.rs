@@ -227,35 +227,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let mut live = observed.live.clone();
         let greens_wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
         if greens_wanted.is_empty() {
-            // Only reroutes (nginx out of step with the record), orphan removals, and blues left
-            // running by a deploy interrupted after its switch.
-            if plan.steps.iter().any(|s| matches!(s, Step::Reroute { .. } | Step::RemoveOrphan { .. })) {
-                out.phase("route");
-                let routing = self.routing(&live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-                self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>(), out).await.map_err(|e| self.fail("routing", e, true))?;
-                self.remove_orphans(&plan, out).await;
-            }
-            let leftovers = retirements(&plan);
-            if !leftovers.is_empty() {
-                // The interrupted deploy may have died inside its watch window: finish watching
-                // the new release while the old one still runs, so a green that breaks now still
-                // sends users back to blue instead of losing blue.
-                let mut greens = self.unwatched_greens(&leftovers).await.map_err(refused)?;
-                let blue: BTreeMap<String, u64> = greens.iter().filter_map(|g| Some((g.service.clone(), g.blue?))).collect();
-                // nginx echoes the answering backend only for this run's token: reinstall the
-                // (unchanged) routing under it before probing.
-                let routing = self.routing(&live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-                self.install(&routing, out).await.map_err(|e| self.fail("routing", e, true))?;
-                if let Err(reason) = self.watch(&mut greens, out).await {
-                    return Err(self.switch_back(&greens, &blue, &reason, out).await);
-                }
-                out.phase("drain");
-                self.drain(leftovers.iter().filter_map(|(s, _)| route_of(self.stack, s).map(|r| r.drain)).max(), out).await;
-                out.phase("retire");
-                for (service, live) in &leftovers {
-                    self.retire(service, *live, out).await;
-                }
-            }
+            self.finish_interrupted(&plan, &live, out).await?;
             return Ok((Outcome::Deployed, None, Vec::new()));
         }
 
@@ -401,6 +373,40 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             .map(|g| Switched { service: g.service.clone(), from: g.blue, to: g.release, image: self.images[&g.service].clone() })
             .collect();
         Ok((Outcome::Deployed, plan.release, switched))
+    }
+
+    /// Nothing new to release: repair what an earlier deploy left half done. nginx out of step
+    /// with the record is rerouted, leftovers are removed, and a blue still running after an
+    /// interrupted switch is retired once the live release passed its watch.
+    async fn finish_interrupted(&mut self, plan: &plan::Plan, live: &BTreeMap<String, u64>, out: &mut Output) -> Result<(), DeployError> {
+        if plan.steps.iter().any(|s| matches!(s, Step::Reroute { .. } | Step::RemoveOrphan { .. })) {
+            out.phase("route");
+            let routing = self.routing(live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
+            self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>(), out).await.map_err(|e| self.fail("routing", e, true))?;
+            self.remove_orphans(plan, out).await;
+        }
+        let leftovers = retirements(plan);
+        if !leftovers.is_empty() {
+            // The interrupted deploy may have died inside its watch window: finish watching
+            // the new release while the old one still runs, so a green that breaks now still
+            // sends users back to blue instead of losing blue.
+            let mut greens = self.unwatched_greens(&leftovers).await.map_err(refused)?;
+            let blue: BTreeMap<String, u64> = greens.iter().filter_map(|g| Some((g.service.clone(), g.blue?))).collect();
+            // nginx echoes the answering backend only for this run's token: reinstall the
+            // (unchanged) routing under it before probing.
+            let routing = self.routing(live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
+            self.install(&routing, out).await.map_err(|e| self.fail("routing", e, true))?;
+            if let Err(reason) = self.watch(&mut greens, out).await {
+                return Err(self.switch_back(&greens, &blue, &reason, out).await);
+            }
+            out.phase("drain");
+            self.drain(leftovers.iter().filter_map(|(s, _)| route_of(self.stack, s).map(|r| r.drain)).max(), out).await;
+            out.phase("retire");
+            for (service, live) in &leftovers {
+                self.retire(service, *live, out).await;
+            }
+        }
+        Ok(())
     }
 
     fn fail(&self, phase: &str, reason: impl std::fmt::Display, live_intact: bool) -> DeployError {

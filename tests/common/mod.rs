@@ -123,7 +123,11 @@ services:
             port = self.port
         );
         let path = self.dir.join(format!("stack-{image}.yml"));
-        std::fs::write(&path, yaml).unwrap();
+        // Written aside and renamed into place: a deploy running meanwhile (two at once in the
+        // concurrency test) reads the old or the new file, never a half-written one.
+        let tmp = self.dir.join(format!(".stack-{image}.yml.{:?}", std::thread::current().id()));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
         path
     }
 
