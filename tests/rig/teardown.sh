@@ -87,4 +87,5 @@ stop_by_pidfile() {
   log "$name: stopped (pid $pid)"
 }
 stop_by_pidfile registry "$RIG/registry.pid" docker-registry
+stop_by_pidfile "registry with login" "$RIG/registry-auth.pid" docker-registry
 stop_by_pidfile dockerd "$RIG/dockerd.pid" dockerd
