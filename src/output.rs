@@ -47,13 +47,6 @@ impl Output {
         }
     }
 
-    /// Quiet output for tests and library callers.
-    pub fn quiet() -> Output {
-        let mut o = Output::new(Format::Json);
-        o.tty = false;
-        o
-    }
-
     /// Start a phase (ending the previous one).
     pub fn phase(&mut self, name: &str) {
         self.end_phase();

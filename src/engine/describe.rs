@@ -73,13 +73,6 @@ pub fn service_spec(
     }
 }
 
-/// The spec as a JSON value with sorted object keys: what to hash.
-pub fn canonical(spec: &ServiceSpec) -> serde_json::Value {
-    // serde_json's map is a BTreeMap (the `preserve_order` feature is off), so converting to a
-    // Value sorts the HashMaps' keys.
-    serde_json::to_value(spec).unwrap_or(serde_json::Value::Null)
-}
-
 fn hash_map(map: BTreeMap<String, String>) -> HashMap<String, String> {
     map.into_iter().collect()
 }
@@ -362,6 +355,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The spec as JSON, to compare whole specs with readable diffs.
+    fn canonical(spec: &ServiceSpec) -> serde_json::Value {
+        serde_json::to_value(spec).expect("a spec serialises")
+    }
     use crate::spec::{load_str, LoadOptions};
 
     /// Everything `service_spec` translates, in one service.

@@ -54,13 +54,6 @@ impl DockerEngine {
         Ok(DockerEngine { docker, host, auth: DockerConfig::from_env(), credentials: Default::default() })
     }
 
-    /// Look registry credentials up in `config` instead of the Docker config of the environment.
-    pub fn with_docker_config(mut self, config: DockerConfig) -> DockerEngine {
-        self.auth = config;
-        self.credentials = Default::default();
-        self
-    }
-
     /// Credentials for the registry of `image`, looked up once per registry.
     async fn credentials_for(&self, image: &str) -> Result<Option<Credentials>> {
         if image.is_empty() {
@@ -101,10 +94,6 @@ impl DockerEngine {
                 self.auth.describe()
             ),
         })
-    }
-
-    pub fn client(&self) -> &Docker {
-        &self.docker
     }
 
     fn map(&self, what: &str, e: BollardError) -> EngineError {
