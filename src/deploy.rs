@@ -141,6 +141,7 @@ pub async fn deploy<E: Engine + Clone + 'static>(
         opts,
         lock: &lock,
         token: record::random_token(),
+        preview_token: record::random_token(),
         changes: Vec::new(),
         images: BTreeMap::new(),
         refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
@@ -170,8 +171,14 @@ struct Run<'a, E: Engine + Clone + 'static> {
     stack: &'a Stack,
     opts: &'a Options,
     lock: &'a Held<E>,
-    /// Per-deploy secret gating nginx's preview and verification headers.
+    /// Per-deploy secret gating nginx's verification header in the configs this run installs
+    /// once users are settled on a release (the settled config, a reroute, a switch back).
     token: String,
+    /// Another per-deploy secret for the preview config: its preview and verification headers
+    /// and the names of its switch files. A different secret from `token`, so the verification
+    /// after the settle reload passes only once nginx runs the settled config (a reload nginx
+    /// dropped leaves the preview config answering, which does not echo `token`).
+    preview_token: String,
     changes: Vec<String>,
     /// Image of each service, pinned to its digest (filled by the resolve phase).
     images: BTreeMap<String, String>,
@@ -224,7 +231,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.unversioned_steps(&plan, &desired, out).await?;
         self.stop_if_interrupted("applying services")?;
 
-        let mut live = observed.live.clone();
+        // Users are where nginx sends them; a resumed deploy starts from there (see Step::CatchUp).
+        let mut live = self.catch_up(&plan, &observed.live, out).await?;
         let greens_wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
         if greens_wanted.is_empty() {
             self.finish_interrupted(&plan, &live, out).await?;
@@ -289,7 +297,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             next.insert(g.service.clone(), g.release);
         }
         let switched_services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
-        let flips: Vec<String> = greens.iter().map(|g| proxy::flip_file(&self.token, &g.service, g.release)).collect();
+        let flips: Vec<String> = greens.iter().map(|g| proxy::flip_file(&self.preview_token, &g.service, g.release)).collect();
         let switch = async {
             // The switch itself: the installed preview config already names green, and the
             // existence of one file per service sends every nginx worker there on its next
@@ -297,15 +305,15 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             // answer side by side (nginx overlaps them for 100 ms or more on a reload).
             self.nginx().flip(&flips, true).await.map_err(|e| e.to_string())?;
             let routing = self.routing(&next, &[]).await?;
-            self.verify(&routing, &switched_services, "the switch", out).await?;
+            self.verify(&routing, &switched_services, &self.preview_token, "the switch", out).await?;
             // Settle: the plain config (green live, no preview) replaces the preview config;
-            // both route users to green, so this reload mixes nothing.
-            self.install_at(&routing, out, Some("config-installed")).await?;
-            // The settled config must route to green on its own: without the switch files, a
-            // reload nginx dropped without saying so (the preview config still loaded would send
-            // users back to blue, which still runs) fails this check and the deploy switches back.
-            self.nginx().flip(&flips, false).await.map_err(|e| e.to_string())?;
-            self.verify(&routing, &switched_services, "the reload", out).await
+            // both route users to green, so this reload mixes nothing. The switch files stay
+            // until the retire phase: workers of the preview generation keep answering for a
+            // moment after a reload, and without their file they would send users back to blue.
+            self.install_at(&routing, &self.token, out, Some("config-installed")).await?;
+            // Only the settled config echoes `token`: a reload nginx dropped without saying so
+            // fails this check, and the deploy switches back.
+            self.verify(&routing, &switched_services, &self.token, "the reload", out).await
         };
         if let Err(e) = switch.await {
             // Back to blue before removing green: users must never be routed to nothing.
@@ -315,7 +323,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 // The blue config does not look at the switch files; remove them anyway so a
                 // restarted nginx with an older config cannot find them.
                 let _ = self.nginx().flip(&flips, false).await;
-                self.verify(&routing, &switched_services, "switching back", out).await
+                self.verify(&routing, &switched_services, &self.token, "switching back", out).await
             };
             let intact = back.await.is_ok();
             if intact {
@@ -343,6 +351,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let blue = std::mem::replace(&mut live, next);
         out.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
         let switched_at = Instant::now();
+        let settled_at = switched_at;
         faults::pause("switched", &self.opts.cancel).await;
 
         // Blue keeps running through the watch; green failing there sends users back to it.
@@ -361,6 +370,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.drain(Some(drain.saturating_sub(switched_at.elapsed())), out).await;
 
         out.phase("retire");
+        self.clear_switches(settled_at, out).await;
         for g in &greens {
             self.retire(&g.service, g.release, out).await;
         }
@@ -406,7 +416,67 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 self.retire(service, *live, out).await;
             }
         }
+        // Whatever reload this run made, switch files an interrupted deploy left are read by
+        // no config from now on.
+        self.clear_switches(Instant::now(), out).await;
         Ok(())
+    }
+
+    /// A deploy killed after its switch and before its record left users on a newer release
+    /// than the record names. Start from where users are: install the settled config for it
+    /// (verified), then record it. Returns the live release per service this run starts from.
+    /// If the release users are on fails verification, they go back to the recorded one, a
+    /// switch back that says so, and the deploy stops.
+    async fn catch_up(&mut self, plan: &plan::Plan, recorded: &BTreeMap<String, u64>, out: &mut Output) -> Result<BTreeMap<String, u64>, DeployError> {
+        let caught: BTreeMap<String, u64> = (plan.steps.iter())
+            .filter_map(|s| match s {
+                Step::CatchUp { service, live } => Some((service.clone(), *live)),
+                _ => None,
+            })
+            .collect();
+        if caught.is_empty() {
+            return Ok(recorded.clone());
+        }
+        out.phase("catch up");
+        let mut live = recorded.clone();
+        live.extend(caught.clone());
+        let names = |m: &BTreeMap<String, u64>| m.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ");
+        out.info(&format!("an interrupted deploy already sent users to {}; starting from there", names(&caught)));
+        let services: Vec<String> = caught.keys().cloned().collect();
+        let settle = async {
+            let routing = self.routing(&live, &[]).await?;
+            self.install_and_verify(&routing, &services, out).await
+        };
+        if let Err(e) = settle.await {
+            self.opts.cancel.cleaning_up();
+            let reason = format!("users were on {} (left by an interrupted deploy), which failed verification: {e}", names(&caught));
+            out.warn(&format!("{reason}; switching back to {}", names(recorded)));
+            let back = async {
+                let routing = self.routing(recorded, &[]).await?;
+                self.install_and_verify(&routing, &services, out).await
+            };
+            return Err(match back.await {
+                Ok(()) => self.fail("catching up with nginx", format!("{reason}; traffic is back on {}", names(recorded)), true),
+                Err(e2) => self.fail("catching up with nginx", format!("{reason}; switching back failed too: {e2}"), false),
+            });
+        }
+        self.lock
+            .update(|r| r.live.extend(caught.clone()))
+            .await
+            .map_err(|e| self.fail("recording the live release", format!("{e}; nginx routes to {}, run the deploy again to record it", names(&caught)), true))?;
+        self.changes.push(format!("recorded {} as live (switched by an interrupted deploy)", names(&caught)));
+        Ok(live)
+    }
+
+    /// Remove the switch files (this run's and any an interrupted deploy left): the settled
+    /// config does not read them, but workers of the preview generation may still answer for
+    /// a moment after the settle reload, and without their file they would send users back.
+    /// nginx retires old workers ~100 ms after starting new ones; a second covers it.
+    async fn clear_switches(&self, settled_at: Instant, out: &mut Output) {
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(settled_at.elapsed())).await;
+        if let Err(e) = self.nginx().clear_switches().await {
+            out.warn(&format!("could not remove nginx switch files ({e}); they are inert and the next deploy removes them"));
+        }
     }
 
     fn fail(&self, phase: &str, reason: impl std::fmt::Display, live_intact: bool) -> DeployError {
@@ -573,7 +643,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let routing = if proxy_exists {
             let proxy = self.nginx();
             match proxy.current().await {
-                Ok(Some(text)) => proxy::parse_summary(&text).map(|s| s.live.into_iter().map(|(k, t)| (k, t.release)).collect()),
+                Ok(Some(text)) => match proxy::parse_summary(&text) {
+                    Some(summary) => {
+                        let files: Vec<String> = summary.switch.values().cloned().collect();
+                        let present = proxy.present(&files).await.map_err(|e| EngineError::Other(e.to_string()))?;
+                        Some(summary.serving(&present))
+                    }
+                    None => None,
+                },
                 _ => None,
             }
         } else {
@@ -753,12 +830,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     }
 
     async fn install(&self, routing: &[ServiceRouting], out: &mut Output) -> Result<(), String> {
-        self.install_at(routing, out, None).await
+        self.install_at(routing, &self.token, out, None).await
     }
 
     /// [`Self::install`] with a test-only pause point before the reload (see [`faults`]).
-    async fn install_at(&self, routing: &[ServiceRouting], out: &mut Output, pause: Option<&str>) -> Result<(), String> {
-        let config = proxy::render(self.stack, routing, &self.token).map_err(|e| e.to_string())?;
+    async fn install_at(&self, routing: &[ServiceRouting], token: &str, out: &mut Output, pause: Option<&str>) -> Result<(), String> {
+        let config = proxy::render(self.stack, routing, token).map_err(|e| e.to_string())?;
         let pause = pause.map(|p| (p, &self.opts.cancel));
         let installed = self.nginx().install_at(&config, pause).await.map_err(|e| e.to_string())?;
         out.progress(&format!("nginx config installed and reloaded in {} replica(s)", installed.replicas.len()));
@@ -768,14 +845,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// Install a config and prove that each of `services` is now answered by its live target.
     async fn install_and_verify(&self, routing: &[ServiceRouting], services: &[String], out: &mut Output) -> Result<(), String> {
         self.install(routing, out).await?;
-        self.verify(routing, services, "the reload", out).await
+        self.verify(routing, services, &self.token, "the reload", out).await
     }
 
     /// Prove that requests through the live route of each of `services` are answered by its
     /// live target: a few passes in a row, on new connections.
-    async fn verify(&self, routing: &[ServiceRouting], services: &[String], after: &str, out: &mut Output) -> Result<(), String> {
+    async fn verify(&self, routing: &[ServiceRouting], services: &[String], token: &str, after: &str, out: &mut Output) -> Result<(), String> {
         for r in routing.iter().filter(|r| services.contains(&r.service)) {
-            let probe = self.probe(&r.route, vec![("x-stackctl-verify".into(), self.token.clone())]);
+            let probe = self.probe(&r.route, vec![("x-stackctl-verify".into(), token.to_string())]);
             let expect = Expect { status: r.route.health.status, upstreams: r.live.servers.iter().cloned().collect() };
             // A reload takes effect when nginx's new workers start; a few tries in a row on new
             // connections prove it.
@@ -802,12 +879,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) -> Result<(), String> {
         let previews: Vec<&GreenRelease> = greens.iter().collect();
         let routing = self.routing(live, &previews).await?;
-        self.install_at(&routing, out, Some("preview-installed")).await?;
+        self.install_at(&routing, &self.preview_token, out, Some("preview-installed")).await?;
         for g in greens {
             let route = route_of(self.stack, &g.service).expect("routed");
             let headers = vec![
-                ("x-stackctl-preview".to_string(), format!("{}.r{}", self.token, g.release)),
-                ("x-stackctl-verify".to_string(), self.token.clone()),
+                ("x-stackctl-preview".to_string(), format!("{}.r{}", self.preview_token, g.release)),
+                ("x-stackctl-verify".to_string(), self.preview_token.clone()),
             ];
             let probe = self.probe(route, headers);
             let expect = Expect { status: route.health.status, upstreams: g.target.servers.iter().cloned().collect() };

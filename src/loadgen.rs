@@ -205,6 +205,17 @@ pub fn mixed_window(samples: &[Sample], old: &str, new: &str) -> Duration {
     }
 }
 
+/// Answers of `old` to requests sent after some client had already received `new`: users
+/// sent back to the old release after they saw the new one. Empty for a clean switch.
+pub fn backwards<'a>(samples: &'a [Sample], old: &str, new: &str) -> Vec<&'a Sample> {
+    let Some(first_new) = samples.iter().filter(|s| s.result.as_deref() == Ok(new)).map(|s| s.sent + s.latency).min() else {
+        return Vec::new();
+    };
+    let mut back: Vec<&Sample> = samples.iter().filter(|s| s.result.as_deref() == Ok(old) && s.sent > first_new).collect();
+    back.sort_by_key(|s| s.sent);
+    back
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +236,17 @@ mod tests {
         assert_eq!(mixed_window(&s, "v1", "v2"), Duration::from_millis(7));
         let clean = vec![sample(0, 5, Ok("v1")), sample(10, 5, Ok("v2"))];
         assert_eq!(mixed_window(&clean, "v1", "v2"), Duration::ZERO);
+    }
+
+    #[test]
+    fn backwards_finds_old_answers_to_requests_sent_after_the_new_one_was_seen() {
+        // v1 in flight at the switch (sent 12, before v2 arrived at 15) is not going back.
+        let clean = vec![sample(0, 5, Ok("v1")), sample(10, 5, Ok("v2")), sample(12, 10, Ok("v1")), sample(30, 1, Ok("v2"))];
+        assert!(backwards(&clean, "v1", "v2").is_empty());
+        let flip_flop = vec![sample(0, 5, Ok("v1")), sample(10, 5, Ok("v2")), sample(16, 1, Ok("v1")), sample(40, 1, Ok("v1"))];
+        let back: Vec<Duration> = backwards(&flip_flop, "v1", "v2").iter().map(|s| s.sent).collect();
+        assert_eq!(back, vec![Duration::from_millis(16), Duration::from_millis(40)]);
+        assert!(backwards(&flip_flop[..1], "v1", "v2").is_empty(), "no v2 seen: nothing went back");
     }
 
     #[test]

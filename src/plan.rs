@@ -81,7 +81,9 @@ pub struct Observed {
     /// Last release number handed out.
     pub seq: u64,
     pub services: Vec<Existing>,
-    /// What the installed nginx config routes to (`None`: proxy missing or config absent).
+    /// The release nginx sends users of each routed service to: the installed config, with
+    /// the switch files of an interrupted switch taken into account (`None`: proxy missing or
+    /// config absent).
     pub routing: Option<BTreeMap<String, u64>>,
 }
 
@@ -120,6 +122,11 @@ pub enum Step {
     Release { service: String, blue: Option<u64>, green: Green },
     /// Nothing to deploy, but nginx routes elsewhere than the record says: reinstall.
     Reroute { service: String },
+    /// nginx already sends users to `live`, a release newer than the record's (a deploy was
+    /// killed after its switch, before writing the record). Users never go back to an older
+    /// release because of a resumed deploy: verify `live` where it is and record it, before
+    /// anything else; every other step of the plan starts from it.
+    CatchUp { service: String, live: u64 },
     /// Nothing to deploy, but a release older than the live one still runs (a deploy was
     /// interrupted after its switch, before it retired blue): drain, scale down, prune.
     Retire { service: String, live: u64 },
@@ -175,11 +182,23 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Plan {
                 let releases: Vec<&Existing> =
                     mine.iter().copied().filter(|s| s.kind == Some(Kind::Routed) && s.release.is_some()).collect();
                 // The record's live release only counts if its service still exists.
-                let live = observed
-                    .live
-                    .get(name)
-                    .copied()
-                    .filter(|n| releases.iter().any(|s| s.release == Some(*n)));
+                let exists = |n: &u64| releases.iter().any(|s| s.release == Some(*n));
+                let recorded = observed.live.get(name).copied().filter(exists);
+                // Users are where nginx sends them. When that is a newer release than the
+                // record's, it is the starting point: going back to the record would show
+                // users the old version again after they saw the new one.
+                let routed = observed.routing.as_ref().and_then(|r| r.get(name)).copied().filter(exists);
+                let live = match (recorded, routed) {
+                    (Some(rec), Some(r)) if r > rec => {
+                        steps.push(Step::CatchUp { service: name.clone(), live: r });
+                        Some(r)
+                    }
+                    (None, Some(r)) => {
+                        steps.push(Step::CatchUp { service: name.clone(), live: r });
+                        Some(r)
+                    }
+                    _ => recorded,
+                };
                 let live_hash = live.and_then(|n| releases.iter().find(|s| s.release == Some(n))).map(|s| &s.hash);
                 // Leftovers newer than live (or any, when nothing is live).
                 let leftovers: Vec<&&Existing> =
@@ -370,6 +389,40 @@ mod tests {
         let mut obs = observed(&[("web", 2)], 2, vec![routed("web", 1, "w1", 0), routed("web", 2, "w2", 2)]);
         obs.routing = Some(BTreeMap::from([("web".to_string(), 1)]));
         assert_eq!(plan(&desired, &obs).steps, vec![Step::Reroute { service: "web".into() }]);
+    }
+
+    /// Regression: the version flip-flop on resume (users back on r1 after they saw r2).
+    #[test]
+    fn users_already_switched_by_a_killed_deploy_stay_where_they_are() {
+        // Killed after creating the switch file, before recording r2: nginx sends users to r2.
+        let services = || vec![routed("web", 1, "w1", 2), routed("web", 2, "w2", 2)];
+        let mut obs = observed(&[("web", 1)], 2, services());
+        obs.routing = Some(BTreeMap::from([("web".to_string(), 2)]));
+        // The same deploy again: r2 is caught up (verified, recorded), then r1 retired.
+        assert_eq!(
+            plan(&want(&[("web", Kind::Routed, "w2")]), &obs).steps,
+            vec![Step::CatchUp { service: "web".into(), live: 2 }, Step::Retire { service: "web".into(), live: 2 }]
+        );
+        // Another spec: r2 is the blue of the new green; r1 is neither an orphan nor routed to.
+        let p = plan(&want(&[("web", Kind::Routed, "w3")]), &obs);
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::CatchUp { service: "web".into(), live: 2 },
+                Step::Release { service: "web".into(), blue: Some(2), green: Green::Create { release: 3 } },
+            ]
+        );
+        // Back to r1's spec: a new release with r1's spec, reached from r2, never r2 → r1 by a resume.
+        let p = plan(&want(&[("web", Kind::Routed, "w1")]), &obs);
+        assert_eq!(p.steps[0], Step::CatchUp { service: "web".into(), live: 2 });
+        assert!(matches!(p.steps[1], Step::Release { blue: Some(2), .. }), "{p:?}");
+    }
+
+    #[test]
+    fn a_first_deploy_killed_after_its_switch_is_caught_up() {
+        let mut obs = observed(&[], 1, vec![routed("web", 1, "w1", 2)]);
+        obs.routing = Some(BTreeMap::from([("web".to_string(), 1)]));
+        assert_eq!(plan(&want(&[("web", Kind::Routed, "w1")]), &obs).steps, vec![Step::CatchUp { service: "web".into(), live: 1 }]);
     }
 
     #[test]

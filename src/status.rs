@@ -47,6 +47,9 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     /// What the config installed in nginx routes to (`None` when it could not be read).
     pub routing: Option<RoutingSummary>,
+    /// The release users of each routed service reach: the config's live target, or its
+    /// preview where an interrupted deploy left the switch file.
+    pub serving: BTreeMap<String, u64>,
     /// Set while a deploy is running.
     pub lock: Option<LockInfo>,
     /// Disagreements worth a look (nginx and the record out of step, live release missing).
@@ -97,18 +100,26 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
         Ok(Some(text)) => proxy::parse_summary(&text),
         _ => None,
     };
+    // Where users really go: a switch file left by an interrupted deploy overrides the header.
+    let serving = match &routing {
+        Some(r) => {
+            let files: Vec<String> = r.switch.values().cloned().collect();
+            nginx.present(&files).await.map(|present| r.serving(&present)).unwrap_or_else(|_| r.serving(&Default::default()))
+        }
+        None => BTreeMap::new(),
+    };
     let mut problems = Vec::new();
     for (service, n) in &record.live {
         if !services.iter().any(|s| &s.service == service && s.release == Some(*n)) {
             problems.push(format!("the record says {service} r{n} is live, but that service does not exist"));
         }
-        match routing.as_ref().and_then(|r| r.live.get(service)) {
-            Some(t) if t.release == *n => {}
-            Some(t) => problems.push(format!("nginx routes {service} to r{}, the record says r{n}; run `stackctl deploy` to repair", t.release)),
+        match serving.get(service) {
+            Some(r) if r == n => {}
+            Some(r) => problems.push(format!("nginx routes {service} to r{r}, the record says r{n}; run `stackctl deploy` to repair")),
             None => problems.push(format!("nginx has no route for {service}")),
         }
     }
-    Ok(StatusReport { stack: stack.name.clone(), live: record.live, services, routing, lock: record.lock, problems })
+    Ok(StatusReport { stack: stack.name.clone(), live: record.live, services, routing, serving, lock: record.lock, problems })
 }
 
 impl StatusReport {
@@ -141,6 +152,9 @@ impl StatusReport {
                 }
                 for (svc, t) in &r.preview {
                     s.push_str(&format!("  nginx previews {svc} → r{}\n", t.release));
+                }
+                for (svc, n) in self.serving.iter().filter(|(svc, n)| r.live.get(*svc).map(|t| t.release) != Some(**n)) {
+                    s.push_str(&format!("  nginx sends users of {svc} to r{n} (switch file of an interrupted deploy)\n"));
                 }
             }
             None => s.push_str("  nginx: no stackctl config installed (or proxy not running)\n"),

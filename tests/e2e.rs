@@ -107,6 +107,9 @@ fn v1_to_v2_under_load_drops_nothing() {
     assert!(sum.requests > 200, "the load generator sent too little to prove anything: {sum:?}");
     assert_eq!(sum.failures, 0, "failed requests during the switch: {:?}", sum.failure_examples);
     assert!(sum.versions.get("v1").copied().unwrap_or(0) > 0 && sum.versions.get("v2").copied().unwrap_or(0) > 0, "{sum:?}");
+    // The switch is one-way: no request sent after a client saw v2 is answered by v1.
+    let back = loadgen::backwards(&samples, "v1", "v2");
+    assert!(back.is_empty(), "{} requests went back to v1 after v2 was seen: {:?}", back.len(), back.first());
     // Once the deploy has returned, only v2 answers.
     let late: Vec<_> = samples.iter().filter(|x| x.sent > returned_at).collect();
     assert!(!late.is_empty());

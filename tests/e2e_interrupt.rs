@@ -231,6 +231,10 @@ fn killed_at(name: &str, port: u16, point: &str, serving_after_kill: &str) {
     );
     assert!(sum.requests > 100, "too little load to prove anything: {sum:?}");
     assert_eq!(sum.failures, 0, "failed requests: {:?}", sum.failure_examples);
+    // Users never go back: once any client got v2, through the kill and the follow-up, no
+    // later request gets v1 (the flip-flop a resume used to cause at config-installed).
+    let back = loadgen::backwards(&samples, "v1", "v2");
+    assert!(back.is_empty(), "{} requests were answered by v1 after a client had seen v2, first at {:?}", back.len(), back.first().map(|s| s.sent));
     let late = versions_between(&samples, done_at, Duration::MAX);
     assert_eq!(late.keys().collect::<Vec<_>>(), vec!["v2"], "after the follow-up deploy only v2 answers");
     // r2 was handed out to the killed deploy and is the one that went live (adopted or kept).

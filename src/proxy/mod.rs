@@ -46,6 +46,25 @@ pub struct ServiceRouting {
 pub struct RoutingSummary {
     pub live: BTreeMap<String, Target>,
     pub preview: BTreeMap<String, Target>,
+    /// Per previewed service, the [`flip_file`] whose existence sends its users to the preview
+    /// instead of `live`. Observers need it to know where users really go: a deploy killed
+    /// after creating the file leaves users on the preview while the header still says `live`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub switch: BTreeMap<String, String>,
+}
+
+impl RoutingSummary {
+    /// The release users of each service reach, given which switch files exist: the preview
+    /// where its file is present, the live target otherwise.
+    pub fn serving(&self, present: &std::collections::BTreeSet<String>) -> BTreeMap<String, u64> {
+        let mut serving: BTreeMap<String, u64> = self.live.iter().map(|(s, t)| (s.clone(), t.release)).collect();
+        for (service, file) in &self.switch {
+            if let (true, Some(p)) = (present.contains(file), self.preview.get(service)) {
+                serving.insert(service.clone(), p.release);
+            }
+        }
+        serving
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +139,7 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
     // Servers keyed by host name; "" is the default server (routes without hosts).
     let mut servers: BTreeMap<String, Vec<LocationView>> = BTreeMap::new();
     let mut flips: BTreeMap<String, FlipView> = BTreeMap::new();
-    let mut summary = RoutingSummary { live: BTreeMap::new(), preview: BTreeMap::new() };
+    let mut summary = RoutingSummary { live: BTreeMap::new(), preview: BTreeMap::new(), switch: BTreeMap::new() };
 
     for r in routing {
         check_ident("service name", &r.service)?;
@@ -140,8 +159,10 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
             None => None,
         };
         if let Some(p) = &r.preview {
-            let path = format!("{}/{}", stack.x.proxy.config_dir, flip_file(token, &r.service, p.release));
+            let file = flip_file(token, &r.service, p.release);
+            let path = format!("{}/{file}", stack.x.proxy.config_dir);
             check_path(&path)?;
+            summary.switch.insert(r.service.clone(), file);
             flips.insert(var.clone(), FlipView { path, backend: backend(stack, r, p)? });
         }
         routes.push(RouteView { var: var.clone(), live, preview });
@@ -276,6 +297,12 @@ pub trait Proxy: Send + Sync {
     fn flip(&self, files: &[String], on: bool) -> impl Future<Output = Result<(), ProxyError>> + Send;
     /// The config currently installed (from the first running replica).
     fn current(&self) -> impl Future<Output = Result<Option<String>, ProxyError>> + Send;
+    /// Which of the given files exist in the config directory of at least one replica: a
+    /// switch file on any replica means some users are already on the new release.
+    fn present(&self, files: &[String]) -> impl Future<Output = Result<std::collections::BTreeSet<String>, ProxyError>> + Send;
+    /// Remove every switch file (`switch-*`) from the config directory of every replica. Only
+    /// safe once no loaded config generation reads them (see the deploy's retire phase).
+    fn clear_switches(&self) -> impl Future<Output = Result<(), ProxyError>> + Send;
 }
 
 /// What an install did.

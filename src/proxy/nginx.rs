@@ -71,6 +71,34 @@ impl<E: Engine> Proxy for NginxProxy<'_, E> {
         let bytes = self.engine.get_file(&containers[0], &self.path()).await?;
         Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
+
+    async fn present(&self, files: &[String]) -> Result<std::collections::BTreeSet<String>, ProxyError> {
+        let mut found = std::collections::BTreeSet::new();
+        if files.is_empty() {
+            return Ok(found);
+        }
+        for c in &self.containers().await? {
+            for f in files {
+                if !found.contains(f) && self.engine.get_file(c, &format!("{}/{f}", self.config_dir)).await?.is_some() {
+                    found.insert(f.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn clear_switches(&self) -> Result<(), ProxyError> {
+        for c in &self.containers().await? {
+            // An argument list, never a shell: `find` matches the pattern itself. `config_dir`
+            // passed the path allowlist.
+            let cmd = ["find", self.config_dir.as_str(), "-maxdepth", "1", "-type", "f", "-name", "switch-*", "-delete"];
+            let out = self.engine.exec(c, &cmd).await?;
+            if out.exit_code != 0 {
+                return Err(ProxyError::ReloadFailed { container: c.clone(), output: format!("find: {}", out.output.trim()) });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<E: Engine> NginxProxy<'_, E> {
