@@ -319,11 +319,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             // Back to blue before removing green: users must never be routed to nothing.
             let back = async {
                 let routing = self.routing(&live, &[]).await?;
-                self.install(&routing, out).await?;
-                // The blue config does not look at the switch files; remove them anyway so a
-                // restarted nginx with an older config cannot find them.
+                // Under the preview secret: if nginx dropped the settle reload it may drop this
+                // one too, and then the preview config answers; once the switch files are gone
+                // it routes to blue as well, so either config proves users are back on blue.
+                self.install_at(&routing, &self.preview_token, out, None).await?;
                 let _ = self.nginx().flip(&flips, false).await;
-                self.verify(&routing, &switched_services, &self.token, "switching back", out).await
+                self.verify(&routing, &switched_services, &self.preview_token, "switching back", out).await
             };
             let intact = back.await.is_ok();
             if intact {
