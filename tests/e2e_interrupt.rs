@@ -113,8 +113,8 @@ fn killed_at(name: &str, port: u16, point: &str, serving_after_kill: &str) {
     assert_eq!(between.keys().collect::<Vec<_>>(), vec![serving_after_kill], "served between the kill and the next deploy");
     let sum = loadgen::summarize(&samples);
     eprintln!(
-        "KILL POINT {point}: requests {} failures {} retried {} versions {:?}; follow-up deploy took {took:.1?} (total run {done_at:.1?})",
-        sum.requests, sum.failures, sum.retried, sum.versions
+        "KILL POINT {point}: requests {} failures {} retried {} ({} after the request was written) versions {:?}; follow-up deploy took {took:.1?} (total run {done_at:.1?})",
+        sum.requests, sum.failures, sum.retried, sum.retried_no_response, sum.versions
     );
     // Two deploys under load: the killed one and the one that finished it.
     assert_load_clean(&sum, 100, 2);
@@ -278,7 +278,10 @@ fn sigterm_and_sigint_stop_a_deploy_safely() {
     }
     let samples = load.stop().remove(0);
     let sum = loadgen::summarize(&samples);
-    eprintln!("SIGNALS: requests {} failures {} retried {} versions {:?}", sum.requests, sum.failures, sum.retried, sum.versions);
+    eprintln!(
+        "SIGNALS: requests {} failures {} retried {} ({} after the request was written) versions {:?}",
+        sum.requests, sum.failures, sum.retried, sum.retried_no_response, sum.versions
+    );
     assert_load_clean(&sum, 100, 2);
     assert_eq!(sum.versions.keys().collect::<Vec<_>>(), vec!["v1"]);
 }
