@@ -9,34 +9,19 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{docker, serial, stderr, stdout, TestStack, REGISTRY};
+use common::{assert_load_clean, docker, serial, stderr, stdout, Load, TestStack, REGISTRY};
 
 use stackctl::loadgen;
 
-
-
-
-/// Run load through nginx while `during` runs, and `after` more once it returned.
-fn with_load<T>(port: u16, after: Duration, during: impl FnOnce() -> T) -> (T, Vec<loadgen::Sample>, Duration) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let cfg = loadgen::Config {
-        authority: format!("127.0.0.1:{port}"),
-        path: "/".into(),
-        keepalive_workers: 4,
-        fresh_workers: 4,
-        timeout: Duration::from_secs(5),
-    };
-    let started = Instant::now();
-    let load = rt.spawn(loadgen::run(cfg, rx));
-    std::thread::sleep(Duration::from_millis(500));
+/// Run load through nginx (4 kept-alive and 4 new-connection clients) while `during` runs,
+/// until `answers_after` requests sent after it returned were answered. Returns its result,
+/// the samples, and when it returned on the samples' clock.
+fn with_load<T>(port: u16, answers_after: usize, during: impl FnOnce() -> T) -> (T, Vec<loadgen::Sample>, Duration) {
+    let load = Load::steady(&format!("127.0.0.1:{port}"));
     let result = during();
-    let returned_at = started.elapsed();
-    std::thread::sleep(after);
-    tx.send(true).unwrap();
-    let samples = rt.block_on(load).unwrap();
-    // Samples count from the load generator's own start, a hair after `started`.
-    (result, samples, returned_at)
+    let returned_at = load.now();
+    load.wait_answers_since(returned_at, answers_after);
+    (result, load.stop().remove(0), returned_at)
 }
 
 #[test]
@@ -78,8 +63,11 @@ fn identical_redeploy_is_a_noop() {
     let _g = serial();
     let s = TestStack::new("e2enoop", 18082);
     assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
-    let before = docker(&["service", "ls", "--filter", "label=io.stackctl.stack=e2enoop", "--format", "{{.ID}}"]);
-    let versions_before = docker(&["service", "inspect", "e2enoop_web-r1", "e2enoop_proxy", "--format", "{{.Version.Index}}"]);
+    let ids = || docker(&["service", "ls", "--filter", "label=io.stackctl.stack=e2enoop", "--format", "{{.ID}}"]);
+    let versions = || docker(&["service", "inspect", "e2enoop_web-r1", "e2enoop_proxy", "--format", "{{.Version.Index}}"]);
+    let (before, versions_before) = (ids(), versions());
+    assert_eq!(before.lines().count(), 2, "proxy and web-r1: {before}");
+    assert_eq!(versions_before.lines().count(), 2, "{versions_before}");
     let out = s.deploy("v1", &["--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -87,8 +75,12 @@ fn identical_redeploy_is_a_noop() {
     assert_eq!(report["switched"].as_array().unwrap().len(), 0);
     let text = s.deploy("v1", &[]);
     assert!(stdout(&text).contains("unchanged"), "{}", stdout(&text));
-    assert_eq!(docker(&["service", "ls", "--filter", "label=io.stackctl.stack=e2enoop", "--format", "{{.ID}}"]), before);
-    assert_eq!(docker(&["service", "inspect", "e2enoop_web-r1", "e2enoop_proxy", "--format", "{{.Version.Index}}"]), versions_before);
+    assert_eq!(ids(), before);
+    assert_eq!(versions(), versions_before);
+    // The control: a deploy that does change something shows in both.
+    assert_eq!(s.deploy("v2", &[]).status.code(), Some(0));
+    assert_ne!(ids(), before, "a new release is a new service");
+    assert_ne!(versions(), versions_before, "blue scaled down is a new version");
 }
 
 #[test]
@@ -99,13 +91,12 @@ fn v1_to_v2_under_load_drops_nothing() {
     assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
     assert_eq!(s.get("/").as_deref(), Ok("v1"));
 
-    let (out, samples, returned_at) = with_load(s.port, Duration::from_secs(2), || s.deploy("v2", &["--output", "json"]));
+    let (out, samples, returned_at) = with_load(s.port, 200, || s.deploy("v2", &["--output", "json"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let sum = loadgen::summarize(&samples);
     let window = loadgen::mixed_window(&samples, "v1", "v2");
     eprintln!("load during v1→v2: {sum:?}, mixed-version window {window:?}");
-    assert!(sum.requests > 200, "the load generator sent too little to prove anything: {sum:?}");
-    assert_eq!(sum.failures, 0, "failed requests during the switch: {:?}", sum.failure_examples);
+    assert_load_clean(&sum, 200, 1);
     assert!(sum.versions.get("v1").copied().unwrap_or(0) > 0 && sum.versions.get("v2").copied().unwrap_or(0) > 0, "{sum:?}");
     // The switch is one-way: no request sent after a client saw v2 is answered by v1.
     let back = loadgen::backwards(&samples, "v1", "v2");
@@ -133,14 +124,14 @@ fn broken_release_is_refused_while_v1_keeps_serving() {
     let _g = serial();
     let s = TestStack::new("e2ebroken", 18084);
     assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
-    let (out, samples, _) = with_load(s.port, Duration::from_millis(500), || s.deploy("broken", &["--timeout", "20s"]));
+    let (out, samples, _) = with_load(s.port, 50, || s.deploy("broken", &["--timeout", "20s"]));
     assert_eq!(out.status.code(), Some(1), "exit 1: refused, live intact");
     let err = stderr(&out);
     assert!(err.contains("waiting for green to become healthy"), "{err}");
     assert!(err.contains("The live release is intact"), "{err}");
     let sum = loadgen::summarize(&samples);
     eprintln!("load during the refused deploy: {sum:?}");
-    assert_eq!(sum.failures, 0, "{:?}", sum.failure_examples);
+    assert_load_clean(&sum, 100, 1);
     assert_eq!(sum.versions.keys().collect::<Vec<_>>(), vec!["v1"]);
     // Green is gone; blue untouched; the record still says r1.
     assert_eq!(s.services(), vec!["e2ebroken_proxy", "e2ebroken_web-r1"]);
@@ -284,7 +275,13 @@ fn docker_host_over_tcp_and_tls() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("socat (tests/rig/setup.sh installs it)");
-        std::thread::sleep(Duration::from_millis(500));
+        // Listening once a connection is accepted (socat forks a child for it and goes on).
+        let port: u16 = listen.split([':', ',']).nth(1).and_then(|p| p.parse().ok()).expect("a port in the listen address");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "socat did not listen on {port} within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         child
     };
     let status = |envs: &[(&str, String)]| {

@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{docker, serial, REGISTRY};
+use common::{docker, docker_maybe, serial, REGISTRY};
 
 use base64::Engine as _;
 
@@ -144,7 +144,8 @@ impl Rig {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             for r in self.local_refs() {
-                docker(&["image", "rm", &r]);
+                // Refused while a stopping container still uses it: tried again below.
+                let _ = docker_maybe(&["image", "rm", &r]);
             }
             if self.local_refs().is_empty() || Instant::now() > deadline {
                 break;
@@ -307,7 +308,9 @@ services:
         self.rig.assert_clean("nginx configuration", &all);
 
         // The stack record and any other Swarm config stackctl wrote (data and labels).
-        for id in docker(&["config", "ls", "-q", "--filter", &format!("label=io.stackctl.stack={STACK}")]).split_whitespace() {
+        let configs = docker(&["config", "ls", "-q", "--filter", &format!("label=io.stackctl.stack={STACK}")]);
+        assert!(!configs.trim().is_empty(), "no Swarm config of {STACK} to search: the stack record at least is one");
+        for id in configs.split_whitespace() {
             let spec = docker(&["config", "inspect", id, "--format", "{{json .Spec}}"]);
             self.rig.assert_clean(&format!("Swarm config {id}"), &spec);
             let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();

@@ -212,6 +212,210 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
+    /// A cluster in memory whose daemon can go away: `lose` makes the next creates or updates
+    /// land and then lose their answer (the daemon died before replying), `down` makes the
+    /// next calls fail without landing. Only what these tests call is implemented.
+    #[derive(Clone, Default)]
+    struct Fake(std::sync::Arc<std::sync::Mutex<FakeState>>);
+
+    #[derive(Default)]
+    struct FakeState {
+        services: Vec<ServiceInfo>,
+        lose: u32,
+        down: u32,
+        creates: u32,
+        updates: u32,
+    }
+
+    fn unreachable() -> EngineError {
+        EngineError::Unreachable { host: "fake".into(), detail: "connection refused".into() }
+    }
+
+    impl Fake {
+        fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+            self.0.lock().unwrap()
+        }
+
+        /// Someone else's update, straight into the cluster.
+        fn update_behind_our_back(&self, name: &str, labels: &[(&str, &str)]) {
+            let mut st = self.state();
+            let s = st.services.iter_mut().find(|s| s.name == name).unwrap();
+            s.version += 1;
+            s.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        }
+    }
+
+    fn spec(name: &str, labels: &[(&str, &str)]) -> ServiceSpec {
+        ServiceSpec {
+            name: Some(name.into()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        }
+    }
+
+    impl Engine for Fake {
+        async fn create_service(&self, spec: ServiceSpec) -> Result<String> {
+            let mut st = self.state();
+            st.creates += 1;
+            if st.down > 0 {
+                st.down -= 1;
+                return Err(unreachable());
+            }
+            let name = spec.name.clone().unwrap_or_default();
+            if st.services.iter().any(|s| s.name == name) {
+                return Err(EngineError::Conflict(format!("name conflicts with an existing object: {name}")));
+            }
+            let id = format!("id{}", st.services.len() + 1);
+            let labels = spec.labels.clone().unwrap_or_default().into_iter().collect();
+            st.services.push(ServiceInfo { id: id.clone(), name, version: 10, labels, replicas: 1, spec });
+            if st.lose > 0 {
+                st.lose -= 1;
+                return Err(unreachable());
+            }
+            Ok(id)
+        }
+
+        async fn update_service(&self, id: &str, version: u64, spec: ServiceSpec) -> Result<()> {
+            let mut st = self.state();
+            st.updates += 1;
+            if st.down > 0 {
+                st.down -= 1;
+                return Err(unreachable());
+            }
+            let lose = st.lose > 0;
+            let s = st.services.iter_mut().find(|s| s.id == id).ok_or_else(|| EngineError::NotFound(id.into()))?;
+            if s.version != version {
+                return Err(EngineError::Conflict("update out of sequence".into()));
+            }
+            s.version += 1;
+            s.labels = spec.labels.clone().unwrap_or_default().into_iter().collect();
+            s.spec = spec;
+            if lose {
+                st.lose -= 1;
+                return Err(unreachable());
+            }
+            Ok(())
+        }
+
+        async fn service(&self, id_or_name: &str) -> Result<Option<ServiceInfo>> {
+            Ok(self.state().services.iter().find(|s| s.id == id_or_name || s.name == id_or_name).cloned())
+        }
+
+        async fn check_swarm(&self) -> Result<()> {
+            unimplemented!()
+        }
+        async fn services(&self, _: &str) -> Result<Vec<ServiceInfo>> {
+            unimplemented!()
+        }
+        async fn tasks(&self, _: &str) -> Result<Vec<TaskInfo>> {
+            unimplemented!()
+        }
+        async fn task_addresses(&self, _: &str, _: &str) -> Result<BTreeMap<String, String>> {
+            unimplemented!()
+        }
+        async fn remove_service(&self, _: &str) -> Result<()> {
+            unimplemented!()
+        }
+        async fn resolve_image(&self, _: &str) -> Result<String> {
+            unimplemented!()
+        }
+        async fn ensure_network(&self, _: &NetworkRequest) -> Result<String> {
+            unimplemented!()
+        }
+        async fn ensure_config(&self, _: &str, _: &[u8], _: &BTreeMap<String, String>) -> Result<String> {
+            unimplemented!()
+        }
+        async fn ensure_secret(&self, _: &str, _: &[u8], _: &BTreeMap<String, String>) -> Result<String> {
+            unimplemented!()
+        }
+        async fn find_config(&self, _: &str) -> Result<Option<String>> {
+            unimplemented!()
+        }
+        async fn find_secret(&self, _: &str) -> Result<Option<String>> {
+            unimplemented!()
+        }
+        async fn config(&self, _: &str) -> Result<Option<ConfigInfo>> {
+            unimplemented!()
+        }
+        async fn create_config(&self, _: &str, _: &[u8], _: &BTreeMap<String, String>) -> Result<ConfigInfo> {
+            unimplemented!()
+        }
+        async fn update_config_labels(&self, _: &ConfigInfo, _: &BTreeMap<String, String>) -> Result<()> {
+            unimplemented!()
+        }
+        async fn exec(&self, _: &str, _: &[&str]) -> Result<ExecOutput> {
+            unimplemented!()
+        }
+        async fn put_file(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<()> {
+            unimplemented!()
+        }
+        async fn container_health(&self, _: &str) -> Result<Option<String>> {
+            unimplemented!()
+        }
+        async fn get_file(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
+            unimplemented!()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_that_landed_before_the_daemon_went_away_is_not_made_twice() {
+        let fake = Fake::default();
+        fake.state().lose = 1;
+        let engine = Retrying::new(fake.clone(), fast());
+        let id = engine.create_service(spec("s_web-r2", &[("io.stackctl.release", "2")])).await.expect("the landed create is ours");
+        let st = fake.state();
+        assert_eq!(st.services.len(), 1, "created once");
+        assert_eq!(st.services[0].id, id);
+        assert_eq!(st.creates, 2, "tried again, met its own service");
+    }
+
+    #[tokio::test]
+    async fn a_create_that_never_landed_is_made_once_on_the_retry() {
+        let fake = Fake::default();
+        fake.state().down = 2;
+        let id = Retrying::new(fake.clone(), fast()).create_service(spec("s_web-r2", &[])).await.unwrap();
+        let st = fake.state();
+        assert_eq!((st.services.len(), st.creates, st.services[0].id.as_str()), (1, 3, id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_name_taken_by_someone_else_stays_a_conflict() {
+        let fake = Fake::default();
+        fake.create_service(spec("s_web-r2", &[("owner", "someone else")])).await.unwrap();
+        let r = Retrying::new(fake.clone(), fast()).create_service(spec("s_web-r2", &[("owner", "us")])).await;
+        assert!(matches!(r, Err(EngineError::Conflict(_))), "{r:?}");
+        assert_eq!(fake.state().services.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_update_that_landed_before_the_daemon_went_away_is_applied_once() {
+        let fake = Fake::default();
+        let id = fake.create_service(spec("s_web-r1", &[("replicas", "2")])).await.unwrap();
+        fake.state().lose = 1;
+        let engine = Retrying::new(fake.clone(), fast());
+        engine.update_service(&id, 10, spec("s_web-r1", &[("replicas", "0")])).await.expect("the landed update is ours");
+        let s = fake.state().services[0].clone();
+        assert_eq!((s.version, s.label("replicas")), (11, Some("0")), "applied once, from version 10");
+        assert_eq!(fake.state().updates, 2);
+    }
+
+    #[tokio::test]
+    async fn an_update_from_a_stale_version_fails_after_a_transient_error_too() {
+        let fake = Fake::default();
+        let id = fake.create_service(spec("s_web-r1", &[("replicas", "2")])).await.unwrap();
+        fake.update_behind_our_back("s_web-r1", &[("replicas", "5")]);
+        let engine = Retrying::new(fake.clone(), fast());
+        // Without a transient error: the conflict as it is.
+        let r = engine.update_service(&id, 10, spec("s_web-r1", &[("replicas", "0")])).await;
+        assert!(matches!(r, Err(EngineError::Conflict(_))), "{r:?}");
+        // After one (the daemon away, nothing landed): still a conflict, not taken for ours.
+        fake.state().down = 1;
+        let r = engine.update_service(&id, 10, spec("s_web-r1", &[("replicas", "0")])).await;
+        assert!(matches!(r, Err(EngineError::Conflict(_))), "{r:?}");
+        let s = fake.state().services[0].clone();
+        assert_eq!((s.version, s.label("replicas")), (11, Some("5")), "someone else's update stands");
+    }
+
     #[tokio::test]
     async fn retrying_gives_up_after_the_total() {
         let started = std::time::Instant::now();

@@ -196,6 +196,20 @@ wait_engine() { # seconds
   for ((i = 0; i < $1 * 2; i++)); do engine_up && return 0; sleep 0.5; done
   return 1
 }
+# Start "$@" in the background in its own session, keeping no file descriptor but 0-2 (which
+# the caller redirects): a daemon outlives this script, and an inherited descriptor would keep
+# whatever it refers to open with it, such as the engine lock of whoever ran the script
+# (`flock FILE cmd` passes its locked fd on; a test restarting dockerd runs this script).
+daemon() {
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null; fi
+    done
+    exec setsid nohup "$@"
+  ) &
+}
+
 if engine_up; then
   log "engine: already running, $(engine_version)"
 elif pidof dockerd >/dev/null; then
@@ -208,10 +222,10 @@ else
   log "engine: starting dockerd (data-root $RIG/docker, log $RIG/dockerd.log)"
   # Stale pidfile from a killed rig dockerd would make dockerd refuse to start.
   pid_alive "$RIG/dockerd.pid" || rm -f "$RIG/dockerd.pid"
-  setsid nohup /usr/sbin/dockerd \
+  daemon /usr/sbin/dockerd \
       --data-root "$RIG/docker" --exec-root "$RIG/exec" --pidfile "$RIG/dockerd.pid" \
       --host unix:///var/run/docker.sock \
-    </dev/null >>"$RIG/dockerd.log" 2>&1 9>&- &
+    </dev/null >>"$RIG/dockerd.log" 2>&1
   if ! wait_engine 60; then
     tailf "$RIG/dockerd.log" 60
     die "dockerd did not answer within 60 s"
@@ -273,8 +287,8 @@ else
   fi
   mkdir -p "$RIG/registry-data"
   if pid_alive "$RIG/registry.pid"; then kill "$(cat "$RIG/registry.pid")" 2>/dev/null || true; sleep 0.5; fi
-  setsid nohup /usr/bin/docker-registry serve "$RIG/registry.yml" \
-    </dev/null >>"$RIG/registry.log" 2>&1 9>&- &
+  daemon /usr/bin/docker-registry serve "$RIG/registry.yml" \
+    </dev/null >>"$RIG/registry.log" 2>&1
   echo $! >"$RIG/registry.pid"
   for ((i = 0; ; i++)); do
     registry_up && break
@@ -671,7 +685,7 @@ EOF
       codes=$(auth_codes)
     fi
     [[ ${codes%% *} == 000 ]] || die "port ${AUTH_REGISTRY##*:} answers HTTP ${codes%% *} on /v2/ but is not the rig's registry with login; free the port"
-    setsid nohup /usr/bin/docker-registry serve "$conf" </dev/null >>"$RIG/registry-auth.log" 2>&1 9>&- &
+    daemon /usr/bin/docker-registry serve "$conf" </dev/null >>"$RIG/registry-auth.log" 2>&1
     echo $! >"$RIG/registry-auth.pid"
     for ((i = 0; ; i++)); do
       codes=$(auth_codes)
