@@ -876,9 +876,29 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
     }
 
+    /// nginx's tasks can be gone for a moment while green is being gated (a Docker daemon that
+    /// restarted stops its containers; Swarm restarts them): wait for them as for green's,
+    /// instead of failing a deploy that is otherwise fine.
+    async fn wait_for_nginx(&self, out: &mut Output) -> Result<(), String> {
+        let Some(proxy) = self.proxy_service() else { return Ok(()) };
+        let name = release::plain_name(&self.stack.name, &self.stack.x.proxy.service);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last = (usize::MAX, 0);
+        health::wait_running(self.engine, &name, proxy.deploy.replicas, deadline, |running, wanted| {
+            if (running, wanted) != last && running < wanted as usize {
+                last = (running, wanted);
+                out.progress(&format!("{name}: {running}/{wanted} nginx tasks running"));
+            }
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("nginx is not running: {e}"))
+    }
+
     /// Route green's preview through nginx and probe it there.
     async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) -> Result<(), String> {
         let previews: Vec<&GreenRelease> = greens.iter().collect();
+        self.wait_for_nginx(out).await?;
         let routing = self.routing(live, &previews).await?;
         self.install_at(&routing, &self.preview_token, out, Some("preview-installed")).await?;
         for g in greens {
