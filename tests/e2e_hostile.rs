@@ -18,11 +18,11 @@ use common::{serial, stderr, TestStack, REGISTRY};
 
 use stackctl::health::Probe;
 
-/// A stack of four routed services on one nginx: `echo` (v1) on `/`, `web` (v2) on
-/// `/index.html`, `web-target` (flaky, whose CGI answers its version steadily) on `/cgi-bin`,
-/// and `wild` (v2) on `*.example.com`. The demo images answer their version on `/`,
-/// `/index.html` and `/cgi-bin/slow?0`.
-fn routes_yaml(s: &TestStack) -> String {
+/// A stack of four routed services on one nginx: `echo` on `/`, `web` on `/index.html`,
+/// `web-target` (flaky, whose CGI answers its version steadily) on `/cgi-bin`, and `wild`
+/// (v2) on `*.example.com`. The demo images answer their version on `/`, `/index.html` and
+/// `/cgi-bin/slow?0`.
+fn routes_yaml(s: &TestStack, echo_image: &str, web_image: &str) -> String {
     let route = |image: &str, route: &str| {
         format!(
             "    image: {REGISTRY}/stackctl-demo:{image}\n    networks: [edge]\n    stop_grace_period: 1s\n    x-stackctl:\n      route:\n{route}        drain: 0s\n        watch: 0s\n"
@@ -39,8 +39,8 @@ fn routes_yaml(s: &TestStack) -> String {
          \x20 wild:\n{wild}",
         name = s.name,
         port = s.port,
-        echo = route("v1", &format!("        port: 80\n        path: /\n{}", health("/healthz"))),
-        web = route("v2", &format!("        port: 80\n        path: /index.html\n{}", health("/index.html"))),
+        echo = route(echo_image, &format!("        port: 80\n        path: /\n{}", health("/healthz"))),
+        web = route(web_image, &format!("        port: 80\n        path: /index.html\n{}", health("/index.html"))),
         web_target = route("flaky", &format!("        port: 80\n        path: /cgi-bin\n{}", health("/cgi-bin/slow?0"))),
         wild = route("v2", &format!("        port: 80\n        hosts: [\"*.example.com\"]\n        path: /\n{}", health("/"))),
     )
@@ -71,16 +71,19 @@ fn get(port: u16, host: Option<&str>, path: &str) -> Result<String, String> {
 fn services_whose_nginx_names_collided_and_a_wildcard_host_each_reach_their_own_release() {
     let _g = serial();
     let s = TestStack::new("e2ehost-routes", 18600);
-    let file = write(&s.dir, "routes.yml", &routes_yaml(&s));
-    let out = s.stackctl(&["deploy", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // Each request, several times over new connections, reaches its own service.
-    for _ in 0..5 {
-        assert_eq!(get(s.port, None, "/").as_deref(), Ok("v1"), "echo on /");
-        assert_eq!(get(s.port, None, "/index.html").as_deref(), Ok("v2"), "web on /index.html");
-        assert_eq!(get(s.port, None, "/cgi-bin/slow?0").as_deref(), Ok("flaky"), "web-target on /cgi-bin");
-        assert_eq!(get(s.port, Some("a.example.com"), "/").as_deref(), Ok("v2"), "wild on *.example.com");
-        assert_eq!(get(s.port, Some("b.c.example.com"), "/index.html").as_deref(), Ok("v2"), "wild on *.example.com");
+    // The first deploy, then a switch of echo and web (previews and switch files by name).
+    for (echo, web) in [("v1", "v2"), ("v2", "v1")] {
+        let file = write(&s.dir, "routes.yml", &routes_yaml(&s, echo, web));
+        let out = s.stackctl(&["deploy", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        // Each request, several times over new connections, reaches its own service.
+        for _ in 0..5 {
+            assert_eq!(get(s.port, None, "/").as_deref(), Ok(echo), "echo on /");
+            assert_eq!(get(s.port, None, "/index.html").as_deref(), Ok(web), "web on /index.html");
+            assert_eq!(get(s.port, None, "/cgi-bin/slow?0").as_deref(), Ok("flaky"), "web-target on /cgi-bin");
+            assert_eq!(get(s.port, Some("a.example.com"), "/").as_deref(), Ok("v2"), "wild on *.example.com");
+            assert_eq!(get(s.port, Some("b.c.example.com"), "/index.html").as_deref(), Ok("v2"), "wild on *.example.com");
+        }
     }
     // A backend's own X-Stackctl-Upstream never reaches a client: nginx hides it and only
     // adds its own for stackctl's token, which this request lacks.
