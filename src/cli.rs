@@ -82,9 +82,14 @@ fn parse_image(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `90s`, `2m`, `1m30s`, `500ms`, `1h`.
+/// Longest `--timeout` or `--lock-wait`: a week. Anything longer is a typo, and the deploy
+/// adds it to the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `90s`, `2m`, `1m30s`, `500ms`, `1h`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?}: use a number with a unit, e.g. 500ms, 90s, 2m, 1m30s");
+    let too_long = || format!("duration {s:?} is too long; the limit is {}h", MAX_DURATION.as_secs() / 3600);
     if s.is_empty() {
         return Err(bad());
     }
@@ -95,17 +100,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(bad());
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+        let millis_per_unit: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             _ => return Err(bad()),
         };
-        total += unit;
+        let millis = n.checked_mul(millis_per_unit).ok_or_else(too_long)?;
+        total = total.checked_add(Duration::from_millis(millis)).filter(|t| *t <= MAX_DURATION).ok_or_else(too_long)?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -123,6 +129,11 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         for bad in ["", "10", "s", "1x", "1.5s", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("168h"), Ok(MAX_DURATION));
+        // Each of these overflowed or panicked once.
+        for huge in ["18446744073709551615s1s", "18446744073709551615m", "99999999999999999999h", "307445734561825861h", "169h", "168h1ms"] {
+            assert!(parse_duration(huge).unwrap_err().contains("too long"), "{huge}");
         }
     }
 

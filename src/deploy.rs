@@ -210,7 +210,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
         out.phase("plan");
         let observed = self.observe().await.map_err(refused)?;
-        let plan = plan::plan(&desired.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect(), &observed);
+        let plan = plan::plan(&desired.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect(), &observed).map_err(refused)?;
         for step in &plan.steps {
             match step {
                 Step::ProxyDrift { service } => out.warn(&format!(
@@ -870,7 +870,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Probe {
             authority: authority(&self.stack.x.proxy.url),
             path: route.health.path.clone(),
-            host: route.hosts.first().map(|h| h.trim_start_matches("*.").to_string()),
+            host: proxy::probe_host(route),
             headers,
             timeout: route.health.timeout,
         }

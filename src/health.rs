@@ -114,17 +114,20 @@ impl Probe {
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| format!("request: {e}"))?;
         let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
         let status = resp.status().as_u16();
-        let upstream = resp
-            .headers()
-            .get("x-stackctl-upstream")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(|v| v.trim().to_string());
+        let upstream = upstream_of(resp.headers());
         let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
         conn.abort();
         let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
         Ok(Response { status, upstream, body: excerpt })
     }
+}
+
+/// The backend nginx says answered: the last `X-Stackctl-Upstream` header, which is the one
+/// nginx adds after the backend's headers (the config also hides a backend's own), and the last
+/// address of its list (nginx lists every backend it tried).
+fn upstream_of(headers: &hyper::HeaderMap) -> Option<String> {
+    let last = headers.get_all("x-stackctl-upstream").iter().last()?;
+    last.to_str().ok().and_then(|v| v.rsplit(',').next()).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
 /// What a passing answer must look like.
@@ -306,6 +309,18 @@ mod tests {
         let expect = Expect { status: 200, upstreams: BTreeSet::from(["10.0.0.5:80".to_string()]) };
         let attempts = probe_until(&probe, &expect, 3, Duration::from_millis(1), Instant::now() + Duration::from_secs(5)).await.unwrap();
         assert_eq!(attempts, 3);
+    }
+
+    #[test]
+    fn the_upstream_is_the_header_nginx_added_last() {
+        let mut headers = hyper::HeaderMap::new();
+        // A backend that forges the header, followed by the one nginx adds.
+        headers.append("x-stackctl-upstream", "10.0.0.66:80".parse().unwrap());
+        headers.append("x-stackctl-upstream", "10.0.0.1:80, 10.0.0.5:80".parse().unwrap());
+        assert_eq!(upstream_of(&headers).as_deref(), Some("10.0.0.5:80"));
+        let mut empty = hyper::HeaderMap::new();
+        empty.append("x-stackctl-upstream", "".parse().unwrap());
+        assert_eq!(upstream_of(&empty), None);
     }
 
     #[tokio::test]

@@ -50,6 +50,9 @@ pub struct Existing {
     pub release: Option<u64>,
     pub hash: String,
     pub replicas: u64,
+    /// Why a label stackctl wrote cannot be read (the release number); the planner refuses to
+    /// guess around it.
+    pub unreadable: Option<String>,
 }
 
 impl Existing {
@@ -61,14 +64,25 @@ impl Existing {
             "plain" => Kind::Plain,
             _ => return None,
         };
+        let label = s.label(release::RELEASE);
+        let release = label.and_then(crate::record::release_number);
+        let unreadable = (label.is_some() && release.is_none()).then(|| {
+            format!(
+                "service {} has a label {} that is not a release number; check it with `docker service inspect {}`",
+                s.name,
+                release::RELEASE,
+                s.name
+            )
+        });
         Some(Existing {
             id: s.id.clone(),
             name: s.name.clone(),
             service: s.label(release::SERVICE)?.to_string(),
             kind: Some(kind),
-            release: s.label(release::RELEASE).and_then(|r| r.parse().ok()),
+            release,
             hash: s.label(release::SPEC_HASH).unwrap_or_default().to_string(),
             replicas: s.replicas,
+            unreadable,
         })
     }
 }
@@ -153,10 +167,15 @@ impl Plan {
     }
 }
 
-/// Decide what to do. `desired` is keyed by the service's name in the stack file.
-pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Plan {
+/// Decide what to do. `desired` is keyed by the service's name in the stack file. Fails, naming
+/// the object, when the cluster holds something stackctl cannot read.
+pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Result<Plan, String> {
+    if let Some(why) = observed.services.iter().find_map(|s| s.unreadable.clone()) {
+        return Err(why);
+    }
     let mut steps = Vec::new();
-    let next = observed.seq.max(observed.services.iter().filter_map(|s| s.release).max().unwrap_or(0)) + 1;
+    let last = observed.seq.max(observed.services.iter().filter_map(|s| s.release).max().unwrap_or(0));
+    let next = last.checked_add(1).ok_or_else(|| format!("release numbers are exhausted (the last one is r{last})"))?;
     let mut creates_release = false;
 
     for (name, want) in desired {
@@ -236,7 +255,7 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Plan {
             }
         }
     }
-    Plan { release: creates_release.then_some(next), steps }
+    Ok(Plan { release: creates_release.then_some(next), steps })
 }
 
 fn orphan(service: &str, s: &Existing) -> Step {
@@ -283,6 +302,7 @@ mod tests {
             release: Some(release),
             hash: hash.into(),
             replicas,
+            unreadable: None,
         }
     }
 
@@ -295,6 +315,44 @@ mod tests {
             release: None,
             hash: hash.into(),
             replicas: 1,
+            unreadable: None,
+        }
+    }
+
+    /// The plan of a readable cluster.
+    fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Plan {
+        super::plan(desired, observed).expect("a readable cluster")
+    }
+
+    #[test]
+    fn unreadable_release_labels_and_exhausted_numbers_are_errors_that_name_the_object() {
+        let desired = want(&[("web", Kind::Routed, "w2")]);
+        let mut bad = routed("web", 1, "w1", 2);
+        bad.unreadable = Some("service demo_web-r1 has a label io.stackctl.release that is not a release number".into());
+        let err = super::plan(&desired, &observed(&[], 1, vec![bad])).unwrap_err();
+        assert!(err.contains("demo_web-r1"), "{err}");
+        let err = super::plan(&desired, &observed(&[], u64::MAX, vec![])).unwrap_err();
+        assert!(err.contains("exhausted"), "{err}");
+    }
+
+    #[test]
+    fn a_release_label_that_does_not_parse_is_unreadable() {
+        let info = |release: &str| ServiceInfo {
+            labels: BTreeMap::from([
+                (release::ROLE.to_string(), "routed".to_string()),
+                (release::SERVICE.to_string(), "web".to_string()),
+                (release::RELEASE.to_string(), release.to_string()),
+            ]),
+            id: "id".into(),
+            name: "demo_web-r1".into(),
+            version: 1,
+            replicas: 1,
+            spec: Default::default(),
+        };
+        assert_eq!(Existing::from_info(&info("7")).unwrap().release, Some(7));
+        for bad in ["x", "-1", "18446744073709551615"] {
+            let e = Existing::from_info(&info(bad)).unwrap();
+            assert!(e.unreadable.as_deref().is_some_and(|u| u.contains("demo_web-r1")), "{bad}: {e:?}");
         }
     }
 

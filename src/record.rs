@@ -166,16 +166,31 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn from_labels(labels: &BTreeMap<String, String>) -> Record {
-        let live = labels
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(LIVE_PREFIX)?.to_string(), v.parse().ok()?)))
-            .collect();
-        Record {
-            live,
-            seq: labels.get(SEQ).and_then(|s| s.parse().ok()).unwrap_or(0),
-            lock: labels.get(LOCK).and_then(|s| serde_json::from_str(s).ok()),
+    /// Decode the labels of the record `name`. A label stackctl wrote that does not parse is an
+    /// error rather than "absent": an unreadable lock may belong to a running deploy, an
+    /// unreadable release number would be handed out again.
+    pub fn from_labels(name: &str, labels: &BTreeMap<String, String>) -> Result<Record, EngineError> {
+        let bad = |label: &str, what: &str| {
+            EngineError::Other(format!(
+                "the stack record {name} has a label {label} that is not {what}; nothing was changed. \
+                 It was not written by this stackctl: check it with `docker config inspect {name}`"
+            ))
+        };
+        let mut live = BTreeMap::new();
+        for (k, v) in labels {
+            if let Some(service) = k.strip_prefix(LIVE_PREFIX) {
+                live.insert(service.to_string(), release_number(v).ok_or_else(|| bad(k, "a release number"))?);
+            }
         }
+        let seq = match labels.get(SEQ) {
+            Some(s) => release_number(s).ok_or_else(|| bad(SEQ, "a release number"))?,
+            None => 0,
+        };
+        let lock = match labels.get(LOCK) {
+            Some(s) => Some(serde_json::from_str(s).map_err(|_| bad(LOCK, "a lock stackctl can read, so it is not taken over"))?),
+            None => None,
+        };
+        Ok(Record { live, seq, lock })
     }
 
     pub fn to_labels(&self, stack: &str) -> BTreeMap<String, String> {
@@ -193,6 +208,12 @@ impl Record {
         }
         labels
     }
+}
+
+/// A release number as stackctl writes it; `u64::MAX` is refused because the next one would
+/// not exist.
+pub fn release_number(text: &str) -> Option<u64> {
+    text.parse().ok().filter(|&n| n < u64::MAX)
 }
 
 pub fn now_unix() -> u64 {
@@ -213,10 +234,13 @@ pub enum LockError {
 
 /// Read the record without locking (for `status` and planning).
 pub async fn read<E: Engine>(engine: &E, stack: &str) -> Result<Option<(ConfigInfo, Record)>, EngineError> {
-    Ok(engine.config(&record_name(stack)).await?.map(|c| {
-        let r = Record::from_labels(&c.labels);
-        (c, r)
-    }))
+    match engine.config(&record_name(stack)).await? {
+        Some(c) => {
+            let r = Record::from_labels(&c.name, &c.labels)?;
+            Ok(Some((c, r)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// A held lock. Writes to the record go through it, so they are serialised with the heartbeat
@@ -281,7 +305,7 @@ pub async fn acquire_cancellable<E: Engine + Clone + 'static>(
                     .map(|_| None)
             }
             Some(info) => {
-                let mut record = Record::from_labels(&info.labels);
+                let mut record = Record::from_labels(&name, &info.labels)?;
                 match record.lock.clone() {
                     // Our write landed although the engine answered with an error (a retried
                     // write then conflicts with itself): the lock is ours.
@@ -371,7 +395,7 @@ async fn modify<E: Engine>(
         let Some(info) = engine.config(&name).await? else {
             return Err(LockError::Lost { stack: stack.into(), detail: format!("the record {name} was removed") });
         };
-        let mut record = Record::from_labels(&info.labels);
+        let mut record = Record::from_labels(&name, &info.labels)?;
         match &record.lock {
             Some(l) if l.owner == owner => {}
             Some(l) => {
@@ -452,7 +476,7 @@ mod tests {
         let labels = record.to_labels("demo");
         assert_eq!(labels.get("io.stackctl.live.web").map(String::as_str), Some("7"));
         assert_eq!(labels.get(release::NAMESPACE).map(String::as_str), Some("demo"));
-        assert_eq!(Record::from_labels(&labels), record);
+        assert_eq!(Record::from_labels("demo_stackctl-record", &labels).unwrap(), record);
     }
 
     #[test]
@@ -527,7 +551,7 @@ mod tests {
     fn locks_written_before_boot_ids_still_parse() {
         let old = r#"{"owner":"a","host":"h","pid":1,"command":"deploy","since":1,"renewed":2}"#;
         let labels = BTreeMap::from([(LOCK.to_string(), old.to_string())]);
-        let l = Record::from_labels(&labels).lock.expect("parsed");
+        let l = Record::from_labels("r", &labels).unwrap().lock.expect("parsed");
         assert_eq!((l.boot_id.as_str(), l.pid_ns.as_str()), ("", ""));
     }
 
@@ -538,12 +562,19 @@ mod tests {
     }
 
     #[test]
-    fn garbage_labels_do_not_panic() {
-        let labels = BTreeMap::from([
-            (LOCK.to_string(), "{not json".to_string()),
-            (SEQ.to_string(), "x".to_string()),
-            ("io.stackctl.live.web".to_string(), "-1".to_string()),
-        ]);
-        assert_eq!(Record::from_labels(&labels), Record::default());
+    fn garbage_labels_are_errors_that_name_the_record_and_the_label() {
+        for (label, value) in [
+            (LOCK, "{not json"),
+            (SEQ, "x"),
+            (SEQ, "18446744073709551615"),
+            ("io.stackctl.live.web", "-1"),
+            ("io.stackctl.live.web", "18446744073709551615"),
+        ] {
+            let labels = BTreeMap::from([(label.to_string(), value.to_string())]);
+            let err = Record::from_labels("demo_stackctl-record", &labels).unwrap_err().to_string();
+            assert!(err.contains("demo_stackctl-record") && err.contains(label), "{label}={value}: {err}");
+        }
+        let fine = BTreeMap::from([(SEQ.to_string(), (u64::MAX - 1).to_string())]);
+        assert_eq!(Record::from_labels("r", &fine).unwrap().seq, u64::MAX - 1);
     }
 }

@@ -142,7 +142,7 @@ impl StatusReport {
             for t in &svc.tasks {
                 let health = t.health.as_deref().map(|h| format!(" ({h})")).unwrap_or_default();
                 let err = t.error.as_deref().map(|e| format!(" error: {e}")).unwrap_or_default();
-                s.push_str(&format!("      task {} {}{health}{err}\n", &t.id[..t.id.len().min(12)], t.state));
+                s.push_str(&format!("      task {} {}{health}{err}\n", crate::engine::short_id(&t.id), t.state));
             }
         }
         match &self.routing {

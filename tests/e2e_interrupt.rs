@@ -42,7 +42,7 @@ impl TestStack {
             let engine = DockerEngine::connect().await.expect("engine");
             let name = record::record_name(&self.name);
             let info = engine.config(&name).await.unwrap().expect("the stack has a record");
-            let mut rec = Record::from_labels(&info.labels);
+            let mut rec = Record::from_labels(&info.name, &info.labels).expect("a readable record");
             assert!(rec.lock.is_none(), "the stack is not locked before the test locks it: {rec:?}");
             rec.lock = Some(lock);
             engine.update_config_labels(&info, &rec.to_labels(&self.name)).await.expect("lock written");

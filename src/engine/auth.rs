@@ -25,6 +25,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bollard::auth::DockerCredentials;
@@ -157,6 +158,29 @@ pub fn config_dir(docker_config: Option<OsString>, home: Option<PathBuf>) -> Opt
 pub struct DockerConfig {
     dir: Option<PathBuf>,
     helper_path: Option<OsString>,
+    /// How long a credential helper may take before it is killed; an error when
+    /// [`HELPER_TIMEOUT_VAR`] does not parse (reported when a helper is needed).
+    helper_timeout: Result<Duration, String>,
+}
+
+/// Environment variable that sets how long a credential helper may take (`30s`, `2s`).
+pub const HELPER_TIMEOUT_VAR: &str = "STACKCTL_CREDENTIAL_HELPER_TIMEOUT";
+
+/// A helper may prompt for a keychain or a hardware key, so it gets some time; but it runs
+/// while the deploy lock is held, so never forever.
+pub const DEFAULT_HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most a helper may print; credentials are a few hundred bytes.
+const HELPER_OUTPUT_LIMIT: u64 = 1 << 20;
+
+/// `docker-credential-<name>`: names as the docker CLI accepts them, so a config value cannot
+/// name a path.
+fn check_helper_name(name: &str) -> Result<(), String> {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        Ok(())
+    } else {
+        Err("the helper name may contain only letters, digits, '.', '_' and '-' (as for the docker CLI)".into())
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -201,12 +225,23 @@ impl DockerConfig {
     /// As the Docker CLI finds it: `$DOCKER_CONFIG`, else `$HOME/.docker`; helpers on `$PATH`.
     pub fn from_env() -> DockerConfig {
         let home = std::env::var_os("HOME").map(PathBuf::from).or_else(std::env::home_dir);
-        DockerConfig { dir: config_dir(std::env::var_os("DOCKER_CONFIG"), home), helper_path: std::env::var_os("PATH") }
+        let helper_timeout = match std::env::var(HELPER_TIMEOUT_VAR) {
+            Ok(text) => crate::cli::parse_duration(&text)
+                .map_err(|e| format!("{HELPER_TIMEOUT_VAR}: {e}"))
+                .and_then(|d| if d.is_zero() { Err(format!("{HELPER_TIMEOUT_VAR} must be more than 0")) } else { Ok(d) }),
+            Err(_) => Ok(DEFAULT_HELPER_TIMEOUT),
+        };
+        DockerConfig { dir: config_dir(std::env::var_os("DOCKER_CONFIG"), home), helper_path: std::env::var_os("PATH"), helper_timeout }
     }
 
     /// An explicit config directory, and where to find credential helpers (`None`: `$PATH`).
     pub fn new(dir: impl Into<PathBuf>, helper_path: Option<OsString>) -> DockerConfig {
-        DockerConfig { dir: Some(dir.into()), helper_path }
+        DockerConfig { dir: Some(dir.into()), helper_path, helper_timeout: Ok(DEFAULT_HELPER_TIMEOUT) }
+    }
+
+    /// The same, with helpers killed after `timeout`.
+    pub fn with_helper_timeout(self, timeout: Duration) -> DockerConfig {
+        DockerConfig { helper_timeout: Ok(timeout), ..self }
     }
 
     /// The config file read (it need not exist).
@@ -272,21 +307,20 @@ impl DockerConfig {
             registry: registry.to_string(),
             detail,
         };
+        check_helper_name(helper).map_err(fail)?;
+        let timeout = self.helper_timeout.clone().map_err(fail)?;
         let program = format!("docker-credential-{helper}");
         let path = self.helper_path.clone().or_else(|| std::env::var_os("PATH")).unwrap_or_default();
         let exe = find_program(&program, &path).ok_or_else(|| fail(format!("{program} is not on PATH")))?;
-        let mut child = Command::new(&exe)
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| fail(format!("cannot run {}: {e}", exe.display())))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A helper that exits without reading stdin is judged by its exit status below.
-            let _ = stdin.write_all(registry.as_bytes());
-        }
-        let out = child.wait_with_output().map_err(|e| fail(format!("cannot run {}: {e}", exe.display())))?;
+        let out = run_helper(&exe, registry, timeout).map_err(|e| {
+            fail(match e {
+                HelperRun::TimedOut => format!(
+                    "it did not answer within {timeout:?} and was killed; is it waiting for a keychain or a prompt? \
+                     Run `{program} get` with {registry} on stdin to see, or set {HELPER_TIMEOUT_VAR} (e.g. 2m)"
+                ),
+                HelperRun::Failed(e) => format!("cannot run {}: {e}", exe.display()),
+            })
+        })?;
         if !out.status.success() {
             let said = String::from_utf8_lossy(&out.stdout);
             if said.trim().to_ascii_lowercase().contains(HELPER_NOT_FOUND) {
@@ -309,6 +343,75 @@ impl DockerConfig {
         }
         Ok(usable(creds, format!("credential helper {program} ({setting} in {})", config.display())))
     }
+}
+
+/// Why a helper gave no output.
+enum HelperRun {
+    TimedOut,
+    Failed(std::io::Error),
+}
+
+/// Run `exe get` with `registry` on stdin, in a process group of its own so that the helper
+/// and anything it started are killed when it takes longer than `timeout`.
+fn run_helper(exe: &Path, registry: &str, timeout: Duration) -> Result<std::process::Output, HelperRun> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let deadline = Instant::now() + timeout;
+    let mut child = Command::new(exe)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(HelperRun::Failed)?;
+    // Killing the group while the helper is not yet reaped: its id cannot have been reused.
+    let kill_group = |child: &mut std::process::Child| {
+        let group = libc::pid_t::try_from(child.id()).unwrap_or(0);
+        if group > 0 {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading stdin is judged by its exit status below.
+        let _ = stdin.write_all(registry.as_bytes());
+    }
+    // Read on a thread, so a helper that prints much and one that never ends are both bounded.
+    let (sent, received) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stdout.take(HELPER_OUTPUT_LIMIT).read_to_end(&mut buf);
+            let _ = sent.send(buf);
+        });
+    }
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(&mut child);
+                return Err(HelperRun::TimedOut);
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                kill_group(&mut child);
+                return Err(HelperRun::Failed(e));
+            }
+        }
+    };
+    // The helper ended; something it started may still hold its stdout open.
+    let stdout = received.recv_timeout(deadline.saturating_duration_since(Instant::now())).map_err(|_| {
+        let group = libc::pid_t::try_from(child.id()).unwrap_or(0);
+        if group > 0 {
+            // SAFETY: as above; the group outlives its leader while a member holds the pipe.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        HelperRun::TimedOut
+    })?;
+    Ok(std::process::Output { status, stdout, stderr: Vec::new() })
 }
 
 /// `None` when there is nothing to authenticate with (e.g. the empty `auths` marker entry).
@@ -346,8 +449,9 @@ fn decode_auth(auth: &str) -> Option<(String, String)> {
 /// An executable `name` in one of the directories of `path`.
 fn find_program(name: &str, path: &OsStr) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
+    // Relative entries (`.`, `bin`, an empty one) would run whatever the current directory holds.
     std::env::split_paths(path)
-        .filter(|dir| !dir.as_os_str().is_empty())
+        .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(name))
         .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
@@ -597,6 +701,64 @@ esac"#
         let path = std::env::join_paths([PathBuf::from("/nonexistent-dir"), d.0.join("bin")]).unwrap();
         let here = DockerConfig::new(&d.0, Some(path));
         assert_eq!(here.credentials("127.0.0.1:5001").unwrap().unwrap().username(), Some("stackctl"));
+    }
+
+    /// Regression (issue 13): a helper that never answers hung the deploy, lock held.
+    #[test]
+    fn a_helper_that_never_answers_is_killed_after_the_timeout() {
+        let d = TempDir::new();
+        let pids = d.0.join("pids");
+        {
+            let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+            // The helper and a child of its own, both recorded, both meant to outlive us.
+            d.helper("hang", &format!("sleep 300 &\necho $$ $! > {}\nwait", pids.display()));
+        }
+        let cfg = d.config(r#"{"credsStore": "hang"}"#).with_helper_timeout(Duration::from_millis(500));
+        let started = Instant::now();
+        let e = cfg.credentials("127.0.0.1:5001").unwrap_err().to_string();
+        let took = started.elapsed();
+        assert!(e.contains("did not answer within 500ms and was killed") && e.contains(HELPER_TIMEOUT_VAR), "{e}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let pids: Vec<u32> = text.split_whitespace().map(|p| p.parse().unwrap()).collect();
+        assert_eq!(pids.len(), 2, "{text}");
+        // Reaped by us (the helper) or by init (its child): wait for it with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|&p| crate::record::pid_alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in pids {
+            assert!(!crate::record::pid_alive(pid), "process {pid} of the helper is still running");
+        }
+    }
+
+    #[test]
+    fn helper_names_that_are_not_names_are_refused() {
+        let d = TempDir::new();
+        for bad in ["../../tmp/x", "a/b", "a b", "x;rm", ""] {
+            let cfg = d.config(&format!(r#"{{"credHelpers": {{"r.example": {bad:?}}}, "credsStore": {bad:?}}}"#));
+            match cfg.credentials("r.example") {
+                // An empty name means "no helper", as in the CLI.
+                Ok(None) if bad.is_empty() => {}
+                Err(e) => assert!(e.to_string().contains("may contain only letters"), "{bad}: {e}"),
+                other => panic!("{bad}: {:?}", other.map(|c| c.is_some())),
+            }
+        }
+    }
+
+    #[test]
+    fn relative_path_entries_are_skipped() {
+        let _g = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        let d = TempDir::new();
+        fake_helper(&d, "stackctltest");
+        std::fs::write(d.0.join("config.json"), r#"{"credsStore": "stackctltest"}"#).unwrap();
+        // `../../…/bin`: reaches the helper from the current directory, but is relative.
+        let depth = std::env::current_dir().unwrap().components().count().saturating_sub(1);
+        let relative = PathBuf::from("../".repeat(depth)).join(d.0.join("bin").strip_prefix("/").unwrap());
+        assert!(relative.join("docker-credential-stackctltest").exists(), "{}", relative.display());
+        assert!(find_program("docker-credential-stackctltest", relative.as_os_str()).is_none());
+        assert!(find_program("docker-credential-stackctltest", OsStr::new("")).is_none());
+        assert!(find_program("docker-credential-stackctltest", d.0.join("bin").as_os_str()).is_some());
     }
 
     #[test]

@@ -284,7 +284,7 @@ impl Engine for DockerEngine {
         let image = spec_image(&spec).unwrap_or_default().to_string();
         // Without credentials the engine keeps the ones stored with the service.
         let creds = self.credentials_for(&image).await?;
-        let opts = UpdateServiceOptions { version: version as i32, ..Default::default() };
+        let opts = UpdateServiceOptions { version: super::version_index(&format!("service {id}"), version)?, ..Default::default() };
         self.docker
             .update_service(id, spec, opts, creds.as_ref().map(Credentials::to_docker))
             .await
@@ -436,7 +436,7 @@ impl Engine for DockerEngine {
     async fn update_config_labels(&self, info: &ConfigInfo, labels: &BTreeMap<String, String>) -> Result<()> {
         // Swarm allows only labels to change; the name must be repeated and data left out.
         let spec = ConfigSpec { name: Some(info.name.clone()), labels: Some(to_hash(labels)), ..Default::default() };
-        let opts = UpdateConfigOptions { version: info.version as i64 };
+        let opts = UpdateConfigOptions { version: super::version_index(&format!("config {}", info.name), info.version)? };
         self.docker
             .update_config(&info.id, spec, opts)
             .await
@@ -516,10 +516,7 @@ impl Engine for DockerEngine {
     }
 }
 
-/// Container ids are long; twelve characters is what `docker ps` shows.
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
+use super::short_id as short;
 
 #[cfg(test)]
 mod tests {

@@ -109,6 +109,21 @@ impl EngineError {
 
 pub type Result<T> = std::result::Result<T, EngineError>;
 
+/// The first twelve characters of an id, as `docker ps` shows it. Ids come from the engine,
+/// so this cuts on a character boundary rather than trusting them to be hex.
+pub fn short_id(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
+}
+
+/// A Swarm object version as the API client sends it; the engine counts in u64, bollard in a
+/// narrower type, and a version that does not fit is an error naming the object rather than
+/// a silently truncated (and wrong) version.
+pub fn version_index<T: TryFrom<u64>>(object: &str, version: u64) -> Result<T> {
+    T::try_from(version).map_err(|_| {
+        EngineError::Other(format!("{object} has version index {version}, more than the Docker API client can send; nothing was changed"))
+    })
+}
+
 /// Network to create when missing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkRequest {
@@ -189,4 +204,24 @@ pub trait Engine: Send + Sync {
     fn container_health(&self, container: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Read one file from a container; `None` when it does not exist.
     fn get_file(&self, container: &str, path: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_cut_on_a_character_boundary() {
+        assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id("ééééééééééééé"), "éééééééééééé");
+    }
+
+    #[test]
+    fn versions_that_do_not_fit_are_errors_naming_the_object() {
+        assert_eq!(version_index::<i32>("service x", 7).unwrap(), 7);
+        let err = version_index::<i32>("service demo_web-r1", 1 << 31).unwrap_err().to_string();
+        assert!(err.contains("service demo_web-r1") && err.contains("2147483648"), "{err}");
+        assert!(version_index::<i64>("config c", u64::MAX).is_err());
+    }
 }

@@ -107,13 +107,16 @@ struct LocationView {
 struct ServerView {
     names: String,
     default: bool,
-    /// The routes this server uses, each resolved to a `<var>_target` once per request.
+    /// The routes this server uses, each resolved to its target variable once per request.
     targets: Vec<TargetView>,
     locations: Vec<LocationView>,
 }
 
 struct TargetView {
+    /// The per-request variable the locations proxy to.
     var: String,
+    /// The map variable it starts from.
+    route: String,
     flip: Option<FlipView>,
 }
 
@@ -130,6 +133,21 @@ pub fn flip_file(token: &str, service: &str, release: u64) -> String {
     format!("switch-{token}-{service}-r{release}")
 }
 
+/// An nginx variable name for `kind` of thing, unique to (stack, service). nginx variables are
+/// global to the whole http block (every stack's file shares them), and names built by gluing
+/// words collided: a service `echo` took the echo map, `web` + `_target` was `web-target`.
+/// Here the kind comes first, and the stack name is preceded by its length, so two different
+/// (kind, stack, service) never give one name: kinds have no `_`, and names have no `_` of
+/// their own (their `-` become `_`).
+fn nginx_var(kind: &str, stack: &str, service: Option<&str>) -> String {
+    let mut name = format!("stackctl_{kind}_{}_{}", stack.len(), stack.replace('-', "_"));
+    if let Some(service) = service {
+        name.push('_');
+        name.push_str(&service.replace('-', "_"));
+    }
+    name
+}
+
 /// Render the nginx config for `stack`. `token` is a per-deploy secret that gates the preview
 /// and verification headers, so outsiders cannot reach a release that is not live yet.
 pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<String, RenderError> {
@@ -139,6 +157,8 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
     // Servers keyed by host name; "" is the default server (routes without hosts).
     let mut servers: BTreeMap<String, Vec<LocationView>> = BTreeMap::new();
     let mut flips: BTreeMap<String, FlipView> = BTreeMap::new();
+    // Target variable → the map variable it starts from.
+    let mut sources: BTreeMap<String, String> = BTreeMap::new();
     let mut summary = RoutingSummary { live: BTreeMap::new(), preview: BTreeMap::new(), switch: BTreeMap::new() };
 
     for r in routing {
@@ -149,7 +169,8 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
             t.servers.dedup();
             t
         };
-        let var = format!("stackctl_{}_{}", stack.name.replace('-', "_"), r.service.replace('-', "_"));
+        let var = nginx_var("route", &stack.name, Some(&r.service));
+        let target = nginx_var("target", &stack.name, Some(&r.service));
         let live = backend(stack, r, &r.live)?;
         let preview = match &r.preview {
             Some(p) => {
@@ -163,9 +184,10 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
             let path = format!("{}/{file}", stack.x.proxy.config_dir);
             check_path(&path)?;
             summary.switch.insert(r.service.clone(), file);
-            flips.insert(var.clone(), FlipView { path, backend: backend(stack, r, p)? });
+            flips.insert(target.clone(), FlipView { path, backend: backend(stack, r, p)? });
         }
-        routes.push(RouteView { var: var.clone(), live, preview });
+        sources.insert(target.clone(), var.clone());
+        routes.push(RouteView { var, live, preview });
         summary.live.insert(r.service.clone(), sorted(&r.live));
 
         check_path(&r.route.path)?;
@@ -178,11 +200,11 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
         for host in hosts {
             let locations = servers.entry(host).or_default();
             if r.route.path == "/" {
-                locations.push(LocationView { matcher: "/".into(), var: Some(var.clone()) });
+                locations.push(LocationView { matcher: "/".into(), var: Some(target.clone()) });
             } else {
                 let p = r.route.path.trim_end_matches('/');
-                locations.push(LocationView { matcher: format!("= {p}"), var: Some(var.clone()) });
-                locations.push(LocationView { matcher: format!("{p}/"), var: Some(var.clone()) });
+                locations.push(LocationView { matcher: format!("= {p}"), var: Some(target.clone()) });
+                locations.push(LocationView { matcher: format!("{p}/"), var: Some(target.clone()) });
             }
         }
     }
@@ -204,7 +226,7 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
                 .into_iter()
                 .map(|var| {
                     let flip = flips.get(&var).map(|f| FlipView { path: f.path.clone(), backend: f.backend.clone() });
-                    TargetView { var, flip }
+                    TargetView { route: sources.get(&var).cloned().unwrap_or_default(), var, flip }
                 })
                 .collect();
             ServerView { names: if default { "_".into() } else { names }, default, targets, locations }
@@ -216,7 +238,7 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
         routing_json: serde_json::to_string(&summary).expect("routing summary serialises"),
         token,
         listen: stack.x.proxy.listen,
-        echo_var: format!("stackctl_{}_echo", stack.name.replace('-', "_")),
+        echo_var: nginx_var("echo", &stack.name, None),
         routes,
         servers,
     };
@@ -262,28 +284,27 @@ fn check_token(v: &str) -> Result<(), RenderError> {
     if ok { Ok(()) } else { Err(unsafe_value("token", v, "expected at least 16 hex digits")) }
 }
 
-/// Host names: lowercase DNS labels, optionally a leading `*.` wildcard.
+/// Host names, by the same allowlist the stack file passed ([`crate::spec::check_host`]).
 pub fn check_host(v: &str) -> Result<(), RenderError> {
-    let name = v.strip_prefix("*.").unwrap_or(v);
-    let labels_ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        });
-    if labels_ok { Ok(()) } else { Err(unsafe_value("host", v, "expected a lowercase DNS name such as app.example.com")) }
+    crate::spec::check_host(v).map_err(|why| unsafe_value("host", v, &why))
 }
 
-/// URL path prefixes: `/` followed by unreserved characters and `/`; no `..`, no `//`.
+/// URL paths (and the switch files' paths), by the stack file's allowlist
+/// ([`crate::spec::check_path`]).
 pub fn check_path(v: &str) -> Result<(), RenderError> {
-    let ok = v.starts_with('/')
-        && !v.contains("//")
-        && !v.split('/').any(|seg| seg == "..")
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
-    if ok { Ok(()) } else { Err(unsafe_value("path", v, "expected / followed by letters, digits, - . _ ~ and /")) }
+    crate::spec::check_path("path", v).map_err(|why| unsafe_value("path", v, &why))
+}
+
+/// A name the route's `server_name` matches, for the `Host` of stackctl's own probes: the
+/// first host, with a wildcard's `*` replaced by a label (nginx matches `*.example.com` to
+/// `x.example.com`, never to `example.com`, which another server may answer). `None` for a
+/// route without hosts (the default server answers any `Host`).
+pub fn probe_host(route: &Route) -> Option<String> {
+    let host = route.hosts.first()?;
+    Some(match host.strip_prefix("*.") {
+        Some(domain) => format!("stackctl-probe.{domain}"),
+        None => host.clone(),
+    })
 }
 
 /// Installs a rendered config on every proxy replica, all or nothing.

@@ -68,13 +68,13 @@ fn renders_live_and_preview_exactly() {
 # Which release a request goes to: the live one, unless it carries stackctl's preview header
 # (used by the health gate to reach a new release through this very path before the switch).
 # `tasks.<service>` is Docker's DNS name for the running tasks of one release.
-map $http_x_stackctl_preview $stackctl_demo_web {
+map $http_x_stackctl_preview $stackctl_route_4_demo_web {
     default tasks.demo_web-r1:80;
     "00112233445566778899aabb.r2" tasks.demo_web-r2:80;
 }
 
 # The backend that answered, echoed only to stackctl's verification requests.
-map $http_x_stackctl_verify $stackctl_demo_echo {
+map $http_x_stackctl_verify $stackctl_echo_4_demo {
     default "";
     "00112233445566778899aabb" $upstream_addr;
 }
@@ -85,15 +85,15 @@ server {
     # Resolved per request (cached 1s), so a task Swarm replaces is reached without a reload.
     resolver 127.0.0.11 valid=1s ipv6=off;
     resolver_timeout 2s;
-    set $stackctl_demo_web_target $stackctl_demo_web;
+    set $stackctl_target_4_demo_web $stackctl_route_4_demo_web;
     # The switch: once stackctl creates this file, every worker of every config generation
     # sends users to the new release on their next request, without waiting for a reload.
     if (-f /etc/nginx/stackctl/switch-00112233445566778899aabb-web-r2) {
-        set $stackctl_demo_web_target tasks.demo_web-r2:80;
+        set $stackctl_target_4_demo_web tasks.demo_web-r2:80;
     }
 
     location / {
-        proxy_pass http://$stackctl_demo_web_target;
+        proxy_pass http://$stackctl_target_4_demo_web;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header Host $host;
@@ -105,7 +105,9 @@ server {
         proxy_connect_timeout 1s;
         proxy_next_upstream error timeout http_502 http_503;
         proxy_next_upstream_tries 3;
-        add_header X-Stackctl-Upstream $stackctl_demo_echo always;
+        # Only nginx says which backend answered: a backend's own header is dropped.
+        proxy_hide_header X-Stackctl-Upstream;
+        add_header X-Stackctl-Upstream $stackctl_echo_4_demo always;
     }
 }
 "#;
@@ -123,11 +125,11 @@ fn hosts_and_paths_get_their_own_servers_and_locations() {
     let server = |name: &str| got.split(&format!("server_name {name};")).nth(1).unwrap().split("\n}\n").next().unwrap().to_string();
     assert_eq!(got.matches("server_name api.example.com;").count(), 1, "{got}");
     let api = server("api.example.com");
-    assert!(api.contains("location /v1/ {\n        proxy_pass http://$stackctl_demo_api_target;"), "{api}");
-    assert!(api.contains("location = /v1 {\n        proxy_pass http://$stackctl_demo_api_target;"), "{api}");
-    assert!(api.contains("location / {\n        proxy_pass http://$stackctl_demo_web_target;"), "{api}");
+    assert!(api.contains("location /v1/ {\n        proxy_pass http://$stackctl_target_4_demo_api;"), "{api}");
+    assert!(api.contains("location = /v1 {\n        proxy_pass http://$stackctl_target_4_demo_api;"), "{api}");
+    assert!(api.contains("location / {\n        proxy_pass http://$stackctl_target_4_demo_web;"), "{api}");
     let www = server("www.example.com");
-    assert!(www.contains("location / {\n        proxy_pass http://$stackctl_demo_web_target;"), "{www}");
+    assert!(www.contains("location / {\n        proxy_pass http://$stackctl_target_4_demo_web;"), "{www}");
     assert!(!www.contains("/v1"), "{www}");
     // No host-less route: a catch-all default server answers 404.
     let default = got.split("listen 8080 default_server;\n    server_name _;").nth(1).unwrap().split("\n}\n").next().unwrap();
@@ -156,7 +158,7 @@ fn only_a_pending_release_is_switched_by_a_file() {
     let got = render(&stack(), &routing, TOKEN).unwrap();
     assert_eq!(got.matches("if (-f ").count(), 1, "{got}");
     assert!(got.contains(&format!("if (-f /etc/nginx/stackctl/{}) {{", flip_file(TOKEN, "web", 2))), "{got}");
-    assert!(got.contains("set $stackctl_demo_api_target $stackctl_demo_api;"), "{got}");
+    assert!(got.contains("set $stackctl_target_4_demo_api $stackctl_route_4_demo_api;"), "{got}");
     let settled = vec![ServiceRouting { service: "web".into(), route: route(&[], "/"), live: target(2, &["10.0.0.2:80"]), preview: None }];
     assert!(!render(&stack(), &settled, TOKEN).unwrap().contains("if (-f "));
 }
@@ -192,7 +194,8 @@ fn hostile_strings_never_reach_the_config() {
     let routing = vec![ServiceRouting { service: "web".into(), route: route(&[], "/"), live: target(1, &["10.0.0.1:80; evil"]), preview: None }];
     assert!(render(&stack(), &routing, TOKEN).unwrap_err().to_string().contains("upstream address"));
     assert!(render(&stack(), &[], "short").is_err());
-    for p in ["/a/../b", "//x", "relative", "/a?b"] {
+    // One allowlist with the stack file: `.` segments too.
+    for p in ["/a/../b", "//x", "relative", "/a?b", "/.", "/a/./b"] {
         assert!(check_path(p).is_err(), "{p}");
     }
     for h in ["*.example.com", "a-b.c", "x"] {
@@ -201,4 +204,70 @@ fn hostile_strings_never_reach_the_config() {
     for h in ["-a.com", "A.com", "a..b", "*.", "a.*.b"] {
         assert!(check_host(h).is_err(), "{h}");
     }
+}
+
+/// Every variable the config defines (`map … $name`, `set $name`), with how often.
+fn defined_vars(config: &str) -> BTreeMap<String, usize> {
+    let mut vars = BTreeMap::new();
+    for line in config.lines().map(str::trim) {
+        let name = if let Some(rest) = line.strip_prefix("map ") {
+            rest.split_whitespace().nth(1)
+        } else {
+            line.strip_prefix("set ").and_then(|rest| rest.split_whitespace().next())
+        };
+        if let Some(name) = name {
+            *vars.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    vars
+}
+
+/// Regression (issue 13): a service `echo` took the echo map's name, and `web`'s target
+/// variable was `web-target`'s map.
+#[test]
+fn nginx_variable_names_cannot_collide_whatever_the_service_names() {
+    let routed = |service: &str, path: &str, release: u64| ServiceRouting {
+        service: service.into(),
+        route: route(&[], path),
+        live: target(release, &["10.0.0.1:80"]),
+        preview: Some(target(release + 1, &["10.0.0.2:80"])),
+    };
+    let routing =
+        vec![routed("echo", "/echo", 1), routed("web", "/web", 3), routed("web-target", "/wt", 5), routed("target", "/t", 7), routed("web-target-target", "/wtt", 9)];
+    let got = render(&stack(), &routing, TOKEN).unwrap();
+    let vars = defined_vars(&got);
+    // Maps are defined once each; a target is set once plus once in its switch.
+    let maps: Vec<&String> = vars.keys().filter(|v| !v.starts_with("$stackctl_target_")).collect();
+    assert_eq!(maps.len(), routing.len() + 1, "{vars:?}");
+    for (name, count) in &vars {
+        let want = if name.starts_with("$stackctl_target_") { 2 } else { 1 };
+        assert_eq!(*count, want, "{name} defined {count} times in\n{got}");
+    }
+    // Each path reaches its own service's variable.
+    for (service, path) in [("echo", "/echo"), ("web", "/web"), ("web-target", "/wt")] {
+        let var = nginx_var("target", "demo", Some(service));
+        assert!(got.contains(&format!("location = {path} {{\n        proxy_pass http://${var};")), "{service}: {got}");
+    }
+    // Names across stacks differ too: (a-b, c) against (a, b-c).
+    assert_ne!(nginx_var("route", "a-b", Some("c")), nginx_var("route", "a", Some("b-c")));
+    assert_ne!(nginx_var("echo", "demo", None), nginx_var("route", "demo", Some("echo")));
+}
+
+/// Regression (issue 13): a backend sending `X-Stackctl-Upstream` could answer the check.
+#[test]
+fn a_backend_cannot_answer_for_nginx() {
+    let routing = vec![ServiceRouting { service: "web".into(), route: route(&[], "/"), live: target(1, &["10.0.0.1:80"]), preview: None }];
+    let got = render(&stack(), &routing, TOKEN).unwrap();
+    let hide = got.find("proxy_hide_header X-Stackctl-Upstream;").expect("hidden");
+    assert!(hide < got.find("add_header X-Stackctl-Upstream").unwrap(), "{got}");
+}
+
+/// Regression (issue 13): a wildcard route was probed with `Host: example.com`.
+#[test]
+fn probes_use_a_host_the_route_matches() {
+    assert_eq!(probe_host(&route(&["*.example.com", "x.org"], "/")).as_deref(), Some("stackctl-probe.example.com"));
+    assert_eq!(probe_host(&route(&["api.example.com"], "/")).as_deref(), Some("api.example.com"));
+    assert_eq!(probe_host(&route(&[], "/")), None);
+    let host = probe_host(&route(&["*.example.com"], "/")).unwrap();
+    assert!(check_host(&host).is_ok() && host.ends_with(".example.com") && !host.starts_with('.'), "{host}");
 }

@@ -49,10 +49,17 @@ pub fn interpolate_tree(value: &mut Value, path: &str, env: &BTreeMap<String, St
     }
 }
 
-/// Interpolate one string.
+/// Deepest nesting of `${A:-${B:-…}}` accepted. Each level rescans the rest of the value, so
+/// the bound also keeps the work linear in the value's length.
+pub const MAX_NESTING: usize = 16;
+
+/// Interpolate one string. Errors never quote the value (it may be a password); they say at
+/// which character the problem is.
 pub fn interpolate(text: &str, env: &BTreeMap<String, String>) -> Result<Interpolated, String> {
     let mut out = Interpolated { value: String::with_capacity(text.len()), unset: Vec::new() };
-    expand(text, text, env, &mut out)?;
+    expand(text, text, 0, env, &mut out)?;
+    out.unset.sort();
+    out.unset.dedup();
     Ok(out)
 }
 
@@ -64,8 +71,22 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// Expand `text` (the whole value is `whole`, for messages) onto `out`.
-fn expand(whole: &str, text: &str, env: &BTreeMap<String, String>, out: &mut Interpolated) -> Result<(), String> {
+/// "at character N" of `whole` for `part`, a slice of it.
+fn at(whole: &str, part: &str) -> String {
+    let offset = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize).min(whole.len());
+    let offset = (0..=offset).rev().find(|&i| whole.is_char_boundary(i)).unwrap_or(0);
+    format!("at character {}", whole[..offset].chars().count() + 1)
+}
+
+/// Expand `text` (a slice of the whole value `whole`, `depth` levels of `${…:-…}` down) onto
+/// `out`.
+fn expand(whole: &str, text: &str, depth: usize, env: &BTreeMap<String, String>, out: &mut Interpolated) -> Result<(), String> {
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "interpolation nested more than {MAX_NESTING} levels deep ({}); write the default without so many ${{…}} inside it",
+            at(whole, text)
+        ));
+    }
     let mut rest = text;
     while let Some(dollar) = rest.find('$') {
         out.value.push_str(&rest[..dollar]);
@@ -77,9 +98,12 @@ fn expand(whole: &str, text: &str, env: &BTreeMap<String, String>, out: &mut Int
             }
             Some('{') => {
                 let end = closing_brace(&after[1..]).ok_or_else(|| {
-                    format!("{whole:?}: unterminated \"${{\"; close it with '}}' or write a literal '$' as \"$$\"")
+                    format!(
+                        "unterminated \"${{\" ({}); close it with '}}' or write a literal '$' as \"$$\"",
+                        at(whole, &rest[dollar..])
+                    )
                 })?;
-                braced(whole, &after[1..1 + end], env, out)?;
+                braced(whole, &after[1..1 + end], depth, env, out)?;
                 &after[1 + end + 1..]
             }
             Some(c) if is_name_start(c) => {
@@ -93,8 +117,9 @@ fn expand(whole: &str, text: &str, env: &BTreeMap<String, String>, out: &mut Int
             }
             _ => {
                 return Err(format!(
-                    "{whole:?}: invalid interpolation: '$' must be followed by a variable name or '{{'; \
-                     write a literal '$' as \"$$\""
+                    "invalid interpolation ({}): '$' must be followed by a variable name or '{{'; \
+                     write a literal '$' as \"$$\"",
+                    at(whole, &rest[dollar..])
                 ))
             }
         };
@@ -136,12 +161,13 @@ enum Op {
 }
 
 /// Expand the inside of `${…}`.
-fn braced(whole: &str, body: &str, env: &BTreeMap<String, String>, out: &mut Interpolated) -> Result<(), String> {
+fn braced(whole: &str, body: &str, depth: usize, env: &BTreeMap<String, String>, out: &mut Interpolated) -> Result<(), String> {
     let name_len = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
     let (name, tail) = body.split_at(name_len);
     if name.is_empty() || !name.starts_with(is_name_start) {
         return Err(format!(
-            "{whole:?}: invalid variable name in \"${{{body}}}\"; names are letters, digits and '_', not starting with a digit"
+            "invalid variable name in \"${{…}}\" ({}); names are letters, digits and '_', not starting with a digit",
+            at(whole, body)
         ));
     }
     let value = env.get(name).map(String::as_str);
@@ -163,7 +189,8 @@ fn braced(whole: &str, body: &str, env: &BTreeMap<String, String>, out: &mut Int
         Some('+') => Op::Alternative,
         _ => {
             return Err(format!(
-                "{whole:?}: invalid \"${{{body}}}\"; after the name use :-, -, :?, ?, :+ or + (or nothing)"
+                "invalid \"${{{name}…}}\" ({}); after the name use :-, -, :?, ?, :+ or + (or nothing)",
+                at(whole, tail)
             ))
         }
     };
@@ -172,11 +199,11 @@ fn braced(whole: &str, body: &str, env: &BTreeMap<String, String>, out: &mut Int
     let present = value.filter(|v| !colon || !v.is_empty());
     match (op, present) {
         (Op::Default, Some(v)) | (Op::Required, Some(v)) => out.value.push_str(v),
-        (Op::Default, None) | (Op::Alternative, Some(_)) => expand(whole, word, env, out)?,
+        (Op::Default, None) | (Op::Alternative, Some(_)) => expand(whole, word, depth + 1, env, out)?,
         (Op::Alternative, None) => {}
         (Op::Required, None) => {
             let mut message = Interpolated { value: String::new(), unset: Vec::new() };
-            expand(whole, word, env, &mut message)?;
+            expand(whole, word, depth + 1, env, &mut message)?;
             let why = if colon { "is not set or empty" } else { "is not set" };
             return Err(if message.value.is_empty() {
                 format!("required variable {name} {why}; set it in the environment")
@@ -266,5 +293,32 @@ mod tests {
             let err = run(text).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn errors_point_at_the_character_and_never_quote_the_value() {
+        let err = run("hunter2$1").unwrap_err();
+        assert!(err.contains("at character 8"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = run("pa55${").unwrap_err();
+        assert!(err.contains("at character 5") && !err.contains("pa55"), "{err}");
+        let err = run("x${se cret}").unwrap_err();
+        assert!(!err.contains("cret"), "{err}");
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_linear() {
+        let nested = |n: usize| format!("{}x{}", "${U:-".repeat(n), "}".repeat(n));
+        assert_eq!(run(&nested(MAX_NESTING)), Ok("x".to_string()));
+        assert!(run(&nested(MAX_NESTING + 1)).unwrap_err().contains("nested more than"));
+        // Deep enough to overflow the stack without the bound; refused quickly.
+        let started = std::time::Instant::now();
+        assert!(run(&nested(100_000)).unwrap_err().contains("nested more than"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn an_unset_variable_is_reported_once() {
+        assert_eq!(interpolate("$X$X${X}", &env()).unwrap().unset, ["X"]);
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use super::{Location, SpecError};
+use super::{bounded, Location, SpecError};
 
 /// `(line, column)`, both 1-based.
 pub type Position = (usize, usize);
@@ -24,6 +24,8 @@ pub struct PositionIndex {
     duplicate: Option<(String, Position)>,
     /// Where the nesting first gets deeper than [`MAX_DEPTH`].
     too_deep: Option<Position>,
+    /// Where the paths built so far first outgrew the file's budget (see `bounded.rs`).
+    too_big: Option<Position>,
 }
 
 /// Deepest nesting accepted. serde_yaml's parser slows down quadratically with depth (100k
@@ -39,7 +41,7 @@ impl PositionIndex {
         // Events are pulled one by one: `Parser::load` recurses per nesting level and would
         // overflow the stack on a hostile file.
         let mut parser = Parser::new_from_str(text);
-        while !builder.done && builder.too_deep.is_none() {
+        while !builder.done && builder.too_deep.is_none() && builder.too_big.is_none() {
             match parser.next_token() {
                 Ok((Event::StreamEnd, _)) => break,
                 Ok((event, mark)) => builder.on_event(event, mark),
@@ -53,7 +55,12 @@ impl PositionIndex {
                 }
             }
         }
-        PositionIndex { positions: builder.positions, duplicate: builder.duplicate, too_deep: builder.too_deep }
+        PositionIndex {
+            positions: builder.positions,
+            duplicate: builder.duplicate,
+            too_deep: builder.too_deep,
+            too_big: builder.too_big,
+        }
     }
 
     /// Position of `path` or, when it is not in the file as such (it came through a merge key
@@ -73,6 +80,11 @@ impl PositionIndex {
 
     pub fn too_deep(&self) -> Option<Position> {
         self.too_deep
+    }
+
+    /// A file whose paths alone outgrow its budget: long keys nested deep, repeated below.
+    pub fn too_big(&self) -> Option<Position> {
+        self.too_big
     }
 
     pub fn duplicate(&self) -> Option<(&str, Position)> {
@@ -173,6 +185,10 @@ struct Builder<'t> {
     pending: Vec<(String, Position)>,
     duplicate: Option<(String, Position)>,
     too_deep: Option<Position>,
+    /// Budget left for paths, charged as `bounded.rs` charges nodes; `over` once spent.
+    left: u64,
+    over: bool,
+    too_big: Option<Position>,
     /// Only the first document counts (serde_yaml refuses more than one anyway).
     done: bool,
 }
@@ -186,6 +202,9 @@ impl<'t> Builder<'t> {
             pending: Vec::new(),
             duplicate: None,
             too_deep: None,
+            left: bounded::budget(text.len()),
+            over: false,
+            too_big: None,
             done: false,
         }
     }
@@ -198,6 +217,16 @@ impl<'t> Builder<'t> {
     /// node is located itself (root, sequence items and keys are; mapping values are located
     /// at their key). Returns the node's path (for a container, its children's parent).
     fn node(&mut self, scalar_key: Option<&str>) -> (String, bool) {
+        let (path, located) = self.node_path(scalar_key);
+        let cost = bounded::NODE_COST + path.len() as u64;
+        match self.left.checked_sub(cost) {
+            Some(left) => self.left = left,
+            None => self.over = true,
+        }
+        (path, located)
+    }
+
+    fn node_path(&mut self, scalar_key: Option<&str>) -> (String, bool) {
         match self.stack.last_mut() {
             None => (String::new(), true),
             Some(Frame::Seq { path, next }) => {
@@ -224,6 +253,10 @@ impl<'t> Builder<'t> {
         }
         let is_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
         let (path, located) = self.node(scalar_key);
+        if self.over {
+            self.too_big.get_or_insert(position);
+            return;
+        }
         if is_key && self.duplicate.is_none() && self.positions.contains_key(&path) {
             self.duplicate = Some((path.clone(), position));
         }
@@ -234,6 +267,10 @@ impl<'t> Builder<'t> {
 
     fn container(&mut self, position: Position, is_map: bool) {
         let (path, located) = self.node(None);
+        if self.over {
+            self.too_big.get_or_insert(position);
+            return;
+        }
         if located {
             // Flow collections are marked at their '{' or '[' and block sequences at their
             // first '-'; block mappings are not (see `pending`).

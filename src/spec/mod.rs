@@ -4,7 +4,8 @@
 //!
 //! 1. parse the text with serde_yaml (syntax errors carry serde_yaml's position) and index the
 //!    positions of every key and list item with yaml-rust2 (`locate.rs`), since serde_yaml
-//!    forgets them;
+//!    forgets them; both within the bounds of `bounded.rs` (file size, nesting, a budget that
+//!    alias expansion and long paths spend), since the file is untrusted input;
 //! 2. apply YAML merge keys, `<<: *defaults` (`tree.rs`);
 //! 3. screen keys: drop `x-*` extensions, warn about keys Swarm ignores, refuse keys whose
 //!    loss would change how a container runs (`raw.rs`, which documents the key lists);
@@ -17,6 +18,7 @@
 //! Every error and warning is located: file, line, column and dotted field path. Steps 1, 2
 //! and 5 stop at their first error; steps 3, 4 and 6 report all errors at once.
 
+mod bounded;
 mod convert;
 mod interpolate;
 mod locate;
@@ -30,6 +32,9 @@ mod validate;
 pub(crate) mod tests;
 
 pub use model::*;
+/// The allowlists the nginx renderer checks again (one definition, so they cannot drift), and
+/// the escaping of stack-file text for terminals.
+pub use validate::{check_host, check_path, printable};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,8 +65,9 @@ pub struct Loaded {
 pub enum SpecError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    /// The message says what is wrong and what to do about it.
-    #[error("{location}: {message}")]
+    /// The message says what is wrong and what to do about it. It may quote the file, so it
+    /// is printed with control characters escaped.
+    #[error("{location}: {}", validate::printable(.message))]
     Invalid { location: Location, message: String },
     /// Several problems found in one pass, ordered by position.
     #[error("{}", ManyDisplay(.0))]
@@ -92,15 +98,46 @@ impl SpecError {
     }
 }
 
+pub use bounded::MAX_FILE_BYTES;
+
 /// Read and validate the stack file at `path`.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    use std::io::Read;
+    let read_error = |source| SpecError::Read { path: path.to_path_buf(), source };
+    // Read one byte past the limit rather than trusting the size the file claims.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(too_large(path));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, &e))?;
     load_str(path, &text, opts)
+}
+
+fn too_large(path: &Path) -> SpecError {
+    let location = Location { file: path.to_path_buf(), line: 1, column: 1, field: String::new() };
+    let message = format!("the stack file is larger than {MAX_FILE_BYTES} bytes, the limit; stack files are a few kilobytes");
+    SpecError::Invalid { location, message }
+}
+
+/// Located at the first byte that is not UTF-8.
+fn not_utf8(path: &Path, e: &std::string::FromUtf8Error) -> SpecError {
+    let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+    let valid = std::str::from_utf8(valid).unwrap_or_default();
+    let line = valid.matches('\n').count() + 1;
+    let column = valid.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    let location = Location { file: path.to_path_buf(), line, column, field: String::new() };
+    SpecError::Invalid { location, message: "the stack file is not UTF-8 text".into() }
 }
 
 /// Validate stack file `text`; `source` is its path, used in messages and to resolve relative
 /// paths (`env_file`, `file:`, bind mounts).
 pub fn load_str(source: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, SpecError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(too_large(source));
+    }
     let locator = Locator::new(source, text);
     let mut doc = parse_yaml(text, &locator)?;
     tree::apply_merge(&mut doc, "").map_err(|(field, message)| locator.error(&field, message))?;
@@ -115,7 +152,28 @@ pub fn load_str(source: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded,
     let warnings = diag.finish()?;
     // `build` returns no stack only after reporting an error, so this is a safety net.
     let stack = stack.ok_or_else(|| locator.error("", "the stack file is invalid"))?;
+    renders(&stack).map_err(|e| locator.error("x-stackctl.proxy", format!("the nginx config cannot be rendered: {e}")))?;
     Ok(Loaded { stack, warnings })
+}
+
+/// The renderer checks everything it writes again; render once here, with every route live and
+/// previewed, so that anything it would refuse is refused before the cluster is touched.
+fn renders(stack: &Stack) -> Result<(), crate::proxy::RenderError> {
+    use crate::proxy::{ServiceRouting, Target};
+    let routing: Vec<ServiceRouting> = stack
+        .services
+        .iter()
+        .filter_map(|(name, s)| match &s.role {
+            Role::Routed(route) => Some(ServiceRouting {
+                service: name.clone(),
+                route: route.clone(),
+                live: Target { release: 1, servers: Vec::new() },
+                preview: Some(Target { release: 2, servers: Vec::new() }),
+            }),
+            _ => None,
+        })
+        .collect();
+    crate::proxy::render(stack, &routing, &"0".repeat(32)).map(|_| ())
 }
 
 /// Parse the text into a YAML tree whose root is a mapping.
@@ -124,7 +182,14 @@ fn parse_yaml(text: &str, locator: &Locator) -> Result<serde_yaml::Value, SpecEr
         let message = format!("invalid YAML: nested more than {} levels deep", locate::MAX_DEPTH);
         return Err(SpecError::Invalid { location: locator.at_position(line, column), message });
     }
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+    if let Some((line, column)) = locator.index().too_big() {
+        return Err(SpecError::Invalid { location: locator.at_position(line, column), message: bounded::over_budget_message(text.len()) });
+    }
+    let doc: serde_yaml::Value = bounded::from_str(text).map_err(|e| {
+        if e.to_string().contains(bounded::OVER_BUDGET) {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            return SpecError::Invalid { location: locator.at_position(line, column), message: bounded::over_budget_message(text.len()) };
+        }
         // serde_yaml places a duplicate key at the start of its mapping; the index knows the
         // duplicate itself.
         let duplicate = locator.index().duplicate().filter(|_| e.to_string().contains("duplicate entry"));
@@ -171,7 +236,8 @@ impl<'a> Diag<'a> {
     }
 
     pub(crate) fn warn(&mut self, field: &str, message: impl Into<String>) {
-        self.warnings.push(Warning { location: self.locator.at(field), message: message.into() });
+        let message = validate::printable(&message.into()).into_owned();
+        self.warnings.push(Warning { location: self.locator.at(field), message });
     }
 
     pub(crate) fn locator(&self) -> &Locator {

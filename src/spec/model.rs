@@ -321,10 +321,11 @@ pub struct Location {
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)?;
-        // YAML syntax errors have a position but no field.
+        let file = self.file.display().to_string();
+        write!(f, "{}:{}:{}", super::validate::printable(&file), self.line, self.column)?;
+        // YAML syntax errors have a position but no field. Keys come from the file: escaped.
         if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
+            write!(f, ": {}", super::validate::printable(&self.field))?;
         }
         Ok(())
     }

@@ -251,8 +251,35 @@ pub fn deserialize(doc: Value, locator: &Locator) -> Result<RawStack, SpecError>
             p if p == "." => String::new(),
             p => p,
         };
-        locator.error(&path, humanize(&e.inner().to_string()))
+        let mut message = humanize(&e.inner().to_string());
+        // Values under `environment:` are often secrets; serde quotes what it did not expect.
+        if path.split(['.', '[']).any(|segment| segment == "environment") {
+            message = without_quoted(&message);
+        }
+        locator.error(&path, message)
     })
+}
+
+/// `message` with every `"…"` replaced by `(value not shown)`.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find('"') {
+        out.push_str(&rest[..start]);
+        let mut escaped = false;
+        let end = rest[start + 1..].char_indices().find(|&(_, c)| {
+            let close = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            close
+        });
+        out.push_str("(value not shown)");
+        rest = match end {
+            Some((i, _)) => &rest[start + 1 + i + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Reword serde's messages for people who write YAML rather than Rust.
@@ -816,6 +843,15 @@ mod tests {
             humanize("invalid type: string \"x\", expected struct RawHealth or something"),
             "wrong type: string \"x\", expected a mapping or something"
         );
+    }
+
+    #[test]
+    fn quoted_values_can_be_left_out() {
+        assert_eq!(
+            without_quoted(r#"wrong type: string "pa\"ss", expected "a" or b"#),
+            "wrong type: string (value not shown), expected (value not shown) or b"
+        );
+        assert_eq!(without_quoted(r#"open "x"#), "open (value not shown)");
     }
 
     #[test]

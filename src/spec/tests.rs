@@ -1019,7 +1019,7 @@ fn bad_env_file_lines_are_reported_with_their_line() {
     let err = load_str(&dir.join("stack.yml"), &text, &LoadOptions::default()).unwrap_err();
     let (line, column, field, message) = errors(&err).remove(0);
     assert_eq!((line, column, field.as_str()), (9, 5, "services.web.env_file"));
-    assert!(message.ends_with("bad.env:2: environment variable name \"NOT VALID\" contains a space"), "{message}");
+    assert!(message.ends_with("bad.env:2: environment variable name contains a space at character 4; write KEY=VALUE"), "{message}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1187,6 +1187,54 @@ fn hostile_yaml_is_refused_quickly() {
     }
     assert!(load(&laughs).is_err());
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+/// Regression (issue 13): a trailing '/' passed validation, then the renderer refused the
+/// switch file's `//` after green was created.
+#[test]
+fn a_config_dir_the_renderer_would_refuse_is_refused_when_loading() {
+    let text = MINI.replace("url: \"http://127.0.0.1:8080\"", "url: \"http://127.0.0.1:8080\", config_dir: /etc/nginx/x/");
+    let text = format!("{text}    x-stackctl:\n      route: {{ port: 80 }}\n");
+    assert_error(&text, 3, 58, "x-stackctl.proxy.config_dir", "must not end with '/'");
+}
+
+#[test]
+fn oversized_and_non_utf8_files_are_located_errors() {
+    let dir = temp_dir("limits");
+    let big = dir.join("big.yml");
+    std::fs::write(&big, format!("{MINI}{}", "#\n".repeat(MAX_FILE_BYTES / 2))).unwrap();
+    let err = crate::spec::load(&big, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:1:1: ", big.display())) && err.contains("larger than 1048576 bytes"), "{err}");
+    let binary = dir.join("binary.yml");
+    std::fs::write(&binary, [MINI.as_bytes(), b"    user: \"\xff\"\n"].concat()).unwrap();
+    let err = crate::spec::load(&binary, &LoadOptions::default()).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:9:12: ", binary.display())) && err.contains("not UTF-8"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression (issue 13): one anchor of K items referenced K times built K² values.
+#[test]
+fn alias_fan_out_is_refused_at_the_alias_that_runs_out() {
+    let k = 4_000;
+    let text = format!("{MINI}x-a: &a [{}]\nx-b: [{}]\n", vec!["x"; k].join(","), vec!["*a"; k].join(","));
+    let started = std::time::Instant::now();
+    let (line, _, _, message) = the_error(&text);
+    // At the anchor's items being repeated, or the alias repeating them.
+    assert!(line == 9 || line == 10, "line {line}");
+    assert!(message.contains("expansion limit"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    // Anchors and merge keys as stack files use them stay well within the budget.
+    assert!(load(DEMO).is_ok());
+}
+
+/// Regression (issue 13): control characters from the file reached the terminal raw.
+#[test]
+fn keys_and_values_are_printed_with_control_characters_escaped() {
+    let text = web("    \"x\\e[31m\\nFORGED: ok\": 1\n");
+    let shown = load(&text).unwrap_err().to_string();
+    assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown:?}");
+    assert!(!shown.lines().any(|l| l.starts_with("FORGED")), "{shown}");
+    assert!(shown.contains("\\u{1b}"), "{shown}");
 }
 
 // 256 cases each by default; PROPTEST_CASES=5000 for a longer run.

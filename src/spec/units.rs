@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// Longest duration a stack file may give (a week): anything longer is a typo, and every
+/// duration must stay addable to the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 const HINT_DURATION: &str = "write a duration such as 10s, 1m30s, 500ms or 2h";
 
 /// Go-style duration as Compose accepts it: `10s`, `1m30s`, `1.5s`, `500ms`, `2h`, `1us`; a bare
@@ -36,15 +40,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         nanos = nanos.checked_add(part).ok_or_else(|| format!("{s:?} is too long"))?;
         rest = tail;
     }
-    let nanos = u64::try_from(nanos).map_err(|_| format!("{s:?} is too long"))?;
-    Ok(Duration::from_nanos(nanos))
+    if nanos > MAX_DURATION.as_nanos() {
+        return Err(format!("{s:?} is too long; the limit is {}h", MAX_DURATION.as_secs() / 3600));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// `number × scale` for a non-negative decimal `number` (`12`, `1.5`, `.5`), truncating
 /// digits beyond what `scale` can represent. `None` when it is not such a number or overflows.
 fn scaled_decimal(number: &str, scale: u128) -> Option<u128> {
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+    // Digits only, so every slice below falls on a character boundary.
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
         return None;
     }
     let whole_value: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
@@ -122,7 +130,7 @@ mod tests {
 
     #[test]
     fn bad_durations_say_how_to_write_one() {
-        for text in ["", "10", "s", "10x", "1..5s", "-1s", "1.5.5s", "1s 2s", "99999999999999h"] {
+        for text in ["", "10", "s", "10x", "1..5s", "-1s", "1.5.5s", "1s 2s", "99999999999999h", "169h", "5000000m"] {
             let err = parse_duration(text).unwrap_err();
             assert!(err.contains("10s") || err.contains("too long"), "{text}: {err}");
         }
@@ -156,5 +164,9 @@ mod tests {
         assert!(parse_cpus("0").is_err());
         assert!(parse_cpus("half").is_err());
         assert!(parse_cpus("-1").is_err());
+        // Found by the hostile corpus: a multi-byte character inside the cut-off fraction.
+        assert!(parse_cpus(&format!("1.{}é", "0".repeat(29))).is_err());
+        assert!(parse_cpus("1.é").is_err());
+        assert!(parse_bytes(&format!("1.{}é", "0".repeat(29))).is_err());
     }
 }

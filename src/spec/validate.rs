@@ -26,6 +26,20 @@ pub fn describe_char(c: char) -> String {
     format!("'{c}' ({name})")
 }
 
+/// `text` safe to print on a terminal: control characters (escape sequences, newlines) and the
+/// Unicode controls that reorder text are written as `\u{…}`, so a stack file cannot forge
+/// lines or colours in a message.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(hidden) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if hidden(c) { format!("\\u{{{:x}}}", u32::from(c)) } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
 /// Checks that every character of `value` is `allowed`; the error names the first one that
 /// is not. Uppercase gets its own hint because it is the most common slip.
 fn check_chars(what: &str, value: &str, allowed: impl Fn(char) -> bool, rule: &str) -> Result<(), String> {
@@ -149,7 +163,12 @@ pub fn check_health_path(path: &str) -> Result<(), String> {
 
 /// An absolute directory inside a container (`/etc/nginx/stackctl`): same characters as paths.
 pub fn check_container_dir(what: &str, dir: &str) -> Result<(), String> {
-    check_path(what, dir)
+    check_path(what, dir)?;
+    // stackctl appends `/<file>`: a trailing '/' would make `//`, which the renderer refuses.
+    if dir.ends_with('/') {
+        return Err(format!("{what} {dir:?} must not end with '/'; write it as {:?}", dir.trim_end_matches('/')));
+    }
+    Ok(())
 }
 
 /// Names of networks, volumes, configs and secrets (keys in the file and real names):
@@ -346,8 +365,10 @@ pub fn check_proxy_url(url: &str) -> Result<(), String> {
 }
 
 /// Optimal string alignment distance (Levenshtein plus adjacent transpositions), so that
-/// `imgae` is one edit away from `image`.
-pub fn edit_distance(a: &str, b: &str) -> usize {
+/// `imgae` is one edit away from `image`. The loader uses its banded form, [`within`]; this
+/// one is the reference the tests hold it to.
+#[cfg(test)]
+fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
@@ -372,8 +393,64 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The candidate closest to `word`, if it is close enough to be an obvious typo.
 pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).clamp(1, 2);
-    candidates.into_iter().map(|c| (edit_distance(word, c), c)).filter(|&(d, _)| d <= limit).min().map(|(_, c)| c)
+    // Long words are not typos of a key; the length checks keep this linear in hostile input.
+    let length = word.chars().count();
+    if length > 64 {
+        return None;
+    }
+    let limit = (length / 3).clamp(1, 2);
+    let word: Vec<char> = word.chars().collect();
+    candidates
+        .into_iter()
+        .take(MAX_CANDIDATES)
+        .filter_map(|c| within(&word, c, limit).map(|d| (d, c)))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// More names than this are not searched for a suggestion (a file may define thousands).
+const MAX_CANDIDATES: usize = 64;
+
+/// [`edit_distance`] when it is at most `limit`, computed only near the diagonal (a cell
+/// further than `limit` from it cannot be within `limit`), so it costs O(length × limit).
+fn within(a: &[char], b: &str, limit: usize) -> Option<usize> {
+    let b: Vec<char> = b.chars().take(a.len() + limit + 1).collect();
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    let far = limit + 1;
+    // Rows i-2, i-1 and i of the table; cells off the band stay `far`.
+    let mut older = vec![far; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).map(|j| j.min(far)).collect();
+    let mut row = vec![far; b.len() + 1];
+    let mut prev_min = 0;
+    for i in 1..=a.len() {
+        let (lo, hi) = (i.saturating_sub(limit).max(1), (i + limit).min(b.len()));
+        // Only the cells just outside the band are read later; they must read as `far`.
+        row[0] = i.min(far);
+        row[lo - 1] = if lo == 1 { row[0] } else { far };
+        if hi < b.len() {
+            row[hi + 1] = far;
+        }
+        for j in lo..=hi {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (prev[j] + 1).min(row[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(older[j - 2] + 1);
+            }
+            row[j] = best.min(far);
+        }
+        // Every path to the last cell crosses row i or (by a transposition) row i-1: once both
+        // are past the limit, so is the distance.
+        let row_min = row[lo - 1..=hi].iter().copied().min().unwrap_or(far);
+        if row_min >= far && prev_min >= far {
+            return None;
+        }
+        prev_min = row_min;
+        std::mem::swap(&mut older, &mut prev);
+        std::mem::swap(&mut prev, &mut row);
+    }
+    Some(prev[b.len()]).filter(|&distance| distance <= limit)
 }
 
 #[cfg(test)]
@@ -415,6 +492,13 @@ mod tests {
     }
 
     #[test]
+    fn printable_escapes_what_a_terminal_would_obey() {
+        assert_eq!(printable("plain é"), "plain é");
+        assert_eq!(printable("a\u{1b}[31mb\nc\u{202e}"), "a\\u{1b}[31mb\\u{a}c\\u{202e}");
+        assert_eq!(printable(&printable("\u{7}")), "\\u{7}");
+    }
+
+    #[test]
     fn hosts() {
         for ok in ["example.com", "a.example.com", "*.example.com", "localhost", "x1-2.y", "a"] {
             assert_eq!(check_host(ok), Ok(()), "{ok}");
@@ -435,6 +519,10 @@ mod tests {
             assert!(check_path("path", bad).is_err(), "{bad}");
         }
         assert_eq!(check_health_path("/healthz?full=1&x=y"), Ok(()));
+        assert_eq!(check_container_dir("config_dir", "/etc/nginx/stackctl"), Ok(()));
+        for bad in ["/etc/nginx/", "/", "/etc/./x", "etc"] {
+            assert!(check_container_dir("config_dir", bad).is_err(), "{bad}");
+        }
         assert!(check_health_path("/healthz?a=%41").is_err());
         assert!(check_health_path("/a?b?c").is_err());
     }
@@ -511,5 +599,16 @@ mod tests {
         assert_eq!(nearest("imgae", ["image", "init", "user"]), Some("image"));
         assert_eq!(nearest("enviroment", ["environment", "entrypoint"]), Some("environment"));
         assert_eq!(nearest("zzz", ["image", "user"]), None);
+        // The banded distance agrees with the full one wherever it answers.
+        let words = ["image", "imgae", "img", "images", "init", "user", "environment", "enviroment", "abcdef", "badcfe"];
+        for a in words {
+            let chars: Vec<char> = a.chars().collect();
+            for b in words {
+                let full = edit_distance(a, b);
+                for limit in 0..4 {
+                    assert_eq!(within(&chars, b, limit), (full <= limit).then_some(full), "{a} {b} {limit}");
+                }
+            }
+        }
     }
 }

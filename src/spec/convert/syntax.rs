@@ -107,8 +107,13 @@ pub(super) fn check_env_key(key: &str) -> Result<(), String> {
     if key.is_empty() {
         return Err("environment variable with an empty name; write KEY=VALUE".into());
     }
-    match key.chars().find(|&c| c == '=' || c == '\0' || c.is_whitespace()) {
-        Some(c) => Err(format!("environment variable name {key:?} contains {}", describe_char(c))),
+    // The name is not quoted: a line without '=' may well be a value (a password) instead.
+    match key.chars().position(|c| c == '=' || c == '\0' || c.is_whitespace()) {
+        Some(i) => Err(format!(
+            "environment variable name contains {} at character {}; write KEY=VALUE",
+            describe_char(key.chars().nth(i).unwrap_or_default()),
+            i + 1
+        )),
         None => Ok(()),
     }
 }
