@@ -29,6 +29,16 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The docker CLI's stdout, or its stderr when it fails: for commands a test expects may fail.
+pub fn docker_maybe(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("docker {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
