@@ -341,12 +341,13 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             })
             .await;
         if let Err(e) = recorded {
-            // nginx routes to green; the record still says blue. The next run sees a green
-            // with the wanted hash and adopts it, so nothing is lost; say so loudly.
+            // nginx routes to green while the record still names blue; switching back could
+            // fight a deploy that took the lock over. Exit 3, not 1: users are on a release the
+            // record does not name until a deploy records it.
             return Err(self.fail(
                 "recording the new live release",
                 format!("{e}. nginx already routes to the new release; run the deploy again to record it"),
-                true,
+                false,
             ));
         }
         let blue = std::mem::replace(&mut live, next);

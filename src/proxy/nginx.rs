@@ -8,6 +8,9 @@
 //! so every nginx replica must run on that manager (a placement constraint `node.role==manager`
 //! on a single-manager cluster does it). Several edges on several nodes come later.
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
 use super::{Installed, Proxy, ProxyError};
 use crate::cancel::Cancel;
 use crate::engine::Engine;
@@ -15,6 +18,13 @@ use crate::faults;
 
 /// File name of the routing config inside `config_dir`.
 pub const FILE: &str = "live.conf";
+
+/// Lists the pids of nginx workers that accept connections, from /proc (no procps needed).
+const ACCEPTING_WORKERS: &str =
+    r#"for p in /proc/[0-9]*; do [ "$(tr -d '\000' <"$p/cmdline" 2>/dev/null)" = "nginx: worker process" ] && echo "${p#/proc/}"; done; true"#;
+
+/// How long a reload may take to reach every worker before the caller's verification decides.
+const RELOAD_SETTLE: Duration = Duration::from_secs(3);
 
 pub struct NginxProxy<'a, E: Engine> {
     pub engine: &'a E,
@@ -125,15 +135,15 @@ impl<E: Engine> NginxProxy<'_, E> {
     /// once every replica accepted the file and before any reload.
     pub async fn install_at(&self, config: &str, pause: Option<(&str, &Cancel)>) -> Result<Installed, ProxyError> {
         let containers = self.containers().await?;
+        // Read every replica's file before writing any: replicas on one node share the volume,
+        // so a file read after another replica's write would "restore" the rejected config.
         let mut previous = Vec::new();
-        let mut unchanged = true;
+        for c in &containers {
+            previous.push((c.clone(), self.engine.get_file(c, &self.path()).await?));
+        }
+        let unchanged = previous.iter().all(|(_, old)| old.as_deref() == Some(config.as_bytes()));
         // Phase 1: write and test everywhere. Any rejection puts every file back.
         for c in &containers {
-            let old = self.engine.get_file(c, &self.path()).await?;
-            if old.as_deref() != Some(config.as_bytes()) {
-                unchanged = false;
-            }
-            previous.push((c.clone(), old));
             self.engine.put_file(c, &self.config_dir, FILE, config.as_bytes()).await?;
             let test = self.engine.exec(c, &["nginx", "-t"]).await?;
             if test.exit_code != 0 {
@@ -146,13 +156,40 @@ impl<E: Engine> NginxProxy<'_, E> {
         }
         // Phase 2 (also when the file was already there: a deploy killed between writing and
         // reloading leaves the file on disk but not loaded): every replica accepted the file; reload them all.
+        let mut before = Vec::new();
+        for c in &containers {
+            before.push(self.accepting_workers(c).await);
+        }
         for c in &containers {
             let reload = self.engine.exec(c, &["nginx", "-s", "reload"]).await?;
             if reload.exit_code != 0 {
                 return Err(ProxyError::ReloadFailed { container: c.clone(), output: reload.output.trim().to_string() });
             }
         }
+        // `nginx -s reload` returns once the master was signalled; its old workers go on
+        // accepting connections with the old config until it has started the new ones. Return
+        // only when they stopped, so that what the caller does next (removing the switch files)
+        // never meets a worker of the old config. A reload that never takes effect is left to
+        // the caller's verification, after a bounded wait.
+        let deadline = tokio::time::Instant::now() + RELOAD_SETTLE;
+        for (c, old) in containers.iter().zip(&before) {
+            let Some(old) = old.as_ref().filter(|w| !w.is_empty()) else { continue };
+            while tokio::time::Instant::now() < deadline {
+                match self.accepting_workers(c).await {
+                    Some(now) if !now.is_empty() && now.is_disjoint(old) => break,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
         Ok(Installed { replicas: containers, unchanged })
+    }
+
+    /// Pids of the nginx workers of `container` that accept connections: titled exactly
+    /// `nginx: worker process` (told to quit, a worker renames itself `… is shutting down`
+    /// before it closes its listening sockets). `None` when the container cannot tell (no `sh`).
+    async fn accepting_workers(&self, container: &str) -> Option<BTreeSet<u32>> {
+        let out = self.engine.exec(container, &["sh", "-c", ACCEPTING_WORKERS]).await.ok()?;
+        (out.exit_code == 0).then(|| out.output.split_whitespace().filter_map(|p| p.parse().ok()).collect())
     }
 
     /// Best effort: put back what was there. A replica we cannot restore keeps the rejected

@@ -348,6 +348,11 @@ impl Running {
         Running { child, lines, stderr: Vec::new(), started: Instant::now() }
     }
 
+    /// Whether the process is still running (not exited, not reaped).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
