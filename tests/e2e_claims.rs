@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Load, Running};
+use common::{assert_load_clean, Load, Running};
 use common::{docker, docker_maybe, serial, stderr, stdout, TestStack, REGISTRY};
 
 use stackctl::engine::docker::DockerEngine;
@@ -518,9 +518,8 @@ fn answers_from(samples: &[Sample], at: Duration) -> BTreeMap<String, usize> {
 
 /// Users never go back: no `old` answer to a request sent after the first `new` answer arrived.
 fn assert_never_back(samples: &[Sample], old: &str, new: &str) {
-    let first_new = samples.iter().filter(|x| x.result.as_deref() == Ok(new)).map(|x| x.sent + x.latency).min().expect("the new version answered");
-    let late_old: Vec<&Sample> = samples.iter().filter(|x| x.result.as_deref() == Ok(old) && x.sent > first_new).collect();
-    assert!(late_old.is_empty(), "{old} answered requests sent after {new} was seen at {first_new:?}: {late_old:?}");
+    let back = loadgen::backwards(samples, old, new);
+    assert!(back.is_empty(), "{old} answered {} requests sent after {new} was seen: {:?}", back.len(), back.first());
 }
 
 /// One stack with three routed services (a host route, a path route under that host, a
@@ -568,16 +567,13 @@ fn a_full_stack_releases_config_and_secret_changes_under_load() {
     std::thread::sleep(Duration::from_millis(500));
     let [web, api, other] = loads.map(|l| l.stop().remove(0));
 
-    let mut retries = 0;
     for (route, samples) in [("web", &web), ("api", &api), ("other", &other)] {
         let sum = loadgen::summarize(samples);
         eprintln!("LOAD {route}: requests {} failures {} retried {} versions {:?}", sum.requests, sum.failures, sum.retried, sum.versions);
-        assert!(sum.requests > 50, "{route}: {sum:?}");
-        assert_eq!(sum.failures, 0, "{route}: {:?}", sum.failure_examples);
-        retries += sum.retried;
+        // Each route has its own kept-alive client, and every reload may close its idle
+        // connection: README's bound holds per load, as in the other load tests.
+        assert_load_clean(&sum, 50, 2);
     }
-    // README: a reload closes idle kept-alive connections, retried by the client, 0–3 per deploy.
-    assert!(retries <= 3 * 2, "{retries} retries over two deploys");
     let versions = |samples: &[Sample]| loadgen::summarize(samples).versions.into_keys().collect::<Vec<_>>();
     assert_eq!(versions(&web), vec!["page-1", "page-2"]);
     assert_never_back(&web, "page-1", "page-2");
@@ -825,9 +821,7 @@ fn every_nginx_replica_switches_and_one_refusing_leaves_all_as_they_were() {
         let sum = loadgen::summarize(samples);
         let first_v2 = samples.iter().filter(|x| x.result.as_deref() == Ok("v2")).map(|x| x.sent + x.latency).min();
         eprintln!("LOAD on {c}: requests {} failures {} retried {} versions {:?}; first v2 at {first_v2:?}", sum.requests, sum.failures, sum.retried, sum.versions);
-        assert!(sum.requests > 50, "{sum:?}");
-        assert_eq!(sum.failures, 0, "{c}: {:?}", sum.failure_examples);
-        assert!(sum.retried <= 3 * 2, "{c}: {} retries over two deploys", sum.retried);
+        assert_load_clean(&sum, 50, 2);
         assert_eq!(sum.versions.keys().collect::<Vec<_>>(), vec!["v1", "v2"], "{c}");
         assert_never_back(samples, "v1", "v2");
         assert_eq!(answers_from(samples, switched).into_keys().collect::<Vec<_>>(), vec!["v2"], "{c}: v2 only from the switch on");

@@ -4,7 +4,7 @@
 #   tests/run-all.sh [CARGO-TEST-ARGS] [-- TEST-BINARY-ARGS]
 #   e.g. tests/run-all.sh -- --nocapture deploy     (only tests whose name contains "deploy")
 #
-# Runs `cargo test --release --all-targets ... -- --include-ignored ...`: the e2e tests are
+# Runs `cargo test --release --all-targets --no-fail-fast ... -- --include-ignored ...`: the e2e tests are
 # #[ignore]d for plain `cargo test`; here they run, and FAIL (never skip) when the engine is
 # missing. The benchmark (benches/switch.rs) reports itself ignored: `cargo bench` runs it.
 # Exit code = cargo test's exit code (or the failing earlier stage's).
@@ -37,5 +37,5 @@ while (($#)); do
   cargo_args+=("$1"); shift
 done
 rc=0
-stage test cargo test --release --all-targets "${cargo_args[@]}" -- --include-ignored "${bin_args[@]}" || rc=$?
+stage test cargo test --release --all-targets --no-fail-fast "${cargo_args[@]}" -- --include-ignored "${bin_args[@]}" || rc=$?
 exit "$rc"
