@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_load_clean, assert_retries_bounded, docker, docker_maybe, nginx_reloads, serial, wait_for_reload, wait_for_workers, Load, REGISTRY};
+use common::{assert_load_clean, assert_retries_bounded, docker, docker_maybe, nginx_reloads, serial, wait_for_reload, wait_for_workers, Load, MAX_RETRIES_PER_DEPLOY, REGISTRY};
 
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::Engine;
@@ -273,7 +273,9 @@ fn green_failing_in_the_watch_window_goes_back_to_blue() {
     );
     assert!(sum.versions.get("dies").copied().unwrap_or(0) > 0, "green went live: {sum:?}");
     assert!(sum.failures > 0, "green died while live: {sum:?}");
-    assert_retries_bounded(&sum, 1);
+    // This deploy reloads nginx three times (preview, settle, switch back): one reload more
+    // than README's per-deploy bound counts, so half a deploy more (4 kept-alive clients).
+    assert!(sum.retried <= MAX_RETRIES_PER_DEPLOY * 3 / 2, "{} retries over preview, settle and switch back: {sum:?}", sum.retried);
     let after: Vec<&Sample> = samples.iter().filter(|x| x.sent > returned).collect();
     assert!(!after.is_empty() && after.iter().all(|x| x.result.as_deref() == Ok("v1")), "only v1 once the deploy returned");
     if let (Some(a), Some(b)) = (first_fail, last_fail) {
