@@ -116,15 +116,12 @@ services:
     }
 
     fn replicas_of(&self, service: &str) -> String {
-        docker(&["service", "inspect", &self.swarm(service), "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim().to_string()
+        common::replicas(&self.swarm(service))
     }
 
     /// Running containers of one Swarm service of the stack.
     fn containers(&self, service: &str) -> Vec<String> {
-        let filter = format!("label=com.docker.swarm.service.name={}", self.swarm(service));
-        let mut ids: Vec<String> = docker(&["ps", "-q", "--no-trunc", "--filter", &filter]).split_whitespace().map(String::from).collect();
-        ids.sort();
-        ids
+        common::containers(&self.swarm(service))
     }
 
     fn record(&self) -> Record {

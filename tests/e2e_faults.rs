@@ -140,7 +140,7 @@ services:
     }
 
     fn replicas(&self, service: &str) -> String {
-        docker(&["service", "inspect", &self.swarm(service), "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim().to_string()
+        common::replicas(&self.swarm(service))
     }
 
     /// The live release of `web` in the stack record.
@@ -151,8 +151,7 @@ services:
 
     /// Running containers of one Swarm service.
     fn containers(&self, service: &str) -> Vec<String> {
-        let out = docker(&["ps", "-q", "--no-trunc", "--filter", &format!("label=com.docker.swarm.service.name={}", self.swarm(service))]);
-        out.split_whitespace().map(String::from).collect()
+        common::containers(&self.swarm(service))
     }
 
     /// The nginx container and the config stackctl installed in it.

@@ -32,7 +32,7 @@ impl TestStack {
     }
 
     fn replicas(&self, service: &str) -> String {
-        docker(&["service", "inspect", service, "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim().to_string()
+        common::replicas(service)
     }
 
     /// Write the record's lock label by hand, as another machine's stackctl would have.

@@ -52,6 +52,19 @@ pub fn services(stack: &str) -> Vec<String> {
     v
 }
 
+/// The replica count a Swarm service's spec asks for.
+pub fn replicas(swarm_name: &str) -> String {
+    docker(&["service", "inspect", swarm_name, "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim().to_string()
+}
+
+/// Running containers of one Swarm service, sorted.
+pub fn containers(swarm_name: &str) -> Vec<String> {
+    let filter = format!("label=com.docker.swarm.service.name={swarm_name}");
+    let mut ids: Vec<String> = docker(&["ps", "-q", "--no-trunc", "--filter", &filter]).split_whitespace().map(String::from).collect();
+    ids.sort();
+    ids
+}
+
 /// Remove everything stackctl created for `stack`: services, configs, secrets, networks (once
 /// their tasks are gone) and the proxy's volume.
 pub fn remove_stack(stack: &str) {
