@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_load_clean, docker, serial, Load, Running, TestStack};
+use common::{assert_load_clean, serial, Load, Running, TestStack};
 
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::Engine;
