@@ -1002,8 +1002,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// Green failed its watch: route users back to blue (verified), record blue as live again,
     /// then remove green. Always an error: exit 1 when users are back on blue, 3 otherwise.
     async fn switch_back(&self, greens: &[GreenRelease], blue: &BTreeMap<String, u64>, reason: &str, out: &mut Output) -> DeployError {
-        out.phase("switch back");
         self.opts.cancel.cleaning_up();
+        out.phase("switch back");
         out.warn(&format!("green failed after the switch: {reason}; switching back"));
         let phase = "watching green after the switch";
         let releases = greens.iter().filter_map(|g| g.blue.map(|b| format!("r{b}"))).collect::<Vec<_>>().join(", ");
@@ -1036,9 +1036,10 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     /// Undo a deploy before the switch: route nginx to blue only, then remove green.
     async fn abort(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) {
-        out.phase("abort");
         // Signals from now on are reported and ignored: stopping halfway would leave a mess.
+        // Before the phase line, so a signal sent on seeing "abort ..." is already reported as such.
         self.opts.cancel.cleaning_up();
+        out.phase("abort");
         if self.nginx_has_config().await {
             match self.routing(live, &[]).await {
                 Ok(routing) => {
