@@ -15,10 +15,12 @@ Examples:
   stackctl deploy stacks/demo.yml --image web=127.0.0.1:5000/stackctl-demo:v2
   stackctl deploy stacks/demo.yml --timeout 2m --lock-wait 5m --output json
   stackctl status stacks/demo.yml
+  stackctl rollback stacks/demo.yml              # back to the release before the live one
+  stackctl rollback stacks/demo.yml --to r3 --service web
 
 Exit codes:
   0  success (including \"nothing to do\")
-  1  the deploy was refused or failed; the live release is intact
+  1  the deploy (or rollback) was refused or failed; the live release is intact
   2  usage or stack-file error; nothing was changed
   3  the deploy failed and the live release needs attention (see the message)
 
@@ -40,6 +42,34 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Show the live release, retained releases, task health and nginx routing.
     Status(StackArgs),
+    /// Send users back to an earlier release (default: the one before the live one), gated and
+    /// switched like a deploy.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// The release to go back to (`3` or `r3`): each service returns to its newest release not
+    /// newer than it, i.e. the stack as it was at that release. Default: per service, the
+    /// release before the live one.
+    #[arg(long, value_parser = parse_release)]
+    pub to: Option<u64>,
+    /// Roll back only this routed service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Give up waiting for the earlier release to become healthy after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Wait this long for a deploy of the same stack to finish (default: don't wait).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: Duration,
+}
+
+/// `3` or `r3`.
+pub fn parse_release(s: &str) -> Result<u64, String> {
+    s.strip_prefix('r').unwrap_or(s).parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| format!("expected a release number such as 3 or r3, got {s:?}"))
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +165,18 @@ mod tests {
         for huge in ["18446744073709551615s1s", "18446744073709551615m", "99999999999999999999h", "307445734561825861h", "169h", "168h1ms"] {
             assert!(parse_duration(huge).unwrap_err().contains("too long"), "{huge}");
         }
+    }
+
+    #[test]
+    fn rollback_targets() {
+        assert_eq!(parse_release("3"), Ok(3));
+        assert_eq!(parse_release("r12"), Ok(12));
+        for bad in ["", "r", "0", "r-1", "x3", "3r"] {
+            assert!(parse_release(bad).is_err(), "{bad}");
+        }
+        let cli = Cli::try_parse_from(["stackctl", "rollback", "s.yml", "--to", "r2", "--service", "web"]).unwrap();
+        let Command::Rollback(r) = cli.command else { panic!("not a rollback") };
+        assert_eq!((r.to, r.service.as_deref()), (Some(2), Some("web")));
     }
 
     #[test]

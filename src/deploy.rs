@@ -69,6 +69,8 @@ pub struct Switched {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub stack: String,
+    /// `deploy` or `rollback`.
+    pub verb: &'static str,
     pub outcome: Outcome,
     /// The release number this deploy created, if any.
     pub release: Option<u64>,
@@ -111,11 +113,58 @@ fn refused(e: impl std::fmt::Display) -> DeployError {
     DeployError::Refused(e.to_string())
 }
 
+/// What a run does once it holds the stack's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verb {
+    /// Converge the cluster on the stack file.
+    Deploy,
+    /// Send users of the routed services (all, or `service`) back to an earlier release that
+    /// still exists (running, or retained at zero): `to`, or the one before the live release.
+    Rollback { to: Option<u64>, service: Option<String> },
+}
+
+impl Verb {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verb::Deploy => "deploy",
+            Verb::Rollback { .. } => "rollback",
+        }
+    }
+}
+
 /// Deploy `stack`: the whole story.
 pub async fn deploy<E: Engine + Clone + 'static>(
     engine: &E,
     stack: &Stack,
     opts: &Options,
+    out: &mut Output,
+) -> Result<Report, DeployError> {
+    run(engine, stack, opts, Verb::Deploy, out).await
+}
+
+/// Roll `stack` back: the same gates and switch as a deploy, to a release that already exists.
+pub async fn rollback<E: Engine + Clone + 'static>(
+    engine: &E,
+    stack: &Stack,
+    opts: &Options,
+    to: Option<u64>,
+    service: Option<String>,
+    out: &mut Output,
+) -> Result<Report, DeployError> {
+    if let Some(s) = &service {
+        if route_of(stack, s).is_none() {
+            let routed: Vec<&str> = routed(stack).map(|(n, _)| n.as_str()).collect();
+            return Err(refused(format!("--service {s}: not a routed service of stack {} (routed: {})", stack.name, routed.join(", "))));
+        }
+    }
+    run(engine, stack, opts, Verb::Rollback { to, service }, out).await
+}
+
+async fn run<E: Engine + Clone + 'static>(
+    engine: &E,
+    stack: &Stack,
+    opts: &Options,
+    verb: Verb,
     out: &mut Output,
 ) -> Result<Report, DeployError> {
     out.phase("preflight");
@@ -124,7 +173,7 @@ pub async fn deploy<E: Engine + Clone + 'static>(
         route_network(stack, name).map_err(DeployError::Refused)?;
     }
     out.phase("lock");
-    let lock = match record::acquire_cancellable(engine, &stack.name, "deploy", opts.lock_wait, &opts.cancel).await {
+    let lock = match record::acquire_cancellable(engine, &stack.name, verb.as_str(), opts.lock_wait, &opts.cancel).await {
         Ok(lock) => lock,
         Err(record::LockError::Interrupted { signal, .. }) => {
             let (stack, phase) = (stack.name.clone(), "waiting for the deploy lock".to_string());
@@ -139,6 +188,7 @@ pub async fn deploy<E: Engine + Clone + 'static>(
         engine,
         stack,
         opts,
+        verb,
         lock: &lock,
         token: record::random_token(),
         preview_token: record::random_token(),
@@ -146,6 +196,7 @@ pub async fn deploy<E: Engine + Clone + 'static>(
         images: BTreeMap::new(),
         refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
     };
+    let verb = run.verb.as_str();
     let result = run.execute(out).await;
     let changes = std::mem::take(&mut run.changes);
     out.end_phase();
@@ -155,6 +206,7 @@ pub async fn deploy<E: Engine + Clone + 'static>(
     let (outcome, release, switched) = result?;
     Ok(Report {
         stack: stack.name.clone(),
+        verb,
         outcome,
         release,
         switched,
@@ -170,6 +222,7 @@ struct Run<'a, E: Engine + Clone + 'static> {
     engine: &'a E,
     stack: &'a Stack,
     opts: &'a Options,
+    verb: Verb,
     lock: &'a Held<E>,
     /// Per-deploy secret gating nginx's verification header in the configs this run installs
     /// once users are settled on a release (the settled config, a reroute, a switch back).
@@ -194,13 +247,30 @@ struct GreenRelease {
     swarm_name: String,
     id: String,
     created: bool,
+    /// Replicas it must have running and healthy.
+    replicas: u64,
+    /// Its image, pinned to a digest.
+    image: String,
+    /// How to undo bringing it up when the deploy stops before (or switches back after) the switch.
+    undo: Undo,
     target: Target,
+}
+
+/// Undoing a green: a new or leftover release is removed; an earlier release a rollback scaled
+/// up goes back to the replicas it had (it is someone's retained release, never deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    Remove,
+    ScaleTo(u64),
 }
 
 type Outcome3 = (Outcome, Option<u64>, Vec<Switched>);
 
 impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn execute(&mut self, out: &mut Output) -> Result<Outcome3, DeployError> {
+        if let Verb::Rollback { to, service } = self.verb.clone() {
+            return self.execute_rollback(to, service, out).await;
+        }
         out.phase("resolve");
         self.images = self.resolve_images(out).await?;
         self.refs = self.ensure_objects().await?;
@@ -232,7 +302,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.stop_if_interrupted("applying services")?;
 
         // Users are where nginx sends them; a resumed deploy starts from there (see Step::CatchUp).
-        let mut live = self.catch_up(&plan, &observed.live, out).await?;
+        let live = self.catch_up(&plan, &observed.live, out).await?;
         let greens_wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
         if greens_wanted.is_empty() {
             self.finish_interrupted(&plan, &live, out).await?;
@@ -244,14 +314,55 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             // this process dies right after creating green.
             self.lock.update(|r| r.seq = r.seq.max(n)).await.map_err(refused)?;
         }
+        let hashes = desired.iter().map(|(k, (d, _))| (k.clone(), d.hash.clone())).collect();
+        let switched = self.release(greens_wanted, live, &plan, &hashes, out).await?;
+        Ok((Outcome::Deployed, plan.release, switched))
+    }
 
+    /// A rollback: the planner picks, per routed service, the earlier release to go back to;
+    /// from there it is the deploy's own story (gate, preview, switch, watch, drain).
+    async fn execute_rollback(&mut self, to: Option<u64>, service: Option<String>, out: &mut Output) -> Result<Outcome3, DeployError> {
+        out.phase("plan");
+        let observed = self.observe().await.map_err(refused)?;
+        let services: Vec<String> = match service {
+            Some(s) => vec![s],
+            None => routed(self.stack).map(|(n, _)| n.clone()).collect(),
+        };
+        let plan = plan::rollback(&observed, &services, to).map_err(refused)?;
+        if plan.is_noop() {
+            let live = observed.live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ");
+            out.info(&format!("nothing to roll back: stack {} already runs the asked release ({live})", self.stack.name));
+            return Ok((Outcome::Unchanged, None, Vec::new()));
+        }
+        let wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
+        let switched = self.release(wanted, observed.live.clone(), &plan, &BTreeMap::new(), out).await?;
+        Ok((Outcome::Deployed, None, switched))
+    }
+
+    /// The blue-green story for the releases the plan names: bring green up, gate it, preview
+    /// it through nginx, switch, record, watch, drain, retire. Before the switch every failure
+    /// or signal undoes green; after it, a failed watch switches back.
+    async fn release(
+        &mut self,
+        wanted: Vec<(String, Option<u64>, Green)>,
+        mut live: BTreeMap<String, u64>,
+        plan: &plan::Plan,
+        hashes: &BTreeMap<String, String>,
+        out: &mut Output,
+    ) -> Result<Vec<Switched>, DeployError> {
         out.phase("create green");
         let mut greens = Vec::new();
-        for (service, blue, green) in greens_wanted {
-            let (want, _) = &desired[&service];
-            match self.start_green(&service, blue, &green, &want.hash).await {
+        for (service, blue, green) in wanted {
+            let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
+            match self.start_green(&service, blue, &green, hash).await {
                 Ok(g) => {
-                    out.info(&format!("{} {} (release {})", if g.created { "created" } else { "adopted" }, g.swarm_name, g.release));
+                    let how = match (&green, g.created) {
+                        (_, true) => "created",
+                        (Green::Existing { .. }, _) if g.undo == Undo::ScaleTo(0) => "scaling up",
+                        (Green::Existing { .. }, _) => "going back to",
+                        _ => "adopted",
+                    };
+                    out.info(&format!("{how} {} (release {})", g.swarm_name, g.release));
                     greens.push(g);
                 }
                 Err(e) => {
@@ -278,7 +389,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         out.phase("preview");
         let probe_result = self.preview(&greens, &live, out).await;
         // The preview config routes users to blue and nothing to leftovers: safe to remove them.
-        self.remove_orphans(&plan, out).await;
+        self.remove_orphans(plan, out).await;
         if self.opts.cancel.is_cancelled() {
             return Err(self.interrupt(&greens, &live, "probing green through nginx", out).await);
         }
@@ -375,16 +486,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.clear_switches(settled_at, out).await;
         for g in &greens {
             self.retire(&g.service, g.release, out).await;
+            // A rollback leaves the release it came from retained at zero, ready to go
+            // forward again (a deploy of the same spec adopts it).
+            if let Some(from) = g.blue.filter(|b| *b > g.release) {
+                let name = release::versioned_name(&self.stack.name, &g.service, from);
+                self.scale_down(&name, &name, out).await;
+            }
         }
-        for (service, live) in retirements(&plan) {
+        for (service, live) in retirements(plan) {
             self.retire(&service, live, out).await;
         }
 
-        let switched = greens
-            .iter()
-            .map(|g| Switched { service: g.service.clone(), from: g.blue, to: g.release, image: self.images[&g.service].clone() })
-            .collect();
-        Ok((Outcome::Deployed, plan.release, switched))
+        Ok(greens.iter().map(|g| Switched { service: g.service.clone(), from: g.blue, to: g.release, image: g.image.clone() }).collect())
     }
 
     /// Nothing new to release: repair what an earlier deploy left half done. nginx out of step
@@ -497,9 +610,15 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// A signal before the switch: undo (nginx to blue only, green removed) and say so.
     async fn interrupt(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, phase: &str, out: &mut Output) -> DeployError {
         let signal = self.opts.cancel.reason();
-        out.warn(&format!("interrupted by {signal} while {phase}: removing the new release"));
+        let rollback = matches!(self.verb, Verb::Rollback { .. });
+        let (doing, done) = if rollback {
+            ("putting the earlier release back as it was", "the earlier release is back as it was")
+        } else {
+            ("removing the new release", "the new release was removed")
+        };
+        out.warn(&format!("interrupted by {signal} while {phase}: {doing}"));
         self.abort(greens, live, out).await;
-        DeployError::Interrupted { stack: self.stack.name.clone(), phase: phase.into(), signal, detail: "the new release was removed".into() }
+        DeployError::Interrupted { stack: self.stack.name.clone(), phase: phase.into(), signal, detail: done.into() }
     }
 
     /// Let requests in flight on the old release finish; a second signal cuts it short.
@@ -725,8 +844,24 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let svc = &self.stack.services[service];
         let n = green.release();
         let swarm_name = release::versioned_name(&self.stack.name, service, n);
+        let mut replicas = svc.deploy.replicas;
+        let mut image = self.images.get(service).cloned().unwrap_or_default();
+        let mut undo = Undo::Remove;
         let (id, created) = match green {
-            Green::Adopt { id, .. } => (id.clone(), false),
+            Green::Adopt { id, .. } | Green::Existing { id, .. } => {
+                let current = self.engine.service(id).await?.ok_or_else(|| EngineError::Other(format!("{swarm_name} disappeared")))?;
+                if let Green::Existing { .. } = green {
+                    // The release's own size and image, not the stack file's: it goes back as it ran.
+                    replicas = current.label(release::REPLICAS).and_then(|r| r.parse().ok()).unwrap_or(current.replicas.max(1));
+                    image = current.spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.image.clone()).unwrap_or_default();
+                    undo = Undo::ScaleTo(current.replicas);
+                }
+                // A retained release (or one a rollback left at zero) runs again.
+                if current.replicas < replicas {
+                    self.engine.update_service(id, current.version, scaled(&current.spec, replicas)).await?;
+                }
+                (id.clone(), false)
+            }
             Green::Create { .. } => {
                 let blue_color = match blue {
                     Some(b) => self
@@ -754,13 +889,15 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             swarm_name,
             id,
             created,
+            replicas,
+            image,
+            undo,
             target: Target { release: n, servers: Vec::new() },
         })
     }
 
     async fn wait_greens(&self, greens: &mut [GreenRelease], out: &mut Output) -> Result<(), String> {
         for g in greens.iter_mut() {
-            let svc = &self.stack.services[&g.service];
             let route = route_of(self.stack, &g.service).expect("greens are routed");
             let deadline = Instant::now() + self.opts.timeout.unwrap_or(route.health.deadline);
             let name = g.swarm_name.clone();
@@ -770,7 +907,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 faults::pause("waiting-health", &self.opts.cancel).await;
             }
             let mut last = (usize::MAX, 0);
-            let tasks = health::wait_running(self.engine, &g.id, svc.deploy.replicas, deadline, |running, wanted| {
+            let tasks = health::wait_running(self.engine, &g.id, g.replicas, deadline, |running, wanted| {
                 if (running, wanted) != last {
                     last = (running, wanted);
                     out.progress(&format!("{name}: {running}/{wanted} tasks running and healthy"));
@@ -947,6 +1084,9 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 swarm_name: green.name.clone(),
                 id: green.id.clone(),
                 created: false,
+                replicas: green.replicas,
+                image: String::new(),
+                undo: Undo::Remove,
                 target,
             });
         }
@@ -1059,9 +1199,22 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     async fn remove_greens(&self, greens: &[GreenRelease], out: &mut Output) {
         for g in greens {
-            match self.engine.remove_service(&g.id).await {
-                Ok(()) => out.info(&format!("removed {}", g.swarm_name)),
-                Err(e) => out.warn(&format!("could not remove {} ({e}); the next deploy removes it", g.swarm_name)),
+            match g.undo {
+                Undo::Remove => match self.engine.remove_service(&g.id).await {
+                    Ok(()) => out.info(&format!("removed {}", g.swarm_name)),
+                    Err(e) => out.warn(&format!("could not remove {} ({e}); the next deploy removes it", g.swarm_name)),
+                },
+                Undo::ScaleTo(n) => {
+                    let result = match self.engine.service(&g.id).await {
+                        Ok(Some(current)) if current.replicas != n => self.engine.update_service(&g.id, current.version, scaled(&current.spec, n)).await,
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(()) => out.info(&format!("{} back to {n} replica(s), as before", g.swarm_name)),
+                        Err(e) => out.warn(&format!("could not scale {} back to {n} ({e}); scale it with `docker service scale`", g.swarm_name)),
+                    }
+                }
             }
         }
     }
@@ -1081,6 +1234,22 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
     }
 
+    /// Scale a release to zero, kept for rollback. Failing is a warning: the next deploy retries.
+    async fn scale_down(&mut self, id: &str, name: &str, out: &mut Output) {
+        let result = match self.engine.service(id).await {
+            Ok(Some(current)) if current.replicas > 0 => self.engine.update_service(id, current.version, scaled(&current.spec, 0)).await,
+            Ok(_) => return,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                out.info(&format!("scaled {name} to 0 (kept for rollback)"));
+                self.changes.push(format!("scaled {name} to 0"));
+            }
+            Err(e) => out.warn(&format!("could not scale down {name}: {e}")),
+        }
+    }
+
     /// After the switch: scale the previous releases to zero, keeping the newest `keep` of
     /// them for rollback, and remove older ones.
     async fn retire(&mut self, service: &str, live: u64, out: &mut Output) {
@@ -1095,25 +1264,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let plan = plan::retention(&releases, live, keep);
         for (n, id) in plan.scale_down {
             let name = release::versioned_name(&self.stack.name, service, n);
-            let result = match self.engine.service(&id).await {
-                Ok(Some(current)) => {
-                    let mut spec = current.spec.clone();
-                    spec.mode = Some(ServiceSpecMode {
-                        replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
-                        ..Default::default()
-                    });
-                    self.engine.update_service(&id, current.version, spec).await
-                }
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => {
-                    out.info(&format!("scaled {name} to 0 (kept for rollback)"));
-                    self.changes.push(format!("scaled {name} to 0"));
-                }
-                Err(e) => out.warn(&format!("could not scale down {name}: {e}")),
-            }
+            self.scale_down(&id, &name, out).await;
         }
         for (n, id) in plan.remove {
             let name = release::versioned_name(&self.stack.name, service, n);
@@ -1126,6 +1277,13 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             }
         }
     }
+}
+
+/// `spec` with `replicas` replicas.
+fn scaled(spec: &ServiceSpec, replicas: u64) -> ServiceSpec {
+    let mut spec = spec.clone();
+    spec.mode = Some(ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: Some(replicas as i64) }), ..Default::default() });
+    spec
 }
 
 /// Services whose blue a deploy interrupted after its switch left running, with their live release.

@@ -35,40 +35,22 @@ async fn run(cli: Cli) -> i32 {
             let mut out = Output::new(format);
             let result = async {
                 let stack = load(&args.stack, args.image_overrides(), &mut out)?;
-                let engine = Retrying::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?, Backoff::default());
-                // SIGINT/SIGTERM stop the deploy safely instead of killing it (see stackctl::cancel).
-                let cancel = stackctl::cancel::Cancel::new();
-                cancel.listen_for_signals().map_err(|e| DeployError::Refused(format!("cannot handle signals: {e}")))?;
-                let opts = deploy::Options { timeout: args.timeout, lock_wait: args.lock_wait, cancel };
+                let (engine, opts) = connect(args.timeout, args.lock_wait).await?;
                 deploy::deploy(&engine, &stack, &opts, &mut out).await
             }
             .await;
-            out.end_phase();
-            match result {
-                Ok(report) => {
-                    match format {
-                        Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")),
-                        Format::Text => {
-                            for s in &report.switched {
-                                let from = s.from.map(|f| format!("r{f}")).unwrap_or_else(|| "nothing".into());
-                                println!("{}: {from} → r{} ({})", s.service, s.to, s.image);
-                            }
-                            for c in &report.changes {
-                                println!("{c}");
-                            }
-                            match report.outcome {
-                                deploy::Outcome::Unchanged => println!("stack {} unchanged: nothing to deploy", report.stack),
-                                deploy::Outcome::Deployed => println!("stack {} deployed in {:.1}s", report.stack, report.total_seconds),
-                            }
-                        }
-                    }
-                    0
-                }
-                Err(e) => {
-                    report_error(format, &e, &out);
-                    e.exit_code()
-                }
+            report(format, result, out)
+        }
+        Command::Rollback(args) => {
+            let format = args.stack.output;
+            let mut out = Output::new(format);
+            let result = async {
+                let stack = load(&args.stack, Default::default(), &mut out)?;
+                let (engine, opts) = connect(args.timeout, args.lock_wait).await?;
+                deploy::rollback(&engine, &stack, &opts, args.to, args.service.clone(), &mut out).await
             }
+            .await;
+            report(format, result, out)
         }
         Command::Status(args) => {
             let mut out = Output::new(args.output);
@@ -91,6 +73,49 @@ async fn run(cli: Cli) -> i32 {
                     e.exit_code()
                 }
             }
+        }
+    }
+}
+
+type Engine = Retrying<DockerEngine>;
+
+/// The engine, and the options of a deploy or rollback. SIGINT/SIGTERM stop it safely instead of
+/// killing it (see stackctl::cancel).
+async fn connect(timeout: Option<std::time::Duration>, lock_wait: std::time::Duration) -> Result<(Engine, deploy::Options), DeployError> {
+    let engine = Retrying::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?, Backoff::default());
+    let cancel = stackctl::cancel::Cancel::new();
+    cancel.listen_for_signals().map_err(|e| DeployError::Refused(format!("cannot handle signals: {e}")))?;
+    Ok((engine, deploy::Options { timeout, lock_wait, cancel }))
+}
+
+/// Print a deploy's or rollback's result; the exit code.
+fn report(format: Format, result: Result<deploy::Report, DeployError>, mut out: Output) -> i32 {
+    out.end_phase();
+    match result {
+        Ok(report) => {
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")),
+                Format::Text => {
+                    for s in &report.switched {
+                        let from = s.from.map(|f| format!("r{f}")).unwrap_or_else(|| "nothing".into());
+                        println!("{}: {from} → r{} ({})", s.service, s.to, s.image);
+                    }
+                    for c in &report.changes {
+                        println!("{c}");
+                    }
+                    match report.outcome {
+                        deploy::Outcome::Unchanged if report.verb == "rollback" => println!("stack {} unchanged: nothing to roll back", report.stack),
+                        deploy::Outcome::Unchanged => println!("stack {} unchanged: nothing to deploy", report.stack),
+                        deploy::Outcome::Deployed if report.verb == "rollback" => println!("stack {} rolled back in {:.1}s", report.stack, report.total_seconds),
+                        deploy::Outcome::Deployed => println!("stack {} deployed in {:.1}s", report.stack, report.total_seconds),
+                    }
+                }
+            }
+            0
+        }
+        Err(e) => {
+            report_error(format, &e, &out);
+            e.exit_code()
         }
     }
 }

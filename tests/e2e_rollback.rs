@@ -1,0 +1,116 @@
+//! `stackctl rollback` against the real engine, real nginx and the real registry, under load.
+//!
+//! Stacks e2eroll*, nginx ports 18840-18859.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use stackctl::loadgen;
+
+/// Run `rollback` under the steady load; the samples, the command's output and when (on the
+/// samples' clock) it started and returned.
+fn rollback_under_load(s: &TestStack, args: &[&str]) -> (std::process::Output, Vec<loadgen::Sample>, Duration, Duration) {
+    let load = Load::steady(&format!("127.0.0.1:{}", s.port));
+    let file = s.file("v1");
+    let mut argv = vec!["rollback", file.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    let started = load.now();
+    let out = s.stackctl(&argv);
+    let returned = load.now();
+    load.wait_answers_since(returned, 100);
+    (out, load.stop().remove(0), started, returned)
+}
+
+/// When, after `started`, the last request answered by `old` was sent: how long users kept
+/// getting the release being left.
+fn last_answer_of(samples: &[loadgen::Sample], old: &str, started: Duration) -> Duration {
+    samples.iter().filter(|x| x.result.as_deref() == Ok(old)).map(|x| x.sent.saturating_sub(started)).max().unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn rollback_to_a_retained_release_and_forward_again_under_load_drops_nothing() {
+    let _g = serial();
+    let s = TestStack::new("e2eroll", 18840);
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    assert_eq!(s.deploy("v2", &[]).status.code(), Some(0));
+    assert_eq!(s.get("/").as_deref(), Ok("v2"));
+    assert_eq!(replicas("e2eroll_web-r1"), "0", "r1 retained at zero");
+
+    // Back: r1 is scaled up, gated through the preview route, switched to.
+    let t = Instant::now();
+    let (out, samples, started, _) = rollback_under_load(&s, &["--output", "json"]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["verb"].as_str(), report["switched"][0]["from"].as_u64(), report["switched"][0]["to"].as_u64()), (Some("rollback"), Some(2), Some(1)));
+    assert!(report["switched"][0]["image"].as_str().unwrap().contains("stackctl-demo:v1@sha256:"), "{report}");
+    let sum = loadgen::summarize(&samples);
+    let last_v2 = last_answer_of(&samples, "v2", started);
+    eprintln!("ROLLBACK retained: command {took:.2?}, last v2 answer {last_v2:.2?} after the command started; {sum:?}");
+    assert_load_clean(&sum, 200, 1);
+    let back = loadgen::backwards(&samples, "v2", "v1");
+    assert!(back.is_empty(), "{} requests answered by v2 after a client saw v1: {:?}", back.len(), back.first());
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+    assert_eq!(s.status_json()["live"]["web"], 1);
+    // The release it came from is retained at zero for going forward again; nothing removed.
+    assert_eq!(s.services(), vec!["e2eroll_proxy", "e2eroll_web-r1", "e2eroll_web-r2"]);
+    assert_eq!((replicas("e2eroll_web-r1").as_str(), replicas("e2eroll_web-r2").as_str()), ("2", "0"));
+
+    // Nothing older than r1: refused, nothing changed.
+    let file = s.file("v1");
+    let out = s.stackctl(&["rollback", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no release older than its live r1"), "{}", stderr(&out));
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+
+    // Already there: exit 0, nothing to do.
+    let out = s.stackctl(&["rollback", file.to_str().unwrap(), "--to", "r1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("nothing to roll back"), "{}", stdout(&out));
+
+    // Forward again to r2 by number.
+    let (out, samples, started, _) = rollback_under_load(&s, &["--to", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sum = loadgen::summarize(&samples);
+    eprintln!("ROLLBACK forward: last v1 answer {:.2?} after the command started; {sum:?}", last_answer_of(&samples, "v1", started));
+    assert_load_clean(&sum, 200, 1);
+    assert!(loadgen::backwards(&samples, "v1", "v2").is_empty());
+    assert_eq!(s.get("/").as_deref(), Ok("v2"));
+    assert_eq!((replicas("e2eroll_web-r1").as_str(), replicas("e2eroll_web-r2").as_str()), ("0", "2"));
+
+    // A deploy after rollbacks numbers on: r3, never a reused number.
+    let out = s.deploy("v1", &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["switched"][0]["to"], 3);
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn a_rollback_that_cannot_become_healthy_leaves_the_live_release_and_the_retained_one_as_they_were() {
+    let _g = serial();
+    let s = TestStack::new("e2erollbad", 18841);
+    // r1 is a broken deploy (removed; numbers go on), r2 is v1, r3 is v2.
+    assert_eq!(s.deploy("broken", &["--timeout", "1s"]).status.code(), Some(1), "broken is refused");
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    assert_eq!(s.deploy("v2", &[]).status.code(), Some(0));
+    // Someone changed the retained r2 behind stackctl's back so that it cannot become healthy.
+    let retained = s.services().into_iter().find(|n| n.ends_with("-r2")).expect("retained v1 release");
+    docker(&["service", "update", "--detach", "--image", &format!("{REGISTRY}/stackctl-demo:broken"), &retained]);
+    let file = s.file("v1");
+    let load = Load::steady(&format!("127.0.0.1:{}", s.port));
+    let out = s.stackctl(&["rollback", file.to_str().unwrap(), "--timeout", "5s"]);
+    let samples = load.stop().remove(0);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("The live release is intact"), "{}", stderr(&out));
+    let sum = loadgen::summarize(&samples);
+    assert_load_clean(&sum, 50, 1);
+    assert_eq!(sum.versions.keys().collect::<Vec<_>>(), vec!["v2"], "users stayed on the live release");
+    // The retained release is back at zero, not removed; the live one untouched.
+    assert_eq!(replicas(&retained), "0");
+    assert_eq!(s.status_json()["live"]["web"], 3);
+    assert_eq!(s.get("/").as_deref(), Ok("v2"));
+}
