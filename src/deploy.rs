@@ -120,7 +120,10 @@ pub enum Verb {
     Deploy,
     /// Send users of the routed services (all, or `service`) back to an earlier release that
     /// still exists (running, or retained at zero): `to`, or the one before the live release.
-    Rollback { to: Option<u64>, service: Option<String> },
+    /// `asked_at` is the live release per service when the command started: if a deploy that
+    /// held the lock meanwhile changed it, the rollback refuses instead of going back further
+    /// than asked.
+    Rollback { to: Option<u64>, service: Option<String>, asked_at: BTreeMap<String, u64> },
 }
 
 impl Verb {
@@ -157,7 +160,9 @@ pub async fn rollback<E: Engine + Clone + 'static>(
             return Err(refused(format!("--service {s}: not a routed service of stack {} (routed: {})", stack.name, routed.join(", "))));
         }
     }
-    run(engine, stack, opts, Verb::Rollback { to, service }, out).await
+    // What "back" means is fixed now, before waiting for a running deploy's lock.
+    let asked_at = record::read(engine, &stack.name).await.map_err(refused)?.map(|(_, r)| r.live).unwrap_or_default();
+    run(engine, stack, opts, Verb::Rollback { to, service, asked_at }, out).await
 }
 
 async fn run<E: Engine + Clone + 'static>(
@@ -268,8 +273,8 @@ type Outcome3 = (Outcome, Option<u64>, Vec<Switched>);
 
 impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn execute(&mut self, out: &mut Output) -> Result<Outcome3, DeployError> {
-        if let Verb::Rollback { to, service } = self.verb.clone() {
-            return self.execute_rollback(to, service, out).await;
+        if let Verb::Rollback { to, service, asked_at } = self.verb.clone() {
+            return self.execute_rollback(to, service, &asked_at, out).await;
         }
         out.phase("resolve");
         self.images = self.resolve_images(out).await?;
@@ -321,13 +326,33 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     /// A rollback: the planner picks, per routed service, the earlier release to go back to;
     /// from there it is the deploy's own story (gate, preview, switch, watch, drain).
-    async fn execute_rollback(&mut self, to: Option<u64>, service: Option<String>, out: &mut Output) -> Result<Outcome3, DeployError> {
+    async fn execute_rollback(
+        &mut self,
+        to: Option<u64>,
+        service: Option<String>,
+        asked_at: &BTreeMap<String, u64>,
+        out: &mut Output,
+    ) -> Result<Outcome3, DeployError> {
         out.phase("plan");
         let observed = self.observe().await.map_err(refused)?;
         let services: Vec<String> = match service {
             Some(s) => vec![s],
             None => routed(self.stack).map(|(n, _)| n.clone()).collect(),
         };
+        let changed: Vec<String> = services
+            .iter()
+            .filter(|s| asked_at.get(*s) != observed.live.get(*s))
+            .map(|s| {
+                let r = |m: &BTreeMap<String, u64>| m.get(s).map(|n| format!("r{n}")).unwrap_or_else(|| "nothing".into());
+                format!("{s}: {} → {}", r(asked_at), r(&observed.live))
+            })
+            .collect();
+        if !changed.is_empty() {
+            return Err(refused(format!(
+                "the live release changed while this rollback waited for the lock ({}); nothing was done. Check `stackctl status` and run the rollback again if you still want it",
+                changed.join(", ")
+            )));
+        }
         let plan = plan::rollback(&observed, &services, to).map_err(refused)?;
         if plan.is_noop() {
             let live = observed.live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ");
