@@ -802,7 +802,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         } else {
             None
         };
-        Ok(Observed { live: record.live, seq: record.seq, services, routing })
+        // A recorded live release whose service is gone (removed by hand) is no live release:
+        // routing must not look for its tasks, and the next switch records the new one.
+        let mut live = record.live;
+        live.retain(|service, n| services.iter().any(|s| &s.service == service && s.release == Some(*n) && s.kind == Some(Kind::Routed)));
+        Ok(Observed { live, seq: record.seq, services, routing })
     }
 
     fn nginx(&self) -> NginxProxy<'_, E> {

@@ -323,3 +323,20 @@ fn docker_host_over_tcp_and_tls() {
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&ok.stdout).unwrap()["stack"], "e2etcp");
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
 }
+
+/// Someone removed the live release's service by hand (`docker service rm`): the record names a
+/// release that no longer exists. The next deploy treats it as nothing live and deploys again,
+/// instead of failing forever looking for its tasks.
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn a_live_release_removed_by_hand_is_replaced_by_the_next_deploy() {
+    let _g = serial();
+    let s = TestStack::new("e2egone", 18090);
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    docker(&["service", "rm", "e2egone_web-r1"]);
+    let out = s.deploy("v1", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("web: nothing → r2"), "{}", stdout(&out));
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+    assert_eq!(s.status_json()["live"]["web"], 2);
+}
