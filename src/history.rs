@@ -582,6 +582,22 @@ mod tests {
     }
 
     #[test]
+    fn deploy_endings_map_to_outcomes_and_changing_nothing_is_not_recorded() {
+        let none: &[Switched] = &[];
+        assert_eq!(deploy_outcome(&Ok((deploy::Outcome::Unchanged, None, none))), None);
+        assert_eq!(deploy_outcome(&Ok((deploy::Outcome::Deployed, Some(2), none))), Some((Outcome::Deployed, None, 0)));
+        let failed = |phase: &str, live_intact| DeployError::Failed { stack: "s".into(), phase: phase.into(), reason: "r".into(), live_intact };
+        let outcome = |e: &DeployError| deploy_outcome(&Err(e)).map(|(o, reason, code)| (o, reason.is_some(), code));
+        assert_eq!(outcome(&failed("waiting for green to become healthy", true)), Some((Outcome::Failed, true, 1)));
+        assert_eq!(outcome(&failed("watching green after the switch", true)), Some((Outcome::RolledBack, true, 1)));
+        assert_eq!(outcome(&failed("switching nginx to green", true)), Some((Outcome::RolledBack, true, 1)));
+        assert_eq!(outcome(&failed("watching green after the switch", false)), Some((Outcome::Failed, true, 3)), "switching back failed");
+        let interrupted = DeployError::Interrupted { stack: "s".into(), phase: "p".into(), signal: "SIGINT".into(), detail: "d".into() };
+        assert_eq!(outcome(&interrupted), Some((Outcome::Interrupted, true, 1)));
+        assert_eq!(outcome(&DeployError::Refused("image not found".into())), Some((Outcome::Failed, true, 1)));
+    }
+
+    #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01 00:00:00");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
