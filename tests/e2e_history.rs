@@ -117,6 +117,23 @@ fn history_records_deploys_and_a_failed_deploy_but_not_a_deploy_that_changed_not
     let out = s.stackctl(&["history", other.to_str().unwrap(), "--name", "e2ehist", "--output", "json"]);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len(), 3);
 
+    // Numbers for the report (nothing asserted): entry sizes and the time to read the history.
+    for name in history_configs("e2ehist") {
+        eprintln!("{name}: {} bytes", docker(&["config", "inspect", &name, "--format", "{{len .Spec.Data}}"]).trim());
+    }
+    let started = std::time::Instant::now();
+    s.stackctl(&["history", file.to_str().unwrap()]);
+    eprintln!("stackctl history of 3 entries took {:?}", started.elapsed());
+
+    // Refused after the lock (the image does not exist): recorded as failed, no number used up.
+    let missing = s.deploy("no-such-tag", &[]);
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    let entries = history_json(&s, &file, &[]);
+    let refused = &entries[0];
+    assert_eq!((refused["number"].as_u64(), refused["outcome"].as_str(), refused["exit_code"].as_i64()), (Some(4), Some("failed"), Some(1)));
+    assert!(refused["release"].is_null(), "{refused}");
+    assert!(refused["reason"].as_str().unwrap().contains("no-such-tag"), "{refused}");
+
     // An engine that cannot be reached: exit 1 and a clear message.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_stackctl"))
         .args(["history", file.to_str().unwrap()])
