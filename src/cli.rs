@@ -17,10 +17,12 @@ Examples:
   stackctl status stacks/demo.yml
   stackctl rollback stacks/demo.yml              # back to the release before the live one
   stackctl rollback stacks/demo.yml --to r3 --service web
+  stackctl history stacks/demo.yml --service web
 
 Exit codes:
   0  success (including \"nothing to do\")
   1  the deploy (or rollback) was refused or failed; the live release is intact
+     (status, history: the engine could not be read)
   2  usage or stack-file error; nothing was changed
   3  the deploy failed and the live release needs attention (see the message)
 
@@ -45,6 +47,18 @@ pub enum Command {
     /// Send users back to an earlier release (default: the one before the live one), gated and
     /// switched like a deploy.
     Rollback(RollbackArgs),
+    /// Show what past deploys did, newest first, from the history kept in the cluster.
+    #[command(after_help = EXAMPLES)]
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Only entries that switched this service (a failed attempt names no service and is kept).
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -194,5 +208,12 @@ mod tests {
         assert_eq!(d.timeout, Some(Duration::from_secs(120)));
         assert_eq!(d.stack.output, Format::Json);
         assert_eq!(d.image_overrides().get("web").map(String::as_str), Some("a:1"));
+    }
+
+    #[test]
+    fn cli_parses_history() {
+        let cli = Cli::try_parse_from(["stackctl", "history", "s.yml", "--service", "web", "--name", "prod", "--output", "json"]).unwrap();
+        let Command::History(h) = cli.command else { panic!("not history") };
+        assert_eq!((h.service.as_deref(), h.stack.name.as_deref(), h.stack.output), (Some("web"), Some("prod"), Format::Json));
     }
 }

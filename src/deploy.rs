@@ -25,6 +25,7 @@ use crate::engine::describe::{self, ObjectRefs};
 use crate::engine::{Engine, EngineError, NetworkRequest};
 use crate::faults;
 use crate::health::{self, Expect, Probe};
+use crate::history;
 use crate::output::{Output, PhaseTime};
 use crate::plan::{self, Desired, Existing, Green, Kind, Observed, Step};
 use crate::proxy::{self, nginx::NginxProxy, Proxy, ServiceRouting, Target};
@@ -202,9 +203,14 @@ async fn run<E: Engine + Clone + 'static>(
         refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
     };
     let verb = run.verb.as_str();
+    // The record as the lock found it: history tells from it which release a failure used up.
+    let before = record::read(engine, &stack.name).await.ok().flatten().map(|(_, r)| r);
     let result = run.execute(out).await;
     let changes = std::mem::take(&mut run.changes);
     out.end_phase();
+    let ended = result.as_ref().map(|(outcome, release, switched)| (*outcome, *release, switched.as_slice()));
+    let history_verb = if verb == "rollback" { history::Verb::Rollback } else { history::Verb::Deploy };
+    history::record_deploy(engine, stack, history_verb, before.as_ref(), ended, out).await;
     if let Err(e) = lock.release().await {
         out.warn(&format!("could not release the deploy lock ({e}); it goes stale in {}s", record::STALE_AFTER.as_secs()));
     }

@@ -15,7 +15,8 @@
 //! - [`proxy`] renders the nginx config (askama templates in `nginx-templates/`), installs it
 //!   into the running nginx tasks through the Docker API, tests, reloads and verifies.
 //! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
-//! - [`deploy`] is the blue-green story in one readable function; [`status`] reports.
+//! - [`deploy`] is the blue-green story in one readable function; [`status`] reports;
+//!   [`history`] keeps what each deploy did in the cluster (one Swarm config per entry).
 //! - [`cli`] turns arguments into requests; `main.rs` maps errors to exit codes.
 //! - [`cancel`] turns SIGINT/SIGTERM into a flag the deploy checks; [`faults`] holds the
 //!   test-only pause points that integration tests kill the process at.
@@ -26,6 +27,7 @@ pub mod deploy;
 pub mod engine;
 pub mod faults;
 pub mod health;
+pub mod history;
 pub mod loadgen;
 pub mod output;
 pub mod plan;

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use stackctl::cli::{Cli, Command, StackArgs};
+use stackctl::cli::{self, Cli, Command, StackArgs};
+use stackctl::history;
 use stackctl::deploy::{self, DeployError};
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::retry::{Backoff, Retrying};
@@ -30,6 +31,7 @@ fn load(args: &StackArgs, images: std::collections::BTreeMap<String, String>, ou
 
 async fn run(cli: Cli) -> i32 {
     match cli.command {
+        Command::History(args) => history(&args).await,
         Command::Deploy(args) => {
             let format = args.stack.output;
             let mut out = Output::new(format);
@@ -56,7 +58,7 @@ async fn run(cli: Cli) -> i32 {
             let mut out = Output::new(args.output);
             let result = async {
                 let stack = load(&args, Default::default(), &mut out)?;
-                let engine = Retrying::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?, Backoff::default());
+                let engine = engine().await?;
                 status::status(&engine, &stack).await.map_err(|e| DeployError::Refused(e.to_string()))
             }
             .await;
@@ -82,7 +84,7 @@ type Engine = Retrying<DockerEngine>;
 /// The engine, and the options of a deploy or rollback. SIGINT/SIGTERM stop it safely instead of
 /// killing it (see stackctl::cancel).
 async fn connect(timeout: Option<std::time::Duration>, lock_wait: std::time::Duration) -> Result<(Engine, deploy::Options), DeployError> {
-    let engine = Retrying::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?, Backoff::default());
+    let engine = engine().await?;
     let cancel = stackctl::cancel::Cancel::new();
     cancel.listen_for_signals().map_err(|e| DeployError::Refused(format!("cannot handle signals: {e}")))?;
     Ok((engine, deploy::Options { timeout, lock_wait, cancel }))
@@ -118,6 +120,46 @@ fn report(format: Format, result: Result<deploy::Report, DeployError>, mut out: 
             e.exit_code()
         }
     }
+}
+
+/// The history command: the stack file only names the stack; everything else is read from
+/// the engine, so any machine sees the same history.
+async fn history(args: &cli::HistoryArgs) -> i32 {
+    let format = args.stack.output;
+    let mut out = Output::new(format);
+    let result = async {
+        let stack = load(&args.stack, Default::default(), &mut out)?;
+        let engine = engine().await?;
+        let (entries, unreadable) = history::read(&engine, &stack.name)
+            .await
+            .map_err(|e| DeployError::Refused(format!("cannot read the release history of stack {}: {e}", stack.name)))?;
+        Ok::<_, DeployError>((stack.name, entries, unreadable))
+    }
+    .await;
+    let (name, mut entries, unreadable) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(format, &e, &out);
+            return e.exit_code();
+        }
+    };
+    for u in &unreadable {
+        out.warn(u);
+    }
+    if let Some(service) = &args.service {
+        entries.retain(|e| e.touches(service));
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&entries).expect("history serialises")),
+        Format::Text if entries.is_empty() => println!("stack {name} has no history{}", args.service.as_ref().map(|s| format!(" for service {s}")).unwrap_or_default()),
+        Format::Text => print!("{}", history::table(&entries)),
+    }
+    0
+}
+
+async fn engine() -> Result<Engine, DeployError> {
+    let engine = DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?;
+    Ok(Retrying::new(engine, Backoff::default()))
 }
 
 fn report_error(format: Format, e: &DeployError, out: &Output) {

@@ -378,7 +378,9 @@ fn without_credentials_the_deploy_is_refused_with_a_docker_login_hint() {
     let nets = docker(&["network", "ls", "-q", "--filter", &format!("label=io.stackctl.stack={STACK}")]);
     assert!(nets.trim().is_empty(), "no networks: {nets}");
     let configs = docker(&["config", "ls", "--format", "{{.Name}}", "--filter", &format!("label=io.stackctl.stack={STACK}")]);
-    assert!(configs.lines().all(|c| c == format!("{STACK}_stackctl-record")), "only the lock's record: {configs}");
+    // The refused deploy is in the release history (after the lock, so it is recorded).
+    let ours = |c: &str| c == format!("{STACK}_stackctl-record") || c.starts_with(&format!("{STACK}_stackctl-history-"));
+    assert!(configs.lines().all(ours), "only the lock's record and the history: {configs}");
 
     // Wrong credentials: refused too, saying they were rejected.
     env.write_config(&serde_json::json!({ "auths": { &s.rig.registry: {

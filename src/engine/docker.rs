@@ -26,7 +26,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use hyper::header::HeaderValue;
 
 use super::auth::{self, Credentials, DockerConfig};
-use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, TaskInfo};
+use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, StoredConfig, TaskInfo};
 
 /// The real engine.
 #[derive(Clone)]
@@ -441,6 +441,42 @@ impl Engine for DockerEngine {
             .update_config(&info.id, spec, opts)
             .await
             .map_err(|e| self.map(&format!("update config {}", info.name), e))
+    }
+
+    async fn configs_labelled(&self, labels: &[String]) -> Result<Vec<StoredConfig>> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let list = self
+            .docker
+            .list_configs(Some(ListConfigsOptions { filters: Some(filters) }))
+            .await
+            .map_err(|e| self.map("list configs", e))?;
+        list.into_iter()
+            .map(|c| {
+                let spec = c.spec.unwrap_or_default();
+                let name = spec.name.unwrap_or_default();
+                // The list carries each config's data (base64), so one call reads them all.
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(spec.data.unwrap_or_default())
+                    .map_err(|e| EngineError::Other(format!("config {name}: its data is not base64 ({e})")))?;
+                let info = ConfigInfo {
+                    id: c.id.unwrap_or_default(),
+                    name,
+                    version: c.version.and_then(|v| v.index).unwrap_or(0),
+                    labels: to_btree(spec.labels),
+                };
+                Ok(StoredConfig { info, data })
+            })
+            .collect()
+    }
+
+    async fn remove_config(&self, id: &str) -> Result<()> {
+        match self.docker.delete_config(id).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.map(&format!("remove config {id}"), e) {
+                EngineError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     async fn exec(&self, container: &str, cmd: &[&str]) -> Result<ExecOutput> {

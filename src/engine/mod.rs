@@ -70,6 +70,13 @@ pub struct ConfigInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A config with its data, as listed by label (the release history is kept in configs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredConfig {
+    pub info: ConfigInfo,
+    pub data: Vec<u8>,
+}
+
 /// What an exec inside a container printed, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
@@ -190,6 +197,11 @@ pub trait Engine: Send + Sync {
         info: &ConfigInfo,
         labels: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Every config carrying all of `labels` (`key` or `key=value`, as `docker config ls
+    /// --filter label=...` takes them), with its data.
+    fn configs_labelled(&self, labels: &[String]) -> impl Future<Output = Result<Vec<StoredConfig>>> + Send;
+    /// Remove a config; one already gone is not an error.
+    fn remove_config(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
     fn exec(&self, container: &str, cmd: &[&str]) -> impl Future<Output = Result<ExecOutput>> + Send;
     /// Write one file into a running container (through a tar upload; no host access needed).
     fn put_file(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bollard::models::ServiceSpec;
 use tokio::time::Instant;
 
-use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, TaskInfo};
+use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, StoredConfig, TaskInfo};
 
 /// How long and how often to retry.
 #[derive(Debug, Clone, Copy)]
@@ -154,6 +154,15 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
         // A conflict after a transient failure is reported as a conflict: the record's
         // read-modify-write loop reads again and sees whether its change is there.
         retry(self.backoff, || self.inner.update_config_labels(info, labels)).await.0
+    }
+
+    async fn configs_labelled(&self, labels: &[String]) -> Result<Vec<StoredConfig>> {
+        retry(self.backoff, || self.inner.configs_labelled(labels)).await.0
+    }
+
+    async fn remove_config(&self, id: &str) -> Result<()> {
+        // Removing twice is harmless: a removal that landed before the error reads as done.
+        retry(self.backoff, || self.inner.remove_config(id)).await.0
     }
 
     async fn exec(&self, container: &str, cmd: &[&str]) -> Result<ExecOutput> {
@@ -341,6 +350,12 @@ mod tests {
             unimplemented!()
         }
         async fn update_config_labels(&self, _: &ConfigInfo, _: &BTreeMap<String, String>) -> Result<()> {
+            unimplemented!()
+        }
+        async fn configs_labelled(&self, _: &[String]) -> Result<Vec<StoredConfig>> {
+            unimplemented!()
+        }
+        async fn remove_config(&self, _: &str) -> Result<()> {
             unimplemented!()
         }
         async fn exec(&self, _: &str, _: &[&str]) -> Result<ExecOutput> {

@@ -45,6 +45,7 @@ fn stack() -> Stack {
                 config_dir: "/etc/nginx/stackctl".into(),
             },
             keep: 2,
+            history: 100,
         },
     }
 }

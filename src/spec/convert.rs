@@ -22,6 +22,9 @@ use syntax::port_number;
 
 /// `x-stackctl` defaults.
 const DEFAULT_KEEP: u32 = 2;
+const DEFAULT_HISTORY: u32 = 100;
+/// More entries than anyone reads, and each is a Swarm config every manager stores.
+const MAX_HISTORY: u32 = 10_000;
 const DEFAULT_LISTEN: u16 = 8080;
 const DEFAULT_CONFIG_DIR: &str = "/etc/nginx/stackctl";
 /// Swarm refuses configs and secrets larger than 500 KiB.
@@ -389,6 +392,10 @@ impl Cx<'_, '_> {
             return None;
         };
         let keep = raw.keep.map_or(DEFAULT_KEEP, |n| n.0);
+        let history = raw.history.map_or(DEFAULT_HISTORY, |n| n.0);
+        if !(1..=MAX_HISTORY).contains(&history) {
+            self.diag.error(&key_path(FIELD, "history"), format!("history must be 1 to {MAX_HISTORY} entries, not {history}"));
+        }
         let field = key_path(FIELD, "proxy");
         let Some(proxy) = raw.proxy else {
             self.diag.error(FIELD, format!("missing x-stackctl.proxy: {example}"));
@@ -416,7 +423,7 @@ impl Cx<'_, '_> {
         let config_dir = self
             .ok(&key_path(&field, "config_dir"), check_container_dir("config_dir", &config_dir))
             .map(|()| config_dir);
-        Some(StackX { proxy: ProxyX { service: service?, url: url?, listen: listen?, config_dir: config_dir? }, keep })
+        Some(StackX { proxy: ProxyX { service: service?, url: url?, listen: listen?, config_dir: config_dir? }, keep, history })
     }
 
     fn check_image_overrides(&mut self, services: &BTreeMap<String, RawService>) {

@@ -36,6 +36,9 @@ pub struct StackX {
     pub proxy: ProxyX,
     /// Default number of old releases kept (scaled to zero) per routed service.
     pub keep: u32,
+    /// How many release-history entries the cluster keeps (`history: N`); older ones are
+    /// pruned after each append, so the history never grows without bound.
+    pub history: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

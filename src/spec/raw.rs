@@ -781,6 +781,7 @@ pub struct RawFileObject {
 pub struct RawStackX {
     pub proxy: Option<RawProxy>,
     pub keep: Option<Num<u32>>,
+    pub history: Option<Num<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -197,6 +197,7 @@ fn demo_stack_loads_into_the_exact_model() {
                 config_dir: "/etc/nginx/stackctl".into(),
             },
             keep: 2,
+            history: 100,
         },
     };
     assert_eq!(loaded.stack, want);
@@ -578,6 +579,8 @@ fn more_located_errors() {
             "x-stackctl.keep",
             "-1 is out of range (0 to 4294967295)",
         ),
+        (MINI.replace("x-stackctl:\n", "x-stackctl:\n  history: 0\n"), 3, 3, "x-stackctl.history", "history must be 1 to 10000 entries, not 0"),
+        (MINI.replace("x-stackctl:\n", "x-stackctl:\n  history: 10001\n"), 3, 3, "x-stackctl.history", "not 10001"),
         (
             MINI.replace("\"http://127.0.0.1:8080\"", "\"https://proxy:8443\""),
             3,
@@ -1108,6 +1111,9 @@ fn x_stackctl_defaults_and_spellings() {
         + "    x-stackctl:\n      route: { port: \"8080\", host: api.example.com }\n  db:\n    image: postgres:16\n    x-stackctl: { stateful: true }\n";
     let stack = load(&text).unwrap().stack;
     assert_eq!(stack.x.keep, 5);
+    assert_eq!(stack.x.history, 100, "the default");
+    let text = MINI.replace("x-stackctl:\n", "x-stackctl:\n  history: 7\n");
+    assert_eq!(load(&text).unwrap().stack.x.history, 7);
     assert_eq!(
         stack.services["web"].role,
         Role::Routed(Route {
