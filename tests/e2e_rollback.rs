@@ -59,6 +59,14 @@ fn rollback_to_a_retained_release_and_forward_again_under_load_drops_nothing() {
     assert_eq!(s.services(), vec!["e2eroll_proxy", "e2eroll_web-r1", "e2eroll_web-r2"]);
     assert_eq!((replicas("e2eroll_web-r1").as_str(), replicas("e2eroll_web-r2").as_str()), ("2", "0"));
 
+    // The history in the cluster records the rollback, from and to.
+    let out = s.stackctl(&["history", s.file("v1").to_str().unwrap(), "--output", "json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let last = &entries[0];
+    assert_eq!((last["verb"].as_str(), last["outcome"].as_str()), (Some("rollback"), Some("deployed")), "{last}");
+    let web = last["services"].as_array().unwrap().iter().find(|x| x["service"] == "web").unwrap();
+    assert_eq!((web["from"].as_u64(), web["release"].as_u64(), web["switched"].as_bool()), (Some(2), Some(1), Some(true)), "{web}");
+
     // Nothing older than r1: refused, nothing changed.
     let file = s.file("v1");
     let out = s.stackctl(&["rollback", file.to_str().unwrap()]);
