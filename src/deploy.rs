@@ -201,6 +201,7 @@ async fn run<E: Engine + Clone + 'static>(
         changes: Vec::new(),
         images: BTreeMap::new(),
         refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
+        recorded_specs: BTreeMap::new(),
     };
     let verb = run.verb.as_str();
     // The record as the lock found it: history tells from it which release a failure used up.
@@ -248,6 +249,9 @@ struct Run<'a, E: Engine + Clone + 'static> {
     images: BTreeMap<String, String>,
     /// Swarm ids of the stack's configs and secrets (filled by the resolve phase).
     refs: ObjectRefs,
+    /// A rollback's recorded specs of releases no longer kept, by Swarm service name (newest
+    /// history entry wins).
+    recorded_specs: BTreeMap<String, ServiceSpec>,
 }
 
 /// A green being brought up.
@@ -359,7 +363,21 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 changed.join(", ")
             )));
         }
-        let plan = plan::rollback(&observed, &services, to).map_err(refused)?;
+        // Releases no longer kept can come back from the specs the history recorded.
+        let (entries, unreadable) = history::read(self.engine, &self.stack.name).await.map_err(refused)?;
+        for u in unreadable {
+            out.warn(&u);
+        }
+        let mut recorded: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for entry in entries.iter().rev() {
+            for (swarm_name, spec) in &entry.specs {
+                let labels = spec.labels.clone().unwrap_or_default();
+                let (Some(service), Some(n)) = (labels.get(release::SERVICE), labels.get(release::RELEASE).and_then(|r| record::release_number(r))) else { continue };
+                recorded.entry(service.clone()).or_default().push(n);
+                self.recorded_specs.insert(swarm_name.clone(), spec.clone());
+            }
+        }
+        let plan = plan::rollback(&observed, &services, to, &recorded).map_err(refused)?;
         if plan.is_noop() {
             let live = observed.live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ");
             out.info(&format!("nothing to roll back: stack {} already runs the asked release ({live})", self.stack.name));
@@ -388,6 +406,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             match self.start_green(&service, blue, &green, hash).await {
                 Ok(g) => {
                     let how = match (&green, g.created) {
+                        (Green::Recreate { .. }, _) => "recreating from the history",
                         (_, true) => "created",
                         (Green::Existing { .. }, _) if g.undo == Undo::ScaleTo(0) => "scaling up",
                         (Green::Existing { .. }, _) => "going back to",
@@ -883,6 +902,13 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let mut image = self.images.get(service).cloned().unwrap_or_default();
         let mut undo = Undo::Remove;
         let (id, created) = match green {
+            Green::Recreate { .. } => {
+                let spec = self.recorded_specs.get(&swarm_name).cloned().ok_or_else(|| EngineError::Other(format!("the history holds no spec of {swarm_name}")))?;
+                replicas = spec.labels.as_ref().and_then(|l| l.get(release::REPLICAS)).and_then(|r| r.parse().ok()).unwrap_or(replicas);
+                image = spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.image.clone()).unwrap_or_default();
+                // As it ran: same labels (release, color, spec hash), same pinned image.
+                (self.engine.create_service(scaled(&spec, replicas)).await?, true)
+            }
             Green::Adopt { id, .. } | Green::Existing { id, .. } => {
                 let current = self.engine.service(id).await?.ok_or_else(|| EngineError::Other(format!("{swarm_name} disappeared")))?;
                 if let Green::Existing { .. } = green {

@@ -111,12 +111,15 @@ pub enum Green {
     /// A rollback: a release that ran before (still running, or retained at zero replicas)
     /// is scaled back up, gated and switched to like a new one.
     Existing { release: u64, id: String },
+    /// A rollback to a release no longer kept (removed after `keep`): created again from the
+    /// Swarm spec the history recorded for it (the image pinned to the same digest).
+    Recreate { release: u64 },
 }
 
 impl Green {
     pub fn release(&self) -> u64 {
         match self {
-            Green::Create { release } | Green::Adopt { release, .. } | Green::Existing { release, .. } => *release,
+            Green::Create { release } | Green::Adopt { release, .. } | Green::Existing { release, .. } | Green::Recreate { release } => *release,
         }
     }
 }
@@ -264,8 +267,9 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Result<
 /// Plan a rollback of the routed `services`: each goes back to release `to` (the newest of its
 /// releases not newer than `to`, so `--to 5` means "the stack as it was at r5"), or by default to
 /// the newest release older than its live one. Only releases that still exist as services count
-/// (running, or retained at zero replicas). Services already there get no step.
-pub fn rollback(observed: &Observed, services: &[String], to: Option<u64>) -> Result<Plan, String> {
+/// (running, or retained at zero replicas), or that the history can recreate (`recorded`: per
+/// service, the releases whose full spec it holds). Services already there get no step.
+pub fn rollback(observed: &Observed, services: &[String], to: Option<u64>, recorded: &BTreeMap<String, Vec<u64>>) -> Result<Plan, String> {
     if let Some(why) = observed.services.iter().find_map(|s| s.unreadable.clone()) {
         return Err(why);
     }
@@ -273,8 +277,9 @@ pub fn rollback(observed: &Observed, services: &[String], to: Option<u64>) -> Re
     for name in services {
         let releases: Vec<&Existing> =
             observed.services.iter().filter(|s| &s.service == name && s.kind == Some(Kind::Routed) && s.release.is_some()).collect();
-        let numbers = || releases.iter().filter_map(|s| s.release);
-        let Some(live) = observed.live.get(name).copied().filter(|l| numbers().any(|r| r == *l)) else {
+        let existing = || releases.iter().filter_map(|s| s.release);
+        let numbers = || existing().chain(recorded.get(name).into_iter().flatten().copied());
+        let Some(live) = observed.live.get(name).copied().filter(|l| existing().any(|r| r == *l)) else {
             return Err(format!("service {name} has no live release to roll back from; deploy it first"));
         };
         let routed = observed.routing.as_ref().and_then(|r| r.get(name)).copied();
@@ -285,23 +290,27 @@ pub fn rollback(observed: &Observed, services: &[String], to: Option<u64>) -> Re
             ));
         }
         let kept = || {
-            let mut n: Vec<String> = numbers().map(|r| format!("r{r}")).collect();
+            let mut n: Vec<u64> = numbers().collect();
             n.sort();
-            n.join(", ")
+            n.dedup();
+            n.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ")
         };
         let target = match to {
             Some(n) => numbers().filter(|r| *r <= n).max().ok_or_else(|| {
-                format!("service {name} has no release r{n} or older to go back to (it has {}); older ones were removed after `keep`", kept())
+                format!("service {name} has no release r{n} or older to go back to (it has {}, running, retained or in the history)", kept())
             })?,
             None => numbers().filter(|r| *r < live).max().ok_or_else(|| {
-                format!("service {name} has no release older than its live r{live} to go back to (it has {}); raise `keep` to retain more", kept())
+                format!("service {name} has no release older than its live r{live} to go back to (it has {}, running, retained or in the history)", kept())
             })?,
         };
         if target == live {
             continue;
         }
-        let id = releases.iter().find(|s| s.release == Some(target)).map(|s| s.id.clone()).unwrap_or_default();
-        steps.push(Step::Release { service: name.clone(), blue: Some(live), green: Green::Existing { release: target, id } });
+        let green = match releases.iter().find(|s| s.release == Some(target)) {
+            Some(s) => Green::Existing { release: target, id: s.id.clone() },
+            None => Green::Recreate { release: target },
+        };
+        steps.push(Step::Release { service: name.clone(), blue: Some(live), green });
     }
     Ok(Plan { release: None, steps })
 }
@@ -570,33 +579,48 @@ mod tests {
         let services = vec![routed("web", 1, "a", 0), routed("web", 2, "b", 0), routed("web", 3, "c", 2), routed("api", 1, "x", 0), routed("api", 3, "y", 2)];
         let obs = observed(&[("web", 3), ("api", 3)], 3, services);
         let names = vec!["web".to_string(), "api".to_string()];
+        let none = BTreeMap::new();
         let back = |service: &str, from: u64, to: u64| Step::Release {
             service: service.into(),
             blue: Some(from),
             green: Green::Existing { release: to, id: format!("id-{service}-{to}") },
         };
-        assert_eq!(rollback(&obs, &names, None).unwrap().steps, vec![back("web", 3, 2), back("api", 3, 1)]);
+        assert_eq!(rollback(&obs, &names, None, &none).unwrap().steps, vec![back("web", 3, 2), back("api", 3, 1)]);
         // "As it was at r2": api had r1 then.
-        assert_eq!(rollback(&obs, &names, Some(2)).unwrap().steps, vec![back("web", 3, 2), back("api", 3, 1)]);
-        assert_eq!(rollback(&obs, &names, Some(1)).unwrap().steps, vec![back("web", 3, 1), back("api", 3, 1)]);
+        assert_eq!(rollback(&obs, &names, Some(2), &none).unwrap().steps, vec![back("web", 3, 2), back("api", 3, 1)]);
+        assert_eq!(rollback(&obs, &names, Some(1), &none).unwrap().steps, vec![back("web", 3, 1), back("api", 3, 1)]);
         // Already there: nothing to do.
-        assert!(rollback(&obs, &names, Some(3)).unwrap().steps.is_empty());
-        assert_eq!(rollback(&obs, &["web".into()], None).unwrap().release, None);
+        assert!(rollback(&obs, &names, Some(3), &none).unwrap().steps.is_empty());
+        assert_eq!(rollback(&obs, &["web".into()], None, &none).unwrap().release, None);
     }
 
     #[test]
     fn rollback_refuses_what_it_cannot_do_and_says_why() {
+        let none = BTreeMap::new();
         let obs = observed(&[("web", 1)], 1, vec![routed("web", 1, "a", 2)]);
-        let err = rollback(&obs, &["web".into()], None).unwrap_err();
-        assert!(err.contains("no release older than its live r1") && err.contains("(it has r1)"), "{err}");
+        let err = rollback(&obs, &["web".into()], None, &none).unwrap_err();
+        assert!(err.contains("no release older than its live r1") && err.contains("(it has r1,"), "{err}");
         let obs = observed(&[], 0, vec![]);
-        assert!(rollback(&obs, &["web".into()], None).unwrap_err().contains("no live release"));
+        assert!(rollback(&obs, &["web".into()], None, &none).unwrap_err().contains("no live release"));
         let mut obs = observed(&[("web", 2)], 3, vec![routed("web", 1, "a", 0), routed("web", 2, "b", 2), routed("web", 3, "c", 2)]);
         obs.routing = Some(BTreeMap::from([("web".to_string(), 3)]));
-        let err = rollback(&obs, &["web".into()], None).unwrap_err();
+        let err = rollback(&obs, &["web".into()], None, &none).unwrap_err();
         assert!(err.contains("interrupted") && err.contains("stackctl deploy"), "{err}");
         let obs = observed(&[("web", 5)], 5, vec![routed("web", 4, "a", 0), routed("web", 5, "b", 2)]);
-        assert!(rollback(&obs, &["web".into()], Some(2)).unwrap_err().contains("no release r2 or older"));
+        assert!(rollback(&obs, &["web".into()], Some(2), &none).unwrap_err().contains("no release r2 or older"));
+    }
+
+    #[test]
+    fn rollback_to_a_release_only_the_history_holds_recreates_it() {
+        let obs = observed(&[("web", 3)], 3, vec![routed("web", 2, "b", 0), routed("web", 3, "c", 2)]);
+        let recorded = BTreeMap::from([("web".to_string(), vec![1, 2, 3])]);
+        let steps = rollback(&obs, &["web".into()], Some(1), &recorded).unwrap().steps;
+        assert_eq!(steps, vec![Step::Release { service: "web".into(), blue: Some(3), green: Green::Recreate { release: 1 } }]);
+        // A release that still exists is used as it is, never recreated.
+        let steps = rollback(&obs, &["web".into()], None, &recorded).unwrap().steps;
+        assert_eq!(steps, vec![Step::Release { service: "web".into(), blue: Some(3), green: Green::Existing { release: 2, id: "id-web-2".into() } }]);
+        let err = rollback(&obs, &["web".into()], Some(0), &recorded).unwrap_err();
+        assert!(err.contains("(it has r1, r2, r3, running, retained or in the history)"), "{err}");
     }
 
     #[test]

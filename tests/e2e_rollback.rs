@@ -169,3 +169,39 @@ fn a_rollback_asked_during_a_deploy_waits_for_it_and_never_goes_back_further_tha
     assert_eq!(s.get("/").as_deref(), Ok("v2"));
     assert_eq!(s.status_json()["live"]["web"], 2);
 }
+
+/// The third kind: a release removed after `keep` comes back from the spec the history recorded,
+/// with the same pinned image (no tag is resolved again), under load without a failed request.
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn rollback_to_a_release_no_longer_kept_recreates_it_from_the_history_under_load() {
+    let _g = serial();
+    let s = TestStack::new("e2erollgone", 18843);
+    for image in ["v1", "v2", "v1", "v2"] {
+        assert_eq!(s.deploy(image, &[]).status.code(), Some(0));
+    }
+    // keep: 1 → r4 live, r3 retained, r1 and r2 removed.
+    assert_eq!(s.services(), vec!["e2erollgone_proxy", "e2erollgone_web-r3", "e2erollgone_web-r4"]);
+    let file = s.file("v1");
+    let out = s.stackctl(&["history", file.to_str().unwrap(), "--output", "json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let first = entries.iter().find(|e| e["number"] == 1).expect("entry 1");
+    let recorded_image = first["services"][0]["image"].as_str().unwrap().to_string();
+    assert!(recorded_image.contains("stackctl-demo:v1@sha256:"), "{recorded_image}");
+
+    let t = Instant::now();
+    let (out, samples, started, _) = rollback_under_load(&s, &["--to", "r1"]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("recreating from the history e2erollgone_web-r1"), "{}", stderr(&out));
+    let sum = loadgen::summarize(&samples);
+    eprintln!("ROLLBACK recreated: command {took:.2?}, last v2 answer {:.2?} after the command started; {sum:?}", last_answer_of(&samples, "v2", started));
+    assert_load_clean(&sum, 200, 1);
+    assert!(loadgen::backwards(&samples, "v2", "v1").is_empty());
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+    assert_eq!(s.status_json()["live"]["web"], 1);
+    let image = docker(&["service", "inspect", "e2erollgone_web-r1", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"]);
+    assert_eq!(image.trim(), recorded_image, "the recorded digest, not a tag resolved again");
+    assert_eq!(replicas("e2erollgone_web-r1"), "2");
+    assert_eq!(replicas("e2erollgone_web-r4"), "0", "the release left is retained");
+}
