@@ -15,12 +15,14 @@ Examples:
   stackctl deploy stacks/demo.yml --image web=127.0.0.1:5000/stackctl-demo:v2
   stackctl deploy stacks/demo.yml --timeout 2m --lock-wait 5m --output json
   stackctl status stacks/demo.yml
+  stackctl plan stacks/demo.yml --image web=127.0.0.1:5000/stackctl-demo:v2
 
 Exit codes:
-  0  success (including \"nothing to do\")
+  0  success (including \"nothing to do\"); plan: the deploy would change nothing
   1  the deploy was refused or failed; the live release is intact
   2  usage or stack-file error; nothing was changed
   3  the deploy failed and the live release needs attention (see the message)
+  10 plan: the deploy would change something (nothing was changed)
 
 Environment:
   DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH   which engine (a Swarm manager) to use
@@ -40,6 +42,9 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Show the live release, retained releases, task health and nginx routing.
     Status(StackArgs),
+    /// Show what `deploy` would do and the nginx config diff, changing nothing (exit 10: changes pending).
+    #[command(after_help = EXAMPLES)]
+    Plan(PlanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +78,15 @@ impl DeployArgs {
     pub fn image_overrides(&self) -> BTreeMap<String, String> {
         self.images.iter().cloned().collect()
     }
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Override a service's image: SERVICE=REF (repeatable), as `deploy --image`.
+    #[arg(long = "image", value_name = "SERVICE=REF", value_parser = parse_image)]
+    pub images: Vec<(String, String)>,
 }
 
 fn parse_image(s: &str) -> Result<(String, String), String> {
@@ -152,5 +166,13 @@ mod tests {
         assert_eq!(d.timeout, Some(Duration::from_secs(120)));
         assert_eq!(d.stack.output, Format::Json);
         assert_eq!(d.image_overrides().get("web").map(String::as_str), Some("a:1"));
+    }
+
+    #[test]
+    fn cli_parses_a_plan() {
+        let cli = Cli::try_parse_from(["stackctl", "plan", "s.yml", "--name", "x", "--image", "web=a:2", "--output", "json"]).unwrap();
+        let Command::Plan(p) = cli.command else { panic!("not a plan") };
+        assert_eq!((p.stack.name.as_deref(), p.stack.output), (Some("x"), Format::Json));
+        assert_eq!(p.images, vec![("web".to_string(), "a:2".to_string())]);
     }
 }

@@ -23,10 +23,13 @@
 pub mod cancel;
 pub mod cli;
 pub mod deploy;
+pub mod desired;
+pub mod dry_run;
 pub mod engine;
 pub mod faults;
 pub mod health;
 pub mod loadgen;
+pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod proxy;

@@ -6,6 +6,7 @@ use clap::Parser;
 
 use stackctl::cli::{Cli, Command, StackArgs};
 use stackctl::deploy::{self, DeployError};
+use stackctl::dry_run;
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::retry::{Backoff, Retrying};
 use stackctl::output::{Format, Output};
@@ -63,6 +64,30 @@ async fn run(cli: Cli) -> i32 {
                         }
                     }
                     0
+                }
+                Err(e) => {
+                    report_error(format, &e, &out);
+                    e.exit_code()
+                }
+            }
+        }
+        Command::Plan(args) => {
+            let format = args.stack.output;
+            let mut out = Output::new(format);
+            let result = async {
+                let stack = load(&args.stack, args.images.iter().cloned().collect(), &mut out)?;
+                let engine = Retrying::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?, Backoff::default());
+                dry_run::plan(&engine, &stack, &mut out).await
+            }
+            .await;
+            out.end_phase();
+            match result {
+                Ok(report) => {
+                    match format {
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("plan serialises")),
+                        Format::Text => print!("{}", report.to_text()),
+                    }
+                    if report.changes { dry_run::EXIT_CHANGES } else { 0 }
                 }
                 Err(e) => {
                     report_error(format, &e, &out);
