@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod common;
-use common::{containers, docker, nginx_reloads, serial, stderr, stdout, TestStack};
+use common::{containers, docker, nginx_reloads, serial, stderr, stdout, TestStack, REGISTRY};
 
 use stackctl::dry_run::{mask_tokens, PLACEHOLDER_TOKEN};
 use stackctl::proxy::parse_summary;
@@ -261,4 +261,94 @@ fn plan_of_a_bad_file_exits_2_and_of_a_missing_image_exits_1() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(json["error"].as_str().unwrap().contains("cannot resolve the image of service web"), "{json}");
     assert_eq!(s.services(), Vec::<String>::new());
+}
+
+/// A stack with a config, a secret, a plain and a stateful service: `page` and `token` are the
+/// contents of the config and the secret, `round` the environment of `worker` and `db`.
+fn objects_stack(s: &TestStack, page: &str, token: &str, round: &str) -> String {
+    std::fs::write(s.dir.join(format!("{page}.txt")), format!("{page}\n")).unwrap();
+    std::fs::write(s.dir.join(format!("{token}.txt")), format!("{token}\n")).unwrap();
+    let yaml = format!(
+        r#"name: {name}
+x-stackctl:
+  proxy: {{ service: proxy, url: "http://127.0.0.1:{port}", listen: 8080 }}
+  keep: 1
+configs:
+  page: {{ file: ./{page}.txt }}
+secrets:
+  token: {{ file: ./{token}.txt }}
+services:
+  proxy:
+    image: {REGISTRY}/stackctl-nginx:latest
+    ports: [{{ target: 8080, published: {port}, mode: host }}]
+  web:
+    image: {REGISTRY}/stackctl-demo:v1
+    configs: [{{ source: page, target: /www/index.html }}]
+    secrets: [{{ source: token, target: /www/token.txt }}]
+    stop_grace_period: 2s
+    x-stackctl:
+      route: {{ port: 80, health: {{ path: /healthz, interval: 300ms, timeout: 2s, successes: 3, deadline: 45s }}, watch: 0s, drain: 1s }}
+  worker:
+    image: {REGISTRY}/stackctl-demo:v1
+    environment: {{ ROUND: "{round}" }}
+    stop_grace_period: 1s
+  db:
+    image: {REGISTRY}/stackctl-demo:v1
+    environment: {{ ROUND: "{round}" }}
+    stop_grace_period: 1s
+    x-stackctl: {{ stateful: true }}
+"#,
+        name = s.name,
+        port = s.port,
+    );
+    let path = s.dir.join(format!("objects-{page}-{token}-{round}.yml"));
+    std::fs::write(&path, yaml).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Configs and secrets are named by content before they exist, and their Swarm ids are not
+/// part of the spec hash: the plan before a deploy names the objects it would create, the plan
+/// after it (the objects now exist, with ids) finds nothing to do, and a new content is a new
+/// release naming `configs`. A plain service's new environment is an update in place naming
+/// `env`; a stateful one's is drift, shown and left alone.
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn plan_names_configs_secrets_and_in_place_updates_and_agrees_with_deploy() {
+    let _g = serial();
+    let s = TestStack::new("e2eplanobj", PORT + 2);
+    let plan_json = |file: &str| {
+        let out = s.stackctl(&["plan", file, "--output", "json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("plan JSON ({e}): {}", stdout(&out)));
+        (out.status.code(), lines(&json), json)
+    };
+    let v1 = objects_stack(&s, "page-1", "token-1", "1");
+    let (code, l, _) = plan_json(&v1);
+    assert_eq!(code, Some(10));
+    for want in ["config create create e2eplanobj_page-", "secret create create e2eplanobj_token-", "db create create e2eplanobj_db (", "worker create create e2eplanobj_worker ("] {
+        assert!(l.iter().any(|x| x.starts_with(want)), "{want} in {l:#?}");
+    }
+    let out = s.stackctl(&["deploy", &v1]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let config = docker(&["config", "ls", "--filter", "label=io.stackctl.stack=e2eplanobj", "--format", "{{.Name}}"]);
+    assert!(l.iter().any(|x| config.lines().any(|c| c.starts_with("e2eplanobj_page-") && x == &format!("config create create {c}"))), "the plan named the config deploy created: {config} {l:#?}");
+
+    let (code, l, json) = plan_json(&v1);
+    assert_eq!(code, Some(0), "{json}");
+    assert!(l.iter().all(|x| x.contains(" nothing ")), "{l:#?}");
+
+    let v2 = objects_stack(&s, "page-2", "token-1", "2");
+    let (code, l, _) = plan_json(&v2);
+    assert_eq!(code, Some(10));
+    assert!(l.iter().any(|x| x.starts_with("config create create e2eplanobj_page-")), "{l:#?}");
+    assert!(!l.iter().any(|x| x.starts_with("secret ")), "the secret did not change: {l:#?}");
+    assert!(l.iter().any(|x| x.starts_with("web switch switch r1 → r2 (new release: configs; ")), "{l:#?}");
+    assert!(l.contains(&"worker update update e2eplanobj_worker in place (rolling): env".to_string()), "{l:#?}");
+    assert!(l.iter().any(|x| x.starts_with("db stateful-drift e2eplanobj_db differs from the stack file (env); left alone")), "{l:#?}");
+    let out = s.stackctl(&["deploy", &v2]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("web: r1 → r2") && stdout(&out).contains("updated e2eplanobj_worker"), "{}", stdout(&out));
+    let (code, l, json) = plan_json(&v2);
+    assert_eq!(code, Some(0), "{json}");
+    // Only the stateful drift remains, shown but not a change.
+    assert!(l.iter().filter(|x| !x.contains(" nothing ")).all(|x| x.starts_with("db stateful-drift ")), "{l:#?}");
 }
