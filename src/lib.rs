@@ -11,7 +11,10 @@
 //!   specs without touching the network.
 //! - [`record`] is the stack's record in the cluster (a Swarm config whose labels hold the live
 //!   release of each service and the deploy lock), so the truth never lives on one laptop.
-//! - [`plan`] is pure: (desired stack, observed cluster) → the steps to take.
+//! - [`desired`] computes what every service should look like without writing anything
+//!   (configs and secrets named by content hash); [`observe`] reads the cluster once.
+//! - [`plan`] is pure: (desired stack, observed cluster) → the steps to take; [`dry_run`] is
+//!   `stackctl plan`, which shows them and the nginx diff without changing anything.
 //! - [`proxy`] renders the nginx config (askama templates in `nginx-templates/`), installs it
 //!   into the running nginx tasks through the Docker API, tests, reloads and verifies.
 //! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
