@@ -16,6 +16,7 @@ Examples:
   stackctl deploy stacks/demo.yml --timeout 2m --lock-wait 5m --output json
   stackctl status stacks/demo.yml
   stackctl plan stacks/demo.yml --image web=127.0.0.1:5000/stackctl-demo:v2
+  stackctl plan stacks/demo.yml --out plan.json && stackctl deploy stacks/demo.yml --plan plan.json
 
 Exit codes:
   0  success (including \"nothing to do\"); plan: the deploy would change nothing
@@ -72,6 +73,10 @@ pub struct DeployArgs {
     /// Wait this long for another deploy of the same stack to finish (default: don't wait).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub lock_wait: Duration,
+    /// Carry out a plan saved by `stackctl plan --out`: its pinned images, and only if the
+    /// cluster and the stack file are still what it saw (else exit 1, nothing changed).
+    #[arg(long, value_name = "PLAN_FILE")]
+    pub plan: Option<PathBuf>,
 }
 
 impl DeployArgs {
@@ -87,6 +92,9 @@ pub struct PlanArgs {
     /// Override a service's image: SERVICE=REF (repeatable), as `deploy --image`.
     #[arg(long = "image", value_name = "SERVICE=REF", value_parser = parse_image)]
     pub images: Vec<(String, String)>,
+    /// Also save the plan (JSON, with a fingerprint of what it observed) for `deploy --plan`.
+    #[arg(long, value_name = "PLAN_FILE")]
+    pub out: Option<PathBuf>,
 }
 
 fn parse_image(s: &str) -> Result<(String, String), String> {

@@ -25,7 +25,7 @@ use crate::faults;
 use crate::health::{self, Expect, Probe};
 use crate::observe;
 use crate::output::{Output, PhaseTime};
-use crate::plan::{self, Desired, Existing, Green, Observed, Step};
+use crate::plan::{self, Desired, Existing, Green, Step};
 use crate::proxy::{self, nginx::NginxProxy, Proxy, ServiceRouting, Target};
 use crate::record::{self, Held};
 use crate::release::{self, Color};
@@ -41,11 +41,14 @@ pub struct Options {
     /// Set by SIGINT/SIGTERM (see [`Cancel::listen_for_signals`]): before the switch the deploy
     /// undoes itself and fails with [`DeployError::Interrupted`]; from the switch on it finishes.
     pub cancel: Cancel,
+    /// `deploy --plan`: run with the plan's pinned images, and refuse unless the cluster and
+    /// the stack file are what the plan saw (see [`crate::dry_run::Fingerprint`]).
+    pub saved: Option<crate::dry_run::SavedPlan>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout: None, lock_wait: Duration::ZERO, cancel: Cancel::new() }
+        Options { timeout: None, lock_wait: Duration::ZERO, cancel: Cancel::new(), saved: None }
     }
 }
 
@@ -208,7 +211,9 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.stop_if_interrupted("resolving images")?;
 
         out.phase("plan");
-        let observed = self.observe().await.map_err(refused)?;
+        let seen = observe::observe(self.engine, self.stack).await.map_err(refused)?;
+        self.check_saved_plan(&desired, &seen)?;
+        let observed = seen.observed;
         let plan = plan::plan(&desired.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect(), &observed).map_err(refused)?;
         for step in &plan.steps {
             match step {
@@ -514,6 +519,19 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     }
 
     async fn resolve_images(&self, out: &mut Output) -> Result<BTreeMap<String, String>, DeployError> {
+        if let Some(saved) = &self.opts.saved {
+            let unseen: Vec<&String> = self.stack.services.keys().filter(|k| !saved.images.contains_key(*k)).collect();
+            if saved.stack != self.stack.name || !unseen.is_empty() {
+                return Err(DeployError::Refused(format!(
+                    "the saved plan is for stack {} with services {}, not this stack file (stack {}); nothing was changed. Run `stackctl plan --out` on it",
+                    saved.stack,
+                    saved.images.keys().cloned().collect::<Vec<_>>().join(", "),
+                    self.stack.name
+                )));
+            }
+            // The digests the plan pinned, not what the tags point at now.
+            return Ok(saved.images.clone());
+        }
         desired::resolve_images(self.engine, self.stack, out).await.map_err(DeployError::Refused)
     }
 
@@ -578,8 +596,19 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         desired::describe(self.stack, svc, swarm_name, &self.images[&svc.name], extra, replicas, &self.refs)
     }
 
-    async fn observe(&self) -> Result<Observed, EngineError> {
-        observe::observe(self.engine, self.stack).await.map(|o| o.observed)
+    /// `deploy --plan`: the cluster and the stack file must be what the plan saw.
+    fn check_saved_plan(&self, desired: &BTreeMap<String, (Desired, ServiceSpec)>, seen: &observe::Observation) -> Result<(), DeployError> {
+        let Some(saved) = &self.opts.saved else { return Ok(()) };
+        let hashes = desired.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect();
+        let changes = saved.fingerprint.changes(&crate::dry_run::Fingerprint::of(seen, &hashes));
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(DeployError::Refused(format!(
+            "the saved plan for stack {} no longer matches: {}. Nothing was changed; run `stackctl plan` again",
+            self.stack.name,
+            changes.join("; ")
+        )))
     }
 
     fn nginx(&self) -> NginxProxy<'_, E> {

@@ -15,7 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bollard::models::ServiceSpec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::deploy::{route_network, route_of, routed, DeployError};
 use crate::desired::{self, Object};
@@ -49,10 +50,78 @@ pub struct PlanReport {
     /// it would not install one.
     pub nginx_config: String,
     pub warnings: Vec<String>,
+    /// The images the plan pinned, by service: `deploy --plan` runs exactly these.
+    pub images: BTreeMap<String, String>,
+    /// What the plan observed and wanted: `deploy --plan` refuses if it changed.
+    pub fingerprint: Fingerprint,
+}
+
+/// What a saved plan (`plan --out`) was made from. `deploy --plan` computes it again once it
+/// holds the lock and refuses on any difference: the plan is only right for that cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    /// `name id version` of every service of the stack (any change to one bumps its version).
+    pub services: Vec<String>,
+    /// The record's live releases and last release number (not its lock, which the deploy's
+    /// own lock changes).
+    pub live: BTreeMap<String, u64>,
+    pub seq: u64,
+    /// SHA-256 of the config installed in nginx, empty when there is none.
+    pub nginx: String,
+    /// The spec hash of every service as the stack file wants it.
+    pub desired: BTreeMap<String, String>,
+}
+
+impl Fingerprint {
+    pub fn of(seen: &Observation, desired: &BTreeMap<String, Desired>) -> Fingerprint {
+        let mut services: Vec<String> = seen.infos.iter().map(|i| format!("{} {} {}", i.name, i.id, i.version)).collect();
+        services.sort();
+        let nginx = seen.nginx_config.as_ref().map(|c| Sha256::digest(c.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()).unwrap_or_default();
+        Fingerprint {
+            services,
+            live: seen.observed.live.clone(),
+            seq: seen.observed.seq,
+            nginx,
+            desired: desired.iter().map(|(k, d)| (k.clone(), d.hash.clone())).collect(),
+        }
+    }
+
+    /// What changed from `self` (the saved plan) to `now`, in words; empty when nothing did.
+    pub fn changes(&self, now: &Fingerprint) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.desired != now.desired {
+            let services: Vec<&String> = (self.desired.keys().chain(now.desired.keys()))
+                .filter(|k| self.desired.get(*k) != now.desired.get(*k))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            why.push(format!("the stack file or its images now want something else for {}", services.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+        }
+        if self.services != now.services {
+            let (was, is): (BTreeSet<&String>, BTreeSet<&String>) = (self.services.iter().collect(), now.services.iter().collect());
+            let names = |set: BTreeSet<&&String>| set.iter().filter_map(|s| s.split(' ').next()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ");
+            why.push(format!("services were created, changed or removed: {}", names(was.symmetric_difference(&is).collect())));
+        }
+        if (&self.live, self.seq) != (&now.live, now.seq) {
+            why.push("the stack record changed (another deploy ran)".to_string());
+        }
+        if self.nginx != now.nginx {
+            why.push("the config installed in nginx changed".to_string());
+        }
+        why
+    }
+}
+
+/// The part of a saved plan `deploy --plan` reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedPlan {
+    pub stack: String,
+    pub images: BTreeMap<String, String>,
+    pub fingerprint: Fingerprint,
 }
 
 /// One thing the deploy would do (or find nothing to do) for one service or object.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StepLine {
     /// The service in the stack file, or `config`/`secret`/`network` for an object.
     pub service: String,
@@ -62,7 +131,7 @@ pub struct StepLine {
     /// The line as the text output shows it.
     pub detail: String,
     /// Spec fields that differ from what runs now (updates, switches and drift).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
 }
 
@@ -104,6 +173,7 @@ pub async fn plan<E: Engine>(engine: &E, stack: &Stack, out: &mut Output) -> Res
     }
     let hashes: BTreeMap<String, Desired> = wanted.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect();
     let plan = plan::plan(&hashes, &seen.observed).map_err(DeployError::Refused)?;
+    let fingerprint = Fingerprint::of(&seen, &hashes);
     let steps = steps(stack, &plan, &wanted, &seen, &images, &missing);
     for s in steps.iter().filter(|s| !s.is_change() && s.action != "nothing") {
         out.warn(&format!("{}: {}", s.service, s.detail));
@@ -134,6 +204,8 @@ pub async fn plan<E: Engine>(engine: &E, stack: &Stack, out: &mut Output) -> Res
         nginx_diff,
         nginx_config,
         warnings: out.warnings.clone(),
+        images,
+        fingerprint,
     })
 }
 

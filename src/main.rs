@@ -40,7 +40,11 @@ async fn run(cli: Cli) -> i32 {
                 // SIGINT/SIGTERM stop the deploy safely instead of killing it (see stackctl::cancel).
                 let cancel = stackctl::cancel::Cancel::new();
                 cancel.listen_for_signals().map_err(|e| DeployError::Refused(format!("cannot handle signals: {e}")))?;
-                let opts = deploy::Options { timeout: args.timeout, lock_wait: args.lock_wait, cancel };
+                let saved = match &args.plan {
+                    Some(path) => Some(read_plan(path)?),
+                    None => None,
+                };
+                let opts = deploy::Options { timeout: args.timeout, lock_wait: args.lock_wait, cancel, saved };
                 deploy::deploy(&engine, &stack, &opts, &mut out).await
             }
             .await;
@@ -77,7 +81,13 @@ async fn run(cli: Cli) -> i32 {
             let result = async {
                 let stack = load(&args.stack, args.images.iter().cloned().collect(), &mut out)?;
                 let engine = Retrying::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?, Backoff::default());
-                dry_run::plan(&engine, &stack, &mut out).await
+                let report = dry_run::plan(&engine, &stack, &mut out).await?;
+                if let Some(path) = &args.out {
+                    let json = serde_json::to_string_pretty(&report).expect("plan serialises");
+                    std::fs::write(path, json + "\n")
+                        .map_err(|e| DeployError::Refused(format!("cannot write the plan to {}: {e}", path.display())))?;
+                }
+                Ok(report)
             }
             .await;
             out.end_phase();
@@ -118,6 +128,13 @@ async fn run(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// A plan saved by `stackctl plan --out`.
+fn read_plan(path: &std::path::Path) -> Result<dry_run::SavedPlan, DeployError> {
+    let bad = |e: &dyn std::fmt::Display| DeployError::Refused(format!("cannot read the saved plan {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+    serde_json::from_str(&text).map_err(|e| bad(&e))
 }
 
 fn report_error(format: Format, e: &DeployError, out: &Output) {

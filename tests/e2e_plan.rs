@@ -352,3 +352,57 @@ fn plan_names_configs_secrets_and_in_place_updates_and_agrees_with_deploy() {
     // Only the stateful drift remains, shown but not a change.
     assert!(l.iter().filter(|x| !x.contains(" nothing ")).all(|x| x.starts_with("db stateful-drift ")), "{l:#?}");
 }
+
+/// `plan --out` then `deploy --plan`: carried out with the plan's pinned images while the
+/// cluster is as the plan saw it; refused (exit 1, nothing changed) once a service changed, and
+/// when the stack file wants something else than the plan did.
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn a_saved_plan_is_carried_out_and_refused_once_the_cluster_changed() {
+    let _g = serial();
+    let s = TestStack::new("e2eplansave", PORT + 3);
+    assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
+    let saved = |image: &str, name: &str| {
+        let path = s.dir.join(name);
+        let file = s.file(image);
+        let out = s.stackctl(&["plan", file.to_str().unwrap(), "--out", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        (path.to_str().unwrap().to_string(), json)
+    };
+
+    // Carried out: v2 as planned, with the digest the plan pinned.
+    let (p2, plan2) = saved("v2", "plan-v2.json");
+    let out = s.deploy("v2", &["--plan", &p2, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["switched"][0]["to"], 2);
+    assert_eq!(report["switched"][0]["image"], plan2["images"]["web"]);
+    assert_eq!(s.get("/").as_deref(), Ok("v2"));
+
+    // Refused: a service changed after the plan was made.
+    let (p3, _) = saved("v1", "plan-v1.json");
+    docker(&["service", "update", "--detach", "--label-add", "changed-by=test", "e2eplansave_web-r2"]);
+    let before = (s.services(), docker(&["service", "inspect", "e2eplansave_web-r2", "e2eplansave_proxy", "--format", "{{.ID}} {{json .Version}}"]));
+    let out = s.deploy("v1", &["--plan", &p3]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the saved plan for stack e2eplansave no longer matches: services were created, changed or removed: e2eplansave_web-r2."),
+        "{}",
+        stderr(&out)
+    );
+    let after = (s.services(), docker(&["service", "inspect", "e2eplansave_web-r2", "e2eplansave_proxy", "--format", "{{.ID}} {{json .Version}}"]));
+    assert_eq!(before, after, "a refused plan changed services");
+    assert_eq!(s.status_json()["live"]["web"], 2);
+    assert_eq!(s.get("/").as_deref(), Ok("v2"));
+
+    // Refused: the plan was made for v1, the stack file now says v2 (same cluster).
+    let (p4, _) = saved("v1", "plan-v1-again.json");
+    let out = s.deploy("v2", &["--plan", &p4]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no longer matches: the stack file or its images now want something else for web"), "{}", stderr(&out));
+    // The control: the same saved plan with the file it was made from is carried out.
+    let out = s.deploy("v1", &["--plan", &p4]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+}

@@ -286,6 +286,8 @@ fn the_text_report_lists_steps_the_diff_and_the_verdict() {
         nginx_diff: "--- installed\n+++ after the deploy\n@@ -1,1 +1,1 @@\n-a\n+b\n".into(),
         nginx_config: "b\n".into(),
         warnings: vec![],
+        images: BTreeMap::new(),
+        fingerprint: Fingerprint::default(),
     };
     assert_eq!(
         report.to_text(),
@@ -293,4 +295,35 @@ fn the_text_report_lists_steps_the_diff_and_the_verdict() {
             "plan for stack demo:\n  web    switch r1 → r2 (new release: image; demo:v2)\n  proxy  nothing\nnginx config (per-deploy tokens shown as {PLACEHOLDER_TOKEN}):\n--- installed\n+++ after the deploy\n@@ -1,1 +1,1 @@\n-a\n+b\nstack demo: 1 change pending\n"
         )
     );
+}
+
+#[test]
+fn a_fingerprint_names_what_changed_since_the_plan() {
+    let s = stack(&[], "demo:v1");
+    let wanted = wanted(&s);
+    let hashes: BTreeMap<String, Desired> = wanted.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect();
+    let mut seen = observation(deployed(&s, 1, 2), &[("web", 1)]);
+    seen.nginx_config = Some("config 1".into());
+    let saved = Fingerprint::of(&seen, &hashes);
+    assert_eq!(saved.changes(&Fingerprint::of(&seen, &hashes)), Vec::<String>::new());
+    // Through JSON, as `plan --out` writes it and `deploy --plan` reads it.
+    let json = serde_json::to_string(&saved).unwrap();
+    assert_eq!(serde_json::from_str::<Fingerprint>(&json).unwrap(), saved);
+
+    let mut moved = seen.clone();
+    moved.infos[0].version += 1;
+    let name = moved.infos[0].name.clone();
+    assert_eq!(saved.changes(&Fingerprint::of(&moved, &hashes)), vec![format!("services were created, changed or removed: {name}")]);
+    let mut recorded = seen.clone();
+    recorded.observed.seq += 1;
+    assert_eq!(saved.changes(&Fingerprint::of(&recorded, &hashes)), vec!["the stack record changed (another deploy ran)".to_string()]);
+    let mut nginx = seen.clone();
+    nginx.nginx_config = Some("config 2".into());
+    assert_eq!(saved.changes(&Fingerprint::of(&nginx, &hashes)), vec!["the config installed in nginx changed".to_string()]);
+    let other = wanted_hashes(&stack(&[], "demo:v2"));
+    assert_eq!(saved.changes(&Fingerprint::of(&seen, &other)), vec!["the stack file or its images now want something else for web".to_string()]);
+}
+
+fn wanted_hashes(stack: &Stack) -> BTreeMap<String, Desired> {
+    wanted(stack).into_iter().map(|(k, (d, _))| (k, d)).collect()
 }
