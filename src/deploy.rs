@@ -25,7 +25,7 @@ use crate::faults;
 use crate::health::{self, Expect, Probe};
 use crate::observe;
 use crate::output::{Output, PhaseTime};
-use crate::plan::{self, Desired, Existing, Green, Step};
+use crate::plan::{self, Desired, Existing, Green, Observed, Step};
 use crate::proxy::{self, nginx::NginxProxy, Proxy, ServiceRouting, Target};
 use crate::record::{self, Held};
 use crate::release::{self, Color};
@@ -205,15 +205,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn execute(&mut self, out: &mut Output) -> Result<Outcome3, DeployError> {
         out.phase("resolve");
         self.images = self.resolve_images(out).await?;
+        self.check_saved_plan().await?;
         self.refs = self.ensure_objects().await?;
         self.ensure_networks().await?;
         let desired = self.desired();
         self.stop_if_interrupted("resolving images")?;
 
         out.phase("plan");
-        let seen = observe::observe(self.engine, self.stack).await.map_err(refused)?;
-        self.check_saved_plan(&desired, &seen)?;
-        let observed = seen.observed;
+        let observed = self.observe().await.map_err(refused)?;
         let plan = plan::plan(&desired.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect(), &observed).map_err(refused)?;
         for step in &plan.steps {
             match step {
@@ -596,11 +595,19 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         desired::describe(self.stack, svc, swarm_name, &self.images[&svc.name], extra, replicas, &self.refs)
     }
 
-    /// `deploy --plan`: the cluster and the stack file must be what the plan saw.
-    fn check_saved_plan(&self, desired: &BTreeMap<String, (Desired, ServiceSpec)>, seen: &observe::Observation) -> Result<(), DeployError> {
+    async fn observe(&self) -> Result<Observed, EngineError> {
+        observe::observe(self.engine, self.stack).await.map(|o| o.observed)
+    }
+
+    /// `deploy --plan`: the cluster and the stack file must be what the plan saw. Checked as
+    /// `plan` computes it (read only), before any config, secret or network is created.
+    async fn check_saved_plan(&self) -> Result<(), DeployError> {
         let Some(saved) = &self.opts.saved else { return Ok(()) };
-        let hashes = desired.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect();
-        let changes = saved.fingerprint.changes(&crate::dry_run::Fingerprint::of(seen, &hashes));
+        let (found, _) = desired::lookup(self.engine, self.stack).await.map_err(refused)?;
+        let wanted = desired::services(self.stack, &self.images, &desired::refs_by_name(self.stack, &found));
+        let hashes = wanted.into_iter().map(|(k, (d, _))| (k, d)).collect();
+        let seen = observe::observe(self.engine, self.stack).await.map_err(refused)?;
+        let changes = saved.fingerprint.changes(&crate::dry_run::Fingerprint::of(&seen, &hashes));
         if changes.is_empty() {
             return Ok(());
         }
