@@ -15,16 +15,19 @@ Examples:
   stackctl deploy stacks/demo.yml --image web=127.0.0.1:5000/stackctl-demo:v2
   stackctl deploy stacks/demo.yml --timeout 2m --lock-wait 5m --output json
   stackctl status stacks/demo.yml
+  stackctl plan stacks/demo.yml --image web=127.0.0.1:5000/stackctl-demo:v2
+  stackctl plan stacks/demo.yml --out plan.json && stackctl deploy stacks/demo.yml --plan plan.json
   stackctl rollback stacks/demo.yml              # back to the release before the live one
   stackctl rollback stacks/demo.yml --to r3 --service web
   stackctl history stacks/demo.yml --service web
 
 Exit codes:
-  0  success (including \"nothing to do\")
+  0  success (including \"nothing to do\"); plan: the deploy would change nothing
   1  the deploy (or rollback) was refused or failed; the live release is intact
      (status, history: the engine could not be read)
   2  usage or stack-file error; nothing was changed
   3  the deploy failed and the live release needs attention (see the message)
+  10 plan: the deploy would change something (nothing was changed)
 
 Environment:
   DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH   which engine (a Swarm manager) to use
@@ -50,6 +53,9 @@ pub enum Command {
     /// Show what past deploys did, newest first, from the history kept in the cluster.
     #[command(after_help = EXAMPLES)]
     History(HistoryArgs),
+    /// Show what `deploy` would do and the nginx config diff, changing nothing (exit 10: changes pending).
+    #[command(after_help = EXAMPLES)]
+    Plan(PlanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,12 +117,28 @@ pub struct DeployArgs {
     /// Wait this long for another deploy of the same stack to finish (default: don't wait).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub lock_wait: Duration,
+    /// Carry out a plan saved by `stackctl plan --out`: its pinned images, and only if the
+    /// cluster and the stack file are still what it saw (else exit 1, nothing changed).
+    #[arg(long, value_name = "PLAN_FILE")]
+    pub plan: Option<PathBuf>,
 }
 
 impl DeployArgs {
     pub fn image_overrides(&self) -> BTreeMap<String, String> {
         self.images.iter().cloned().collect()
     }
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Override a service's image: SERVICE=REF (repeatable), as `deploy --image`.
+    #[arg(long = "image", value_name = "SERVICE=REF", value_parser = parse_image)]
+    pub images: Vec<(String, String)>,
+    /// Also save the plan (JSON, with a fingerprint of what it observed) for `deploy --plan`.
+    #[arg(long, value_name = "PLAN_FILE")]
+    pub out: Option<PathBuf>,
 }
 
 fn parse_image(s: &str) -> Result<(String, String), String> {
@@ -215,5 +237,13 @@ mod tests {
         let cli = Cli::try_parse_from(["stackctl", "history", "s.yml", "--service", "web", "--name", "prod", "--output", "json"]).unwrap();
         let Command::History(h) = cli.command else { panic!("not history") };
         assert_eq!((h.service.as_deref(), h.stack.name.as_deref(), h.stack.output), (Some("web"), Some("prod"), Format::Json));
+    }
+
+    #[test]
+    fn cli_parses_a_plan() {
+        let cli = Cli::try_parse_from(["stackctl", "plan", "s.yml", "--name", "x", "--image", "web=a:2", "--output", "json"]).unwrap();
+        let Command::Plan(p) = cli.command else { panic!("not a plan") };
+        assert_eq!((p.stack.name.as_deref(), p.stack.output), (Some("x"), Format::Json));
+        assert_eq!(p.images, vec![("web".to_string(), "a:2".to_string())]);
     }
 }

@@ -13,21 +13,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bollard::models::{
-    Mount, MountType, MountVolumeOptions, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile1,
-};
+use bollard::models::{ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cancel::Cancel;
-use crate::engine::describe::{self, ObjectRefs};
+use crate::desired::{self, ObjectKind};
+use crate::engine::describe::ObjectRefs;
 use crate::engine::{Engine, EngineError, NetworkRequest};
 use crate::faults;
 use crate::health::{self, Expect, Probe};
 use crate::history;
+use crate::observe;
 use crate::output::{Output, PhaseTime};
-use crate::plan::{self, Desired, Existing, Green, Kind, Observed, Step};
+use crate::plan::{self, Desired, Existing, Green, Observed, Step};
 use crate::proxy::{self, nginx::NginxProxy, Proxy, ServiceRouting, Target};
 use crate::record::{self, Held};
 use crate::release::{self, Color};
@@ -43,11 +42,14 @@ pub struct Options {
     /// Set by SIGINT/SIGTERM (see [`Cancel::listen_for_signals`]): before the switch the deploy
     /// undoes itself and fails with [`DeployError::Interrupted`]; from the switch on it finishes.
     pub cancel: Cancel,
+    /// `deploy --plan`: run with the plan's pinned images, and refuse unless the cluster and
+    /// the stack file are what the plan saw (see [`crate::dry_run::Fingerprint`]).
+    pub saved: Option<crate::dry_run::SavedPlan>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout: None, lock_wait: Duration::ZERO, cancel: Cancel::new() }
+        Options { timeout: None, lock_wait: Duration::ZERO, cancel: Cancel::new(), saved: None }
     }
 }
 
@@ -288,6 +290,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         out.phase("resolve");
         self.images = self.resolve_images(out).await?;
+        self.check_saved_plan().await?;
         self.refs = self.ensure_objects().await?;
         self.ensure_networks().await?;
         let desired = self.desired();
@@ -683,65 +686,43 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
     }
 
-    /// Pin every image to its registry digest: what runs is exactly what was resolved, and a
-    /// re-pushed tag is a change.
     async fn resolve_images(&self, out: &mut Output) -> Result<BTreeMap<String, String>, DeployError> {
-        let mut images = BTreeMap::new();
-        for (name, svc) in &self.stack.services {
-            out.progress(&format!("resolving {}", svc.image));
-            let pinned = self.engine.resolve_image(&svc.image).await.map_err(|e| {
-                DeployError::Refused(format!(
-                    "cannot resolve the image of service {name} ({}): {e}. Is the tag pushed and the registry reachable from the Docker engine?",
-                    svc.image
-                ))
-            })?;
-            images.insert(name.clone(), pinned);
+        if let Some(saved) = &self.opts.saved {
+            let unseen: Vec<&String> = self.stack.services.keys().filter(|k| !saved.images.contains_key(*k)).collect();
+            if saved.stack != self.stack.name || !unseen.is_empty() {
+                return Err(DeployError::Refused(format!(
+                    "the saved plan is for stack {} with services {}, not this stack file (stack {}); nothing was changed. Run `stackctl plan --out` on it",
+                    saved.stack,
+                    saved.images.keys().cloned().collect::<Vec<_>>().join(", "),
+                    self.stack.name
+                )));
+            }
+            // The digests the plan pinned, not what the tags point at now.
+            return Ok(saved.images.clone());
         }
-        Ok(images)
+        desired::resolve_images(self.engine, self.stack, out).await.map_err(DeployError::Refused)
     }
 
-    /// Create the stack's configs and secrets under content-hashed names (Swarm objects are
-    /// immutable; a new content is a new object and so a new release), find external ones.
+    /// Create the stack's configs and secrets under the content-hashed names of
+    /// [`desired::objects`] (Swarm objects are immutable; a new content is a new object and so a
+    /// new release), find external ones.
     async fn ensure_objects(&self) -> Result<ObjectRefs, DeployError> {
-        let mut refs = ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() };
+        let mut refs = ObjectRefs::default();
         let labels = self.object_labels();
-        for (key, obj) in &self.stack.configs {
-            let (id, name) = match &obj.content {
-                Some(data) => {
-                    let name = format!("{}-{}", obj.real_name, release::hash_bytes(data));
-                    (self.engine.ensure_config(&name, data, &labels).await.map_err(refused)?, name)
-                }
-                None => {
-                    let id = self.engine.find_config(&obj.real_name).await.map_err(refused)?.ok_or_else(|| {
-                        refused(format!("external config {} (configs.{key}) does not exist; create it with `docker config create`", obj.real_name))
-                    })?;
-                    (id, obj.real_name.clone())
-                }
+        for obj in desired::objects(self.stack) {
+            let id = match (obj.kind, &obj.content) {
+                (ObjectKind::Config, Some(data)) => self.engine.ensure_config(&obj.name, data, &labels).await.map_err(refused)?,
+                (ObjectKind::Secret, Some(data)) => self.engine.ensure_secret(&obj.name, data, &labels).await.map_err(refused)?,
+                (ObjectKind::Config, None) => self.engine.find_config(&obj.name).await.map_err(refused)?.ok_or_else(|| {
+                    refused(format!("external config {} (configs.{}) does not exist; create it with `docker config create`", obj.name, obj.key))
+                })?,
+                (ObjectKind::Secret, None) => self.engine.find_secret(&obj.name).await.map_err(refused)?.ok_or_else(|| {
+                    refused(format!("external secret {} (secrets.{}) does not exist; create it with `docker secret create`", obj.name, obj.key))
+                })?,
+                (ObjectKind::Network, _) => continue,
             };
-            refs.configs.insert(key.clone(), (id, name));
-        }
-        for (key, obj) in &self.stack.secrets {
-            let (id, name) = match &obj.content {
-                Some(data) => {
-                    let name = format!("{}-{}", obj.real_name, release::hash_bytes(data));
-                    (self.engine.ensure_secret(&name, data, &labels).await.map_err(refused)?, name)
-                }
-                None => {
-                    let id = self.engine.find_secret(&obj.real_name).await.map_err(refused)?.ok_or_else(|| {
-                        refused(format!("external secret {} (secrets.{key}) does not exist; create it with `docker secret create`", obj.real_name))
-                    })?;
-                    (id, obj.real_name.clone())
-                }
-            };
-            refs.secrets.insert(key.clone(), (id, name));
-        }
-        // The one-line file that makes the stock nginx.conf (`include conf.d/*.conf`) read the
-        // config stackctl writes into the proxy's volume.
-        if self.proxy_service().is_some() {
-            let include = format!("include {}/*.conf;\n", self.stack.x.proxy.config_dir);
-            let name = format!("{}_stackctl-include-{}", self.stack.name, release::hash_bytes(include.as_bytes()));
-            let id = self.engine.ensure_config(&name, include.as_bytes(), &labels).await.map_err(refused)?;
-            refs.configs.insert(INCLUDE_KEY.to_string(), (id, name));
+            let map = if obj.kind == ObjectKind::Config { &mut refs.configs } else { &mut refs.secrets };
+            map.insert(obj.key, (id, obj.name));
         }
         Ok(refs)
     }
@@ -775,71 +756,39 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     /// Every service's desired hash and its spec template (named without a release).
     fn desired(&self) -> BTreeMap<String, (Desired, ServiceSpec)> {
-        self.stack
-            .services
-            .iter()
-            .map(|(name, svc)| {
-                let kind = kind_of(&svc.role);
-                let base = release::plain_name(&self.stack.name, name);
-                let spec = self.describe(svc, &base, &BTreeMap::new(), svc.deploy.replicas);
-                (name.clone(), (Desired { kind, hash: release::hash_json(&spec) }, spec))
-            })
-            .collect()
+        desired::services(self.stack, &self.images, &self.refs)
     }
 
-    /// The Swarm spec of a service, with stackctl's labels and, for the proxy, the volume and
-    /// include file that let nginx find the routing config.
-    fn describe(
-        &self,
-        svc: &Service,
-        swarm_name: &str,
-        extra: &BTreeMap<String, String>,
-        replicas: u64,
-    ) -> ServiceSpec {
-        let mut labels = release::base_labels(&self.stack.name, &svc.name, kind_of(&svc.role).as_str());
-        labels.extend(extra.clone());
-        let image = &self.images[&svc.name];
-        let mut spec = describe::service_spec(self.stack, svc, swarm_name, image, &labels, replicas, &self.refs);
-        if svc.role == Role::Proxy {
-            add_proxy_plumbing(&mut spec, self.stack, &self.refs);
-        }
-        spec
+    /// The Swarm spec of a service (see [`desired::describe`]).
+    fn describe(&self, svc: &Service, swarm_name: &str, extra: &BTreeMap<String, String>, replicas: u64) -> ServiceSpec {
+        desired::describe(self.stack, svc, swarm_name, &self.images[&svc.name], extra, replicas, &self.refs)
     }
 
     async fn observe(&self) -> Result<Observed, EngineError> {
-        let services: Vec<Existing> =
-            self.engine.services(&self.stack.name).await?.iter().filter_map(Existing::from_info).collect();
-        let record = record::read(self.engine, &self.stack.name).await?.map(|(_, r)| r).unwrap_or_default();
-        let proxy_exists = services.iter().any(|s| s.kind == Some(Kind::Proxy));
-        let routing = if proxy_exists {
-            let proxy = self.nginx();
-            match proxy.current().await {
-                Ok(Some(text)) => match proxy::parse_summary(&text) {
-                    Some(summary) => {
-                        let files: Vec<String> = summary.switch.values().cloned().collect();
-                        let present = proxy.present(&files).await.map_err(|e| EngineError::Other(e.to_string()))?;
-                        Some(summary.serving(&present))
-                    }
-                    None => None,
-                },
-                _ => None,
-            }
-        } else {
-            None
-        };
-        // A recorded live release whose service is gone (removed by hand) is no live release:
-        // routing must not look for its tasks, and the next switch records the new one.
-        let mut live = record.live;
-        live.retain(|service, n| services.iter().any(|s| &s.service == service && s.release == Some(*n) && s.kind == Some(Kind::Routed)));
-        Ok(Observed { live, seq: record.seq, services, routing })
+        observe::observe(self.engine, self.stack).await.map(|o| o.observed)
+    }
+
+    /// `deploy --plan`: the cluster and the stack file must be what the plan saw. Checked as
+    /// `plan` computes it (read only), before any config, secret or network is created.
+    async fn check_saved_plan(&self) -> Result<(), DeployError> {
+        let Some(saved) = &self.opts.saved else { return Ok(()) };
+        let (found, _) = desired::lookup(self.engine, self.stack).await.map_err(refused)?;
+        let wanted = desired::services(self.stack, &self.images, &desired::refs_by_name(self.stack, &found));
+        let hashes = wanted.into_iter().map(|(k, (d, _))| (k, d)).collect();
+        let seen = observe::observe(self.engine, self.stack).await.map_err(refused)?;
+        let changes = saved.fingerprint.changes(&crate::dry_run::Fingerprint::of(&seen, &hashes));
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(DeployError::Refused(format!(
+            "the saved plan for stack {} no longer matches: {}. Nothing was changed; run `stackctl plan` again",
+            self.stack.name,
+            changes.join("; ")
+        )))
     }
 
     fn nginx(&self) -> NginxProxy<'_, E> {
-        NginxProxy {
-            engine: self.engine,
-            service: release::plain_name(&self.stack.name, &self.stack.x.proxy.service),
-            config_dir: self.stack.x.proxy.config_dir.clone(),
-        }
+        NginxProxy::of(self.engine, self.stack)
     }
 
     /// Proxy, plain and stateful services: created when missing; plain ones updated in place.
@@ -990,17 +939,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         release: u64,
         running: &[crate::engine::TaskInfo],
     ) -> Result<Target, EngineError> {
-        let route = route_of(self.stack, service).expect("routed");
         let network = route_network(self.stack, service).map_err(EngineError::Other)?;
         let ids: BTreeSet<&str> = running.iter().map(|t| t.id.as_str()).collect();
         // Endpoint data appears in the network a moment after the task reports running.
         for _ in 0..50 {
-            let addrs = self.engine.task_addresses(&network, swarm_name).await?;
-            let servers: Vec<String> = addrs
-                .iter()
-                .filter(|(id, _)| ids.contains(id.as_str()))
-                .map(|(_, ip)| format!("{ip}:{}", route.port))
-                .collect();
+            let servers = observe::task_servers(self.engine, self.stack, service, swarm_name, &ids).await?;
             if servers.len() == ids.len() {
                 return Ok(Target { release, servers });
             }
@@ -1358,47 +1301,7 @@ fn retirements(plan: &plan::Plan) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Key under which the proxy's include file sits in [`ObjectRefs::configs`].
-const INCLUDE_KEY: &str = "\u{0}stackctl-include";
-
-/// Named volume holding the routing config, so a replacement nginx task finds it.
-pub fn proxy_volume(stack: &str) -> String {
-    format!("{stack}_stackctl-proxy")
-}
-
-fn add_proxy_plumbing(spec: &mut ServiceSpec, stack: &Stack, refs: &ObjectRefs) {
-    let Some(container) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else { return };
-    let labels = std::collections::HashMap::from([(release::NAMESPACE.to_string(), stack.name.clone())]);
-    container.mounts.get_or_insert_with(Vec::new).push(Mount {
-        target: Some(stack.x.proxy.config_dir.clone()),
-        source: Some(proxy_volume(&stack.name)),
-        typ: Some(MountType::VOLUME),
-        volume_options: Some(MountVolumeOptions { labels: Some(labels), ..Default::default() }),
-        ..Default::default()
-    });
-    if let Some((id, name)) = refs.configs.get(INCLUDE_KEY) {
-        container.configs.get_or_insert_with(Vec::new).push(TaskSpecContainerSpecConfigs {
-            file: Some(TaskSpecContainerSpecFile1 {
-                name: Some(format!("/etc/nginx/conf.d/stackctl-{}.conf", stack.name)),
-                uid: Some("0".into()),
-                gid: Some("0".into()),
-                mode: Some(0o444),
-            }),
-            config_id: Some(id.clone()),
-            config_name: Some(name.clone()),
-            ..Default::default()
-        });
-    }
-}
-
-pub fn kind_of(role: &Role) -> Kind {
-    match role {
-        Role::Proxy => Kind::Proxy,
-        Role::Routed(_) => Kind::Routed,
-        Role::Stateful => Kind::Stateful,
-        Role::Plain => Kind::Plain,
-    }
-}
+pub use crate::desired::{kind_of, proxy_volume};
 
 pub fn routed(stack: &Stack) -> impl Iterator<Item = (&String, &Service)> {
     stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Routed(_)))

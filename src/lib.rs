@@ -11,7 +11,10 @@
 //!   specs without touching the network.
 //! - [`record`] is the stack's record in the cluster (a Swarm config whose labels hold the live
 //!   release of each service and the deploy lock), so the truth never lives on one laptop.
-//! - [`plan`] is pure: (desired stack, observed cluster) → the steps to take.
+//! - [`desired`] computes what every service should look like without writing anything
+//!   (configs and secrets named by content hash); [`observe`] reads the cluster once.
+//! - [`plan`] is pure: (desired stack, observed cluster) → the steps to take; [`dry_run`] is
+//!   `stackctl plan`, which shows them and the nginx diff without changing anything.
 //! - [`proxy`] renders the nginx config (askama templates in `nginx-templates/`), installs it
 //!   into the running nginx tasks through the Docker API, tests, reloads and verifies.
 //! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
@@ -24,11 +27,14 @@
 pub mod cancel;
 pub mod cli;
 pub mod deploy;
+pub mod desired;
+pub mod dry_run;
 pub mod engine;
 pub mod faults;
 pub mod health;
 pub mod history;
 pub mod loadgen;
+pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod proxy;

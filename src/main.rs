@@ -7,6 +7,7 @@ use clap::Parser;
 use stackctl::cli::{self, Cli, Command, StackArgs};
 use stackctl::history;
 use stackctl::deploy::{self, DeployError};
+use stackctl::dry_run;
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::retry::{Backoff, Retrying};
 use stackctl::output::{Format, Output};
@@ -37,7 +38,10 @@ async fn run(cli: Cli) -> i32 {
             let mut out = Output::new(format);
             let result = async {
                 let stack = load(&args.stack, args.image_overrides(), &mut out)?;
-                let (engine, opts) = connect(args.timeout, args.lock_wait).await?;
+                let (engine, mut opts) = connect(args.timeout, args.lock_wait).await?;
+                if let Some(path) = &args.plan {
+                    opts.saved = Some(read_plan(path)?);
+                }
                 deploy::deploy(&engine, &stack, &opts, &mut out).await
             }
             .await;
@@ -53,6 +57,36 @@ async fn run(cli: Cli) -> i32 {
             }
             .await;
             report(format, result, out)
+        }
+        Command::Plan(args) => {
+            let format = args.stack.output;
+            let mut out = Output::new(format);
+            let result = async {
+                let stack = load(&args.stack, args.images.iter().cloned().collect(), &mut out)?;
+                let engine = engine().await?;
+                let report = dry_run::plan(&engine, &stack, &mut out).await?;
+                if let Some(path) = &args.out {
+                    let json = serde_json::to_string_pretty(&report).expect("plan serialises");
+                    std::fs::write(path, json + "\n")
+                        .map_err(|e| DeployError::Refused(format!("cannot write the plan to {}: {e}", path.display())))?;
+                }
+                Ok(report)
+            }
+            .await;
+            out.end_phase();
+            match result {
+                Ok(report) => {
+                    match format {
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("plan serialises")),
+                        Format::Text => print!("{}", report.to_text()),
+                    }
+                    if report.changes { dry_run::EXIT_CHANGES } else { 0 }
+                }
+                Err(e) => {
+                    report_error(format, &e, &out);
+                    e.exit_code()
+                }
+            }
         }
         Command::Status(args) => {
             let mut out = Output::new(args.output);
@@ -87,7 +121,7 @@ async fn connect(timeout: Option<std::time::Duration>, lock_wait: std::time::Dur
     let engine = engine().await?;
     let cancel = stackctl::cancel::Cancel::new();
     cancel.listen_for_signals().map_err(|e| DeployError::Refused(format!("cannot handle signals: {e}")))?;
-    Ok((engine, deploy::Options { timeout, lock_wait, cancel }))
+    Ok((engine, deploy::Options { timeout, lock_wait, cancel, saved: None }))
 }
 
 /// Print a deploy's or rollback's result; the exit code.
@@ -160,6 +194,13 @@ async fn history(args: &cli::HistoryArgs) -> i32 {
 async fn engine() -> Result<Engine, DeployError> {
     let engine = DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?;
     Ok(Retrying::new(engine, Backoff::default()))
+}
+
+/// A plan saved by `stackctl plan --out`.
+fn read_plan(path: &std::path::Path) -> Result<dry_run::SavedPlan, DeployError> {
+    let bad = |e: &dyn std::fmt::Display| DeployError::Refused(format!("cannot read the saved plan {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+    serde_json::from_str(&text).map_err(|e| bad(&e))
 }
 
 fn report_error(format: Format, e: &DeployError, out: &Output) {

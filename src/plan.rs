@@ -36,6 +36,17 @@ pub struct Desired {
     pub kind: Kind,
     /// Hash of the described Swarm spec (with the pinned image digest).
     pub hash: String,
+    /// The hash stackctl before 0.2 computed for the same spec (with the Swarm ids of its
+    /// configs and secrets in it), when those objects exist: services it labelled still match,
+    /// instead of showing drift or a new release once after an upgrade.
+    pub legacy_hash: Option<String>,
+}
+
+impl Desired {
+    /// Whether a service labelled with `hash` is this spec.
+    pub fn is(&self, hash: &str) -> bool {
+        self.hash == hash || self.legacy_hash.as_deref() == Some(hash)
+    }
 }
 
 /// One Swarm service stackctl created earlier, decoded from its labels.
@@ -190,17 +201,17 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Result<
         match want.kind {
             Kind::Proxy => match unversioned {
                 None => steps.push(Step::CreateProxy { service: name.clone() }),
-                Some(s) if s.hash != want.hash => steps.push(Step::ProxyDrift { service: name.clone() }),
+                Some(s) if !want.is(&s.hash) => steps.push(Step::ProxyDrift { service: name.clone() }),
                 Some(_) => {}
             },
             Kind::Stateful => match unversioned {
                 None => steps.push(Step::CreateStateful { service: name.clone() }),
-                Some(s) if s.hash != want.hash => steps.push(Step::StatefulDrift { service: name.clone() }),
+                Some(s) if !want.is(&s.hash) => steps.push(Step::StatefulDrift { service: name.clone() }),
                 Some(_) => {}
             },
             Kind::Plain => match unversioned {
                 None => steps.push(Step::CreatePlain { service: name.clone() }),
-                Some(s) if s.hash != want.hash => steps.push(Step::UpdatePlain { service: name.clone(), id: s.id.clone() }),
+                Some(s) if !want.is(&s.hash) => steps.push(Step::UpdatePlain { service: name.clone(), id: s.id.clone() }),
                 Some(_) => {}
             },
             Kind::Routed => {
@@ -228,7 +239,7 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Result<
                 // Leftovers newer than live (or any, when nothing is live).
                 let leftovers: Vec<&&Existing> =
                     releases.iter().filter(|s| live.is_none_or(|l| s.release.unwrap_or(0) > l)).collect();
-                if live_hash == Some(&want.hash) {
+                if live_hash.is_some_and(|h| want.is(h)) {
                     for s in leftovers {
                         steps.push(orphan(name, s));
                     }
@@ -244,7 +255,7 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Result<
                     continue;
                 }
                 // Adopt the newest leftover with the wanted hash; remove the others.
-                let adopt = leftovers.iter().filter(|s| s.hash == want.hash).max_by_key(|s| s.release);
+                let adopt = leftovers.iter().filter(|s| want.is(&s.hash)).max_by_key(|s| s.release);
                 for s in &leftovers {
                     if adopt.is_none_or(|a| a.id != s.id) {
                         steps.push(orphan(name, s));
@@ -414,12 +425,26 @@ mod tests {
     }
 
     fn want(items: &[(&str, Kind, &str)]) -> BTreeMap<String, Desired> {
-        items.iter().map(|(n, k, h)| (n.to_string(), Desired { kind: *k, hash: h.to_string() })).collect()
+        items.iter().map(|(n, k, h)| (n.to_string(), Desired { kind: *k, hash: h.to_string(), legacy_hash: None })).collect()
     }
 
     fn observed(live: &[(&str, u64)], seq: u64, services: Vec<Existing>) -> Observed {
         let live: BTreeMap<String, u64> = live.iter().map(|(s, n)| (s.to_string(), *n)).collect();
         Observed { routing: Some(live.clone()), live, seq, services }
+    }
+
+    #[test]
+    fn services_labelled_with_the_hash_of_before_the_upgrade_still_match() {
+        let mut desired = want(&[("proxy", Kind::Proxy, "new-p"), ("web", Kind::Routed, "new-w"), ("db", Kind::Plain, "new-d")]);
+        for (name, d) in desired.iter_mut() {
+            d.legacy_hash = Some(format!("old-{name}"));
+        }
+        let obs = observed(
+            &[("web", 1)],
+            1,
+            vec![unversioned("proxy", Kind::Proxy, "old-proxy"), routed("web", 1, "old-web", 2), unversioned("db", Kind::Plain, "old-db")],
+        );
+        assert!(plan(&desired, &obs).is_noop(), "{:?}", plan(&desired, &obs));
     }
 
     #[test]

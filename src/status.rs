@@ -91,11 +91,7 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
     }
     services.sort_by(|a, b| (&a.service, std::cmp::Reverse(a.release)).cmp(&(&b.service, std::cmp::Reverse(b.release))));
 
-    let nginx = NginxProxy {
-        engine,
-        service: release::plain_name(&stack.name, &stack.x.proxy.service),
-        config_dir: stack.x.proxy.config_dir.clone(),
-    };
+    let nginx = NginxProxy::of(engine, stack);
     let routing = match nginx.current().await {
         Ok(Some(text)) => proxy::parse_summary(&text),
         _ => None,

@@ -173,7 +173,8 @@ fn object_ref(
     stack: &Stack,
 ) -> (Option<String>, String) {
     match resolved.get(key) {
-        Some((id, name)) => (Some(id.clone()), name.clone()),
+        // An empty id: named but not created yet (`plan`); the name is all a hash needs.
+        Some((id, name)) => ((!id.is_empty()).then(|| id.clone()), name.clone()),
         None => {
             let name = declared.get(key).map_or_else(|| format!("{}_{key}", stack.name), |o| o.real_name.clone());
             (None, name)

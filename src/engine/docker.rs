@@ -322,15 +322,8 @@ impl Engine for DockerEngine {
     }
 
     async fn ensure_network(&self, req: &NetworkRequest) -> Result<String> {
-        let filters = HashMap::from([("name".to_string(), vec![req.name.clone()])]);
-        let list = self
-            .docker
-            .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
-            .await
-            .map_err(|e| self.map("list networks", e))?;
-        // The name filter matches substrings; only an exact name counts.
-        if let Some(n) = list.into_iter().find(|n| n.name.as_deref() == Some(&req.name)) {
-            return Ok(n.id.unwrap_or_default());
+        if let Some(id) = self.find_network(&req.name).await? {
+            return Ok(id);
         }
         let create = NetworkCreateRequest {
             name: req.name.clone(),
@@ -382,6 +375,17 @@ impl Engine for DockerEngine {
 
     async fn find_config(&self, name: &str) -> Result<Option<String>> {
         Ok(self.config(name).await?.map(|c| c.id))
+    }
+
+    async fn find_network(&self, name: &str) -> Result<Option<String>> {
+        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let list = self
+            .docker
+            .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
+            .await
+            .map_err(|e| self.map("list networks", e))?;
+        // The name filter matches substrings; only an exact name counts.
+        Ok(list.into_iter().find(|n| n.name.as_deref() == Some(name)).map(|n| n.id.unwrap_or_default()))
     }
 
     async fn find_secret(&self, name: &str) -> Result<Option<String>> {

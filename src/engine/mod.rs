@@ -183,6 +183,8 @@ pub trait Engine: Send + Sync {
     /// Id of an existing (external) config or secret by name.
     fn find_config(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     fn find_secret(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Id of an existing network by exact name (read only, for `plan`).
+    fn find_network(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     fn config(&self, name: &str) -> impl Future<Output = Result<Option<ConfigInfo>>> + Send;
     /// Create a config; `Conflict` if the name is taken.
     fn create_config(

@@ -140,6 +140,10 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
         retry(self.backoff, || self.inner.find_secret(name)).await.0
     }
 
+    async fn find_network(&self, name: &str) -> Result<Option<String>> {
+        retry(self.backoff, || self.inner.find_network(name)).await.0
+    }
+
     async fn config(&self, name: &str) -> Result<Option<ConfigInfo>> {
         retry(self.backoff, || self.inner.config(name)).await.0
     }
@@ -329,6 +333,9 @@ mod tests {
             unimplemented!()
         }
         async fn ensure_network(&self, _: &NetworkRequest) -> Result<String> {
+            unimplemented!()
+        }
+        async fn find_network(&self, _: &str) -> Result<Option<String>> {
             unimplemented!()
         }
         async fn ensure_config(&self, _: &str, _: &[u8], _: &BTreeMap<String, String>) -> Result<String> {

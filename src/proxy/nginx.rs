@@ -33,7 +33,16 @@ pub struct NginxProxy<'a, E: Engine> {
     pub config_dir: String,
 }
 
-impl<E: Engine> NginxProxy<'_, E> {
+impl<'a, E: Engine> NginxProxy<'a, E> {
+    /// The nginx of `stack`: its proxy service and config directory.
+    pub fn of(engine: &'a E, stack: &crate::spec::Stack) -> NginxProxy<'a, E> {
+        NginxProxy {
+            engine,
+            service: crate::release::plain_name(&stack.name, &stack.x.proxy.service),
+            config_dir: stack.x.proxy.config_dir.clone(),
+        }
+    }
+
     async fn containers(&self) -> Result<Vec<String>, ProxyError> {
         let tasks = self.engine.tasks(&self.service).await?;
         let ids: Vec<String> = tasks
