@@ -1209,13 +1209,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                     Err(e) => out.warn(&format!("could not remove {} ({e}); the next deploy removes it", g.swarm_name)),
                 },
                 Undo::ScaleTo(n) => {
-                    let result = match self.engine.service(&g.id).await {
-                        Ok(Some(current)) if current.replicas != n => self.engine.update_service(&g.id, current.version, scaled(&current.spec, n)).await,
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    match result {
-                        Ok(()) => out.info(&format!("{} back to {n} replica(s), as before", g.swarm_name)),
+                    match self.scale(&g.id, n).await {
+                        Ok(_) => out.info(&format!("{} back to {n} replica(s), as before", g.swarm_name)),
                         Err(e) => out.warn(&format!("could not scale {} back to {n} ({e}); scale it with `docker service scale`", g.swarm_name)),
                     }
                 }
@@ -1238,15 +1233,22 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
     }
 
+    /// Set a service's replicas; `false` when it already had them (or is gone).
+    async fn scale(&self, id: &str, replicas: u64) -> Result<bool, EngineError> {
+        match self.engine.service(id).await? {
+            Some(current) if current.replicas != replicas => {
+                self.engine.update_service(id, current.version, scaled(&current.spec, replicas)).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Scale a release to zero, kept for rollback. Failing is a warning: the next deploy retries.
     async fn scale_down(&mut self, id: &str, name: &str, out: &mut Output) {
-        let result = match self.engine.service(id).await {
-            Ok(Some(current)) if current.replicas > 0 => self.engine.update_service(id, current.version, scaled(&current.spec, 0)).await,
-            Ok(_) => return,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
+        match self.scale(id, 0).await {
+            Ok(false) => {}
+            Ok(true) => {
                 out.info(&format!("scaled {name} to 0 (kept for rollback)"));
                 self.changes.push(format!("scaled {name} to 0"));
             }
