@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::output::Format;
+use crate::events::Format;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -102,6 +102,17 @@ pub struct StackArgs {
     /// Result format on stdout; progress always goes to stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Format,
+    /// Progress on stderr: text (a spinner on a terminal, timestamped lines elsewhere) or
+    /// json (one JSON object per event and line, for tools following a deploy).
+    #[arg(long, value_enum, default_value = "text")]
+    pub events: Format,
+}
+
+impl StackArgs {
+    /// Where this command's progress goes.
+    pub fn events(&self) -> crate::events::Events {
+        crate::events::Events::new(self.output, self.events == Format::Json)
+    }
 }
 
 #[derive(Debug, Args)]

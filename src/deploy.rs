@@ -25,7 +25,7 @@ use crate::faults;
 use crate::health::{self, Expect, Probe};
 use crate::history;
 use crate::observe;
-use crate::output::{Output, PhaseTime};
+use crate::events::{Events, PhaseTime};
 use crate::plan::{self, Desired, Existing, Green, Observed, Step};
 use crate::proxy::{self, nginx::NginxProxy, Proxy, ServiceRouting, Target};
 use crate::record::{self, Held};
@@ -143,9 +143,9 @@ pub async fn deploy<E: Engine + Clone + 'static>(
     engine: &E,
     stack: &Stack,
     opts: &Options,
-    out: &mut Output,
+    ev: &Events,
 ) -> Result<Report, DeployError> {
-    run(engine, stack, opts, Verb::Deploy, out).await
+    run(engine, stack, opts, Verb::Deploy, ev).await
 }
 
 /// Roll `stack` back: the same gates and switch as a deploy, to a release that already exists.
@@ -155,7 +155,7 @@ pub async fn rollback<E: Engine + Clone + 'static>(
     opts: &Options,
     to: Option<u64>,
     service: Option<String>,
-    out: &mut Output,
+    ev: &Events,
 ) -> Result<Report, DeployError> {
     if let Some(s) = &service {
         if route_of(stack, s).is_none() {
@@ -165,7 +165,7 @@ pub async fn rollback<E: Engine + Clone + 'static>(
     }
     // What "back" means is fixed now, before waiting for a running deploy's lock.
     let asked_at = record::read(engine, &stack.name).await.map_err(refused)?.map(|(_, r)| r.live).unwrap_or_default();
-    run(engine, stack, opts, Verb::Rollback { to, service, asked_at }, out).await
+    run(engine, stack, opts, Verb::Rollback { to, service, asked_at }, ev).await
 }
 
 async fn run<E: Engine + Clone + 'static>(
@@ -173,14 +173,14 @@ async fn run<E: Engine + Clone + 'static>(
     stack: &Stack,
     opts: &Options,
     verb: Verb,
-    out: &mut Output,
+    ev: &Events,
 ) -> Result<Report, DeployError> {
-    out.phase("preflight");
+    ev.phase("preflight");
     engine.check_swarm().await.map_err(refused)?;
     for (name, _) in routed(stack) {
         route_network(stack, name).map_err(DeployError::Refused)?;
     }
-    out.phase("lock");
+    ev.phase("lock");
     let lock = match record::acquire_cancellable(engine, &stack.name, verb.as_str(), opts.lock_wait, &opts.cancel).await {
         Ok(lock) => lock,
         Err(record::LockError::Interrupted { signal, .. }) => {
@@ -190,13 +190,14 @@ async fn run<E: Engine + Clone + 'static>(
         Err(e) => return Err(refused(e)),
     };
     if let Some(prev) = &lock.took_over {
-        out.warn(&format!("took over a stale lock: {}", prev.describe(record::now_unix())));
+        ev.warn(&format!("took over a stale lock: {}", prev.describe(record::now_unix())));
     }
     let mut run = Run {
         engine,
         stack,
         opts,
         verb,
+        ev,
         lock: &lock,
         token: record::random_token(),
         preview_token: record::random_token(),
@@ -208,14 +209,14 @@ async fn run<E: Engine + Clone + 'static>(
     let verb = run.verb.as_str();
     // The record as the lock found it: history tells from it which release a failure used up.
     let before = record::read(engine, &stack.name).await.ok().flatten().map(|(_, r)| r);
-    let result = run.execute(out).await;
+    let result = run.execute().await;
     let changes = std::mem::take(&mut run.changes);
-    out.end_phase();
+    ev.end_phase();
     let ended = result.as_ref().map(|(outcome, release, switched)| (*outcome, *release, switched.as_slice()));
     let history_verb = if verb == "rollback" { history::Verb::Rollback } else { history::Verb::Deploy };
-    history::record_deploy(engine, stack, history_verb, before.as_ref(), ended, out).await;
+    history::record_deploy(engine, stack, history_verb, before.as_ref(), ended, ev).await;
     if let Err(e) = lock.release().await {
-        out.warn(&format!("could not release the deploy lock ({e}); it goes stale in {}s", record::STALE_AFTER.as_secs()));
+        ev.warn(&format!("could not release the deploy lock ({e}); it goes stale in {}s", record::STALE_AFTER.as_secs()));
     }
     let (outcome, release, switched) = result?;
     Ok(Report {
@@ -225,9 +226,9 @@ async fn run<E: Engine + Clone + 'static>(
         release,
         switched,
         changes,
-        warnings: out.warnings.clone(),
-        phases: out.phases.clone(),
-        total_seconds: out.total().as_secs_f64(),
+        warnings: ev.warnings(),
+        phases: ev.phases(),
+        total_seconds: ev.total().as_secs_f64(),
     })
 }
 
@@ -237,6 +238,8 @@ struct Run<'a, E: Engine + Clone + 'static> {
     stack: &'a Stack,
     opts: &'a Options,
     verb: Verb,
+    /// Where progress and warnings go (terminal, JSON lines, ...).
+    ev: &'a Events,
     lock: &'a Held<E>,
     /// Per-deploy secret gating nginx's verification header in the configs this run installs
     /// once users are settled on a release (the settled config, a reroute, a switch back).
@@ -284,27 +287,27 @@ enum Undo {
 type Outcome3 = (Outcome, Option<u64>, Vec<Switched>);
 
 impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
-    async fn execute(&mut self, out: &mut Output) -> Result<Outcome3, DeployError> {
+    async fn execute(&mut self) -> Result<Outcome3, DeployError> {
         if let Verb::Rollback { to, service, asked_at } = self.verb.clone() {
-            return self.execute_rollback(to, service, &asked_at, out).await;
+            return self.execute_rollback(to, service, &asked_at).await;
         }
-        out.phase("resolve");
-        self.images = self.resolve_images(out).await?;
+        self.ev.phase("resolve");
+        self.images = self.resolve_images().await?;
         self.check_saved_plan().await?;
         self.refs = self.ensure_objects().await?;
         self.ensure_networks().await?;
         let desired = self.desired();
         self.stop_if_interrupted("resolving images")?;
 
-        out.phase("plan");
+        self.ev.phase("plan");
         let observed = self.observe().await.map_err(refused)?;
         let plan = plan::plan(&desired.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect(), &observed).map_err(refused)?;
         for step in &plan.steps {
             match step {
-                Step::ProxyDrift { service } => out.warn(&format!(
+                Step::ProxyDrift { service } => self.ev.warn(&format!(
                     "the proxy service {service} differs from the stack file; stackctl does not replace a running nginx (it would drop connections). Apply it during a maintenance window with `docker service update`."
                 )),
-                Step::StatefulDrift { service } => out.warn(&format!(
+                Step::StatefulDrift { service } => self.ev.warn(&format!(
                     "stateful service {service} differs from the stack file; it is created once and left alone"
                 )),
                 _ => {}
@@ -312,18 +315,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         if plan.is_noop() {
             let live = observed.live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ");
-            out.info(&format!("nothing to do: stack {} is up to date ({live})", self.stack.name));
+            self.ev.info(&format!("nothing to do: stack {} is up to date ({live})", self.stack.name));
             return Ok((Outcome::Unchanged, None, Vec::new()));
         }
 
-        self.unversioned_steps(&plan, &desired, out).await?;
+        self.unversioned_steps(&plan, &desired).await?;
         self.stop_if_interrupted("applying services")?;
 
         // Users are where nginx sends them; a resumed deploy starts from there (see Step::CatchUp).
-        let live = self.catch_up(&plan, &observed.live, out).await?;
+        let live = self.catch_up(&plan, &observed.live).await?;
         let greens_wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
         if greens_wanted.is_empty() {
-            self.finish_interrupted(&plan, &live, out).await?;
+            self.finish_interrupted(&plan, &live).await?;
             return Ok((Outcome::Deployed, None, Vec::new()));
         }
 
@@ -333,7 +336,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             self.lock.update(|r| r.seq = r.seq.max(n)).await.map_err(refused)?;
         }
         let hashes = desired.iter().map(|(k, (d, _))| (k.clone(), d.hash.clone())).collect();
-        let switched = self.release(greens_wanted, live, &plan, &hashes, out).await?;
+        let switched = self.release(greens_wanted, live, &plan, &hashes).await?;
         Ok((Outcome::Deployed, plan.release, switched))
     }
 
@@ -344,9 +347,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         to: Option<u64>,
         service: Option<String>,
         asked_at: &BTreeMap<String, u64>,
-        out: &mut Output,
     ) -> Result<Outcome3, DeployError> {
-        out.phase("plan");
+        self.ev.phase("plan");
         let observed = self.observe().await.map_err(refused)?;
         let services: Vec<String> = match service {
             Some(s) => vec![s],
@@ -369,7 +371,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         // Releases no longer kept can come back from the specs the history recorded.
         let (entries, unreadable) = history::read(self.engine, &self.stack.name).await.map_err(refused)?;
         for u in unreadable {
-            out.warn(&u);
+            self.ev.warn(&u);
         }
         let mut recorded: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for entry in entries.iter().rev() {
@@ -383,11 +385,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let plan = plan::rollback(&observed, &services, to, &recorded).map_err(refused)?;
         if plan.is_noop() {
             let live = observed.live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ");
-            out.info(&format!("nothing to roll back: stack {} already runs the asked release ({live})", self.stack.name));
+            self.ev.info(&format!("nothing to roll back: stack {} already runs the asked release ({live})", self.stack.name));
             return Ok((Outcome::Unchanged, None, Vec::new()));
         }
         let wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
-        let switched = self.release(wanted, observed.live.clone(), &plan, &BTreeMap::new(), out).await?;
+        let switched = self.release(wanted, observed.live.clone(), &plan, &BTreeMap::new()).await?;
         Ok((Outcome::Deployed, None, switched))
     }
 
@@ -400,9 +402,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         mut live: BTreeMap<String, u64>,
         plan: &plan::Plan,
         hashes: &BTreeMap<String, String>,
-        out: &mut Output,
     ) -> Result<Vec<Switched>, DeployError> {
-        out.phase("create green");
+        self.ev.phase("create green");
         let mut greens = Vec::new();
         for (service, blue, green) in wanted {
             let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
@@ -415,46 +416,46 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                         (Green::Existing { .. }, _) => "going back to",
                         _ => "adopted",
                     };
-                    out.info(&format!("{how} {} (release {})", g.swarm_name, g.release));
+                    self.ev.info(&format!("{how} {} (release {})", g.swarm_name, g.release));
                     greens.push(g);
                 }
                 Err(e) => {
-                    self.abort(&greens, &live, out).await;
+                    self.abort(&greens, &live).await;
                     return Err(self.fail("creating green", e, true));
                 }
             }
         }
         faults::pause("green-created", &self.opts.cancel).await;
         if self.opts.cancel.is_cancelled() {
-            return Err(self.interrupt(&greens, &live, "creating green", out).await);
+            return Err(self.interrupt(&greens, &live, "creating green").await);
         }
 
-        out.phase("wait healthy");
-        match self.opts.cancel.run(self.wait_greens(&mut greens, out)).await {
+        self.ev.phase("wait healthy");
+        match self.opts.cancel.run(self.wait_greens(&mut greens)).await {
             Some(Ok(())) => {}
             Some(Err(e)) => {
-                self.abort(&greens, &live, out).await;
+                self.abort(&greens, &live).await;
                 return Err(self.fail("waiting for green to become healthy", e, true));
             }
-            None => return Err(self.interrupt(&greens, &live, "waiting for green to become healthy", out).await),
+            None => return Err(self.interrupt(&greens, &live, "waiting for green to become healthy").await),
         }
 
-        out.phase("preview");
-        let probe_result = self.preview(&greens, &live, out).await;
+        self.ev.phase("preview");
+        let probe_result = self.preview(&greens, &live).await;
         // The preview config routes users to blue and nothing to leftovers: safe to remove them.
-        self.remove_orphans(plan, out).await;
+        self.remove_orphans(plan).await;
         if self.opts.cancel.is_cancelled() {
-            return Err(self.interrupt(&greens, &live, "probing green through nginx", out).await);
+            return Err(self.interrupt(&greens, &live, "probing green through nginx").await);
         }
         if let Err(e) = probe_result {
-            self.abort(&greens, &live, out).await;
+            self.abort(&greens, &live).await;
             return Err(self.fail("probing green through nginx", e, true));
         }
 
-        out.phase("switch");
+        self.ev.phase("switch");
         // From here on a signal no longer stops the deploy: it finishes (see `Cancel::commit`).
         if !self.opts.cancel.commit() {
-            return Err(self.interrupt(&greens, &live, "about to switch nginx to green", out).await);
+            return Err(self.interrupt(&greens, &live, "about to switch nginx to green").await);
         }
         let mut next = live.clone();
         for g in &greens {
@@ -469,15 +470,15 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             // answer side by side (nginx overlaps them for 100 ms or more on a reload).
             self.nginx().flip(&flips, true).await.map_err(|e| e.to_string())?;
             let routing = self.routing(&next, &[]).await?;
-            self.verify(&routing, &switched_services, &self.preview_token, "the switch", out).await?;
+            self.verify(&routing, &switched_services, &self.preview_token, "the switch").await?;
             // Settle: the plain config (green live, no preview) replaces the preview config;
             // both route users to green, so this reload mixes nothing. The switch files stay
             // until the retire phase: workers of the preview generation keep answering for a
             // moment after a reload, and without their file they would send users back to blue.
-            self.install_at(&routing, &self.token, out, Some("config-installed")).await?;
+            self.install_at(&routing, &self.token, Some("config-installed")).await?;
             // Only the settled config echoes `token`: a reload nginx dropped without saying so
             // fails this check, and the deploy switches back.
-            self.verify(&routing, &switched_services, &self.token, "the reload", out).await
+            self.verify(&routing, &switched_services, &self.token, "the reload").await
         };
         if let Err(e) = switch.await {
             // Back to blue before removing green: users must never be routed to nothing.
@@ -486,13 +487,13 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 // Under the preview secret: if nginx dropped the settle reload it may drop this
                 // one too, and then the preview config answers; once the switch files are gone
                 // it routes to blue as well, so either config proves users are back on blue.
-                self.install_at(&routing, &self.preview_token, out, None).await?;
+                self.install_at(&routing, &self.preview_token, None).await?;
                 let _ = self.nginx().flip(&flips, false).await;
-                self.verify(&routing, &switched_services, &self.preview_token, "switching back", out).await
+                self.verify(&routing, &switched_services, &self.preview_token, "switching back").await
             };
             let intact = back.await.is_ok();
             if intact {
-                self.remove_greens(&greens, out).await;
+                self.remove_greens(&greens).await;
             }
             return Err(self.fail("switching nginx to green", e, intact));
         }
@@ -515,17 +516,17 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             ));
         }
         let blue = std::mem::replace(&mut live, next);
-        out.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
+        self.ev.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
         let switched_at = Instant::now();
         let settled_at = switched_at;
         faults::pause("switched", &self.opts.cancel).await;
 
         // Blue keeps running through the watch; green failing there sends users back to it.
-        if let Err(reason) = self.watch(&mut greens, out).await {
-            return Err(self.switch_back(&greens, &blue, &reason, out).await);
+        if let Err(reason) = self.watch(&mut greens).await {
+            return Err(self.switch_back(&greens, &blue, &reason).await);
         }
 
-        out.phase("drain");
+        self.ev.phase("drain");
         let drain = greens
             .iter()
             .filter(|g| g.blue.is_some())
@@ -533,21 +534,21 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             .max()
             .unwrap_or(Duration::ZERO);
         // `drain` counts from the switch: the watch window already let requests finish.
-        self.drain(Some(drain.saturating_sub(switched_at.elapsed())), out).await;
+        self.drain(Some(drain.saturating_sub(switched_at.elapsed()))).await;
 
-        out.phase("retire");
-        self.clear_switches(settled_at, out).await;
+        self.ev.phase("retire");
+        self.clear_switches(settled_at).await;
         for g in &greens {
-            self.retire(&g.service, g.release, out).await;
+            self.retire(&g.service, g.release).await;
             // A rollback leaves the release it came from retained at zero, ready to go
             // forward again (a deploy of the same spec adopts it).
             if let Some(from) = g.blue.filter(|b| *b > g.release) {
                 let name = release::versioned_name(&self.stack.name, &g.service, from);
-                self.scale_down(&name, &name, out).await;
+                self.scale_down(&name, &name).await;
             }
         }
         for (service, live) in retirements(plan) {
-            self.retire(&service, live, out).await;
+            self.retire(&service, live).await;
         }
 
         Ok(greens.iter().map(|g| Switched { service: g.service.clone(), from: g.blue, to: g.release, image: g.image.clone() }).collect())
@@ -556,12 +557,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// Nothing new to release: repair what an earlier deploy left half done. nginx out of step
     /// with the record is rerouted, leftovers are removed, and a blue still running after an
     /// interrupted switch is retired once the live release passed its watch.
-    async fn finish_interrupted(&mut self, plan: &plan::Plan, live: &BTreeMap<String, u64>, out: &mut Output) -> Result<(), DeployError> {
+    async fn finish_interrupted(&mut self, plan: &plan::Plan, live: &BTreeMap<String, u64>) -> Result<(), DeployError> {
         if plan.steps.iter().any(|s| matches!(s, Step::Reroute { .. } | Step::RemoveOrphan { .. })) {
-            out.phase("route");
+            self.ev.phase("route");
             let routing = self.routing(live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-            self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>(), out).await.map_err(|e| self.fail("routing", e, true))?;
-            self.remove_orphans(plan, out).await;
+            self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>()).await.map_err(|e| self.fail("routing", e, true))?;
+            self.remove_orphans(plan).await;
         }
         let leftovers = retirements(plan);
         if !leftovers.is_empty() {
@@ -573,20 +574,20 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             // nginx echoes the answering backend only for this run's token: reinstall the
             // (unchanged) routing under it before probing.
             let routing = self.routing(live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-            self.install(&routing, out).await.map_err(|e| self.fail("routing", e, true))?;
-            if let Err(reason) = self.watch(&mut greens, out).await {
-                return Err(self.switch_back(&greens, &blue, &reason, out).await);
+            self.install(&routing).await.map_err(|e| self.fail("routing", e, true))?;
+            if let Err(reason) = self.watch(&mut greens).await {
+                return Err(self.switch_back(&greens, &blue, &reason).await);
             }
-            out.phase("drain");
-            self.drain(leftovers.iter().filter_map(|(s, _)| route_of(self.stack, s).map(|r| r.drain)).max(), out).await;
-            out.phase("retire");
+            self.ev.phase("drain");
+            self.drain(leftovers.iter().filter_map(|(s, _)| route_of(self.stack, s).map(|r| r.drain)).max()).await;
+            self.ev.phase("retire");
             for (service, live) in &leftovers {
-                self.retire(service, *live, out).await;
+                self.retire(service, *live).await;
             }
         }
         // Whatever reload this run made, switch files an interrupted deploy left are read by
         // no config from now on.
-        self.clear_switches(Instant::now(), out).await;
+        self.clear_switches(Instant::now()).await;
         Ok(())
     }
 
@@ -595,7 +596,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// (verified), then record it. Returns the live release per service this run starts from.
     /// If the release users are on fails verification, they go back to the recorded one, a
     /// switch back that says so, and the deploy stops.
-    async fn catch_up(&mut self, plan: &plan::Plan, recorded: &BTreeMap<String, u64>, out: &mut Output) -> Result<BTreeMap<String, u64>, DeployError> {
+    async fn catch_up(&mut self, plan: &plan::Plan, recorded: &BTreeMap<String, u64>) -> Result<BTreeMap<String, u64>, DeployError> {
         let caught: BTreeMap<String, u64> = (plan.steps.iter())
             .filter_map(|s| match s {
                 Step::CatchUp { service, live } => Some((service.clone(), *live)),
@@ -605,23 +606,23 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         if caught.is_empty() {
             return Ok(recorded.clone());
         }
-        out.phase("catch up");
+        self.ev.phase("catch up");
         let mut live = recorded.clone();
         live.extend(caught.clone());
         let names = |m: &BTreeMap<String, u64>| m.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ");
-        out.info(&format!("an interrupted deploy already sent users to {}; starting from there", names(&caught)));
+        self.ev.info(&format!("an interrupted deploy already sent users to {}; starting from there", names(&caught)));
         let services: Vec<String> = caught.keys().cloned().collect();
         let settle = async {
             let routing = self.routing(&live, &[]).await?;
-            self.install_and_verify(&routing, &services, out).await
+            self.install_and_verify(&routing, &services).await
         };
         if let Err(e) = settle.await {
             self.opts.cancel.cleaning_up();
             let reason = format!("users were on {} (left by an interrupted deploy), which failed verification: {e}", names(&caught));
-            out.warn(&format!("{reason}; switching back to {}", names(recorded)));
+            self.ev.warn(&format!("{reason}; switching back to {}", names(recorded)));
             let back = async {
                 let routing = self.routing(recorded, &[]).await?;
-                self.install_and_verify(&routing, &services, out).await
+                self.install_and_verify(&routing, &services).await
             };
             return Err(match back.await {
                 Ok(()) => self.fail("catching up with nginx", format!("{reason}; traffic is back on {}", names(recorded)), true),
@@ -640,10 +641,10 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// config does not read them, but workers of the preview generation may still answer for
     /// a moment after the settle reload, and without their file they would send users back.
     /// nginx retires old workers ~100 ms after starting new ones; a second covers it.
-    async fn clear_switches(&self, settled_at: Instant, out: &mut Output) {
+    async fn clear_switches(&self, settled_at: Instant) {
         tokio::time::sleep(Duration::from_secs(1).saturating_sub(settled_at.elapsed())).await;
         if let Err(e) = self.nginx().clear_switches().await {
-            out.warn(&format!("could not remove nginx switch files ({e}); they are inert and the next deploy removes them"));
+            self.ev.warn(&format!("could not remove nginx switch files ({e}); they are inert and the next deploy removes them"));
         }
     }
 
@@ -661,7 +662,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     }
 
     /// A signal before the switch: undo (nginx to blue only, green removed) and say so.
-    async fn interrupt(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, phase: &str, out: &mut Output) -> DeployError {
+    async fn interrupt(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, phase: &str) -> DeployError {
         let signal = self.opts.cancel.reason();
         let rollback = matches!(self.verb, Verb::Rollback { .. });
         let (doing, done) = if rollback {
@@ -669,24 +670,24 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         } else {
             ("removing the new release", "the new release was removed")
         };
-        out.warn(&format!("interrupted by {signal} while {phase}: {doing}"));
-        self.abort(greens, live, out).await;
+        self.ev.warn(&format!("interrupted by {signal} while {phase}: {doing}"));
+        self.abort(greens, live).await;
         DeployError::Interrupted { stack: self.stack.name.clone(), phase: phase.into(), signal, detail: done.into() }
     }
 
     /// Let requests in flight on the old release finish; a second signal cuts it short.
-    async fn drain(&self, drain: Option<Duration>, out: &mut Output) {
+    async fn drain(&self, drain: Option<Duration>) {
         let drain = drain.unwrap_or(Duration::ZERO);
-        out.progress(&format!("letting requests in flight on the old release finish ({drain:?})"));
+        self.ev.progress(&format!("letting requests in flight on the old release finish ({drain:?})"));
         tokio::select! {
             _ = tokio::time::sleep(drain) => {}
             _ = self.opts.cancel.at_least(2) => {
-                out.warn(&format!("drain cut short by a second {}: requests still in flight on the old release may fail", self.opts.cancel.reason()));
+                self.ev.warn(&format!("drain cut short by a second {}: requests still in flight on the old release may fail", self.opts.cancel.reason()));
             }
         }
     }
 
-    async fn resolve_images(&self, out: &mut Output) -> Result<BTreeMap<String, String>, DeployError> {
+    async fn resolve_images(&self) -> Result<BTreeMap<String, String>, DeployError> {
         if let Some(saved) = &self.opts.saved {
             let unseen: Vec<&String> = self.stack.services.keys().filter(|k| !saved.images.contains_key(*k)).collect();
             if saved.stack != self.stack.name || !unseen.is_empty() {
@@ -700,7 +701,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             // The digests the plan pinned, not what the tags point at now.
             return Ok(saved.images.clone());
         }
-        desired::resolve_images(self.engine, self.stack, out).await.map_err(DeployError::Refused)
+        desired::resolve_images(self.engine, self.stack, self.ev).await.map_err(DeployError::Refused)
     }
 
     /// Create the stack's configs and secrets under the content-hashed names of
@@ -796,7 +797,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         &mut self,
         plan: &plan::Plan,
         desired: &BTreeMap<String, (Desired, ServiceSpec)>,
-        out: &mut Output,
     ) -> Result<(), DeployError> {
         for step in &plan.steps {
             let (service, update) = match step {
@@ -805,9 +805,9 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 _ => continue,
             };
             if matches!(step, Step::CreateProxy { .. }) {
-                out.phase("proxy");
+                self.ev.phase("proxy");
             } else {
-                out.phase("services");
+                self.ev.phase("services");
             }
             let svc = &self.stack.services[service];
             let (want, _) = &desired[service];
@@ -823,10 +823,10 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 },
             };
             let change = result.map_err(|e| self.fail(&format!("applying {service}"), e, true))?;
-            out.info(&change);
+            self.ev.info(&change);
             self.changes.push(change);
             if matches!(step, Step::CreateProxy { .. }) {
-                out.progress("waiting for nginx to run");
+                self.ev.progress("waiting for nginx to run");
                 let deadline = Instant::now() + Duration::from_secs(120);
                 health::wait_running(self.engine, &name, svc.deploy.replicas, deadline, |_, _| {})
                     .await
@@ -906,7 +906,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         })
     }
 
-    async fn wait_greens(&self, greens: &mut [GreenRelease], out: &mut Output) -> Result<(), String> {
+    async fn wait_greens(&self, greens: &mut [GreenRelease]) -> Result<(), String> {
         for g in greens.iter_mut() {
             let route = route_of(self.stack, &g.service).expect("greens are routed");
             let deadline = Instant::now() + self.opts.timeout.unwrap_or(route.health.deadline);
@@ -920,13 +920,13 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             let tasks = health::wait_running(self.engine, &g.id, g.replicas, deadline, |running, wanted| {
                 if (running, wanted) != last {
                     last = (running, wanted);
-                    out.progress(&format!("{name}: {running}/{wanted} tasks running and healthy"));
+                    self.ev.progress(&format!("{name}: {running}/{wanted} tasks running and healthy"));
                 }
             })
             .await
             .map_err(|e| e.to_string())?;
             g.target = self.target_of(&g.service, &g.swarm_name, g.release, &tasks).await.map_err(|e| e.to_string())?;
-            out.info(&format!("{}: {} tasks healthy at {}", g.swarm_name, tasks.len(), g.target.servers.join(" ")));
+            self.ev.info(&format!("{}: {} tasks healthy at {}", g.swarm_name, tasks.len(), g.target.servers.join(" ")));
         }
         Ok(())
     }
@@ -972,28 +972,28 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(routing)
     }
 
-    async fn install(&self, routing: &[ServiceRouting], out: &mut Output) -> Result<(), String> {
-        self.install_at(routing, &self.token, out, None).await
+    async fn install(&self, routing: &[ServiceRouting]) -> Result<(), String> {
+        self.install_at(routing, &self.token, None).await
     }
 
     /// [`Self::install`] with a test-only pause point before the reload (see [`faults`]).
-    async fn install_at(&self, routing: &[ServiceRouting], token: &str, out: &mut Output, pause: Option<&str>) -> Result<(), String> {
+    async fn install_at(&self, routing: &[ServiceRouting], token: &str, pause: Option<&str>) -> Result<(), String> {
         let config = proxy::render(self.stack, routing, token).map_err(|e| e.to_string())?;
         let pause = pause.map(|p| (p, &self.opts.cancel));
         let installed = self.nginx().install_at(&config, pause).await.map_err(|e| e.to_string())?;
-        out.progress(&format!("nginx config installed and reloaded in {} replica(s)", installed.replicas.len()));
+        self.ev.progress(&format!("nginx config installed and reloaded in {} replica(s)", installed.replicas.len()));
         Ok(())
     }
 
     /// Install a config and prove that each of `services` is now answered by its live target.
-    async fn install_and_verify(&self, routing: &[ServiceRouting], services: &[String], out: &mut Output) -> Result<(), String> {
-        self.install(routing, out).await?;
-        self.verify(routing, services, &self.token, "the reload", out).await
+    async fn install_and_verify(&self, routing: &[ServiceRouting], services: &[String]) -> Result<(), String> {
+        self.install(routing).await?;
+        self.verify(routing, services, &self.token, "the reload").await
     }
 
     /// Prove that requests through the live route of each of `services` are answered by its
     /// live target: a few passes in a row, on new connections.
-    async fn verify(&self, routing: &[ServiceRouting], services: &[String], token: &str, after: &str, out: &mut Output) -> Result<(), String> {
+    async fn verify(&self, routing: &[ServiceRouting], services: &[String], token: &str, after: &str) -> Result<(), String> {
         for r in routing.iter().filter(|r| services.contains(&r.service)) {
             let probe = self.probe(&r.route, vec![("x-stackctl-verify".into(), token.to_string())]);
             let expect = Expect { status: r.route.health.status, upstreams: r.live.servers.iter().cloned().collect() };
@@ -1003,7 +1003,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             health::probe_until(&probe, &expect, 3, Duration::from_millis(100), deadline)
                 .await
                 .map_err(|e| format!("verification after {after} failed for {}: {e}", r.service))?;
-            out.info(&format!("verified: {} answered by release r{}", r.service, r.live.release));
+            self.ev.info(&format!("verified: {} answered by release r{}", r.service, r.live.release));
         }
         Ok(())
     }
@@ -1021,7 +1021,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// nginx's tasks can be gone for a moment while green is being gated (a Docker daemon that
     /// restarted stops its containers; Swarm restarts them): wait for them as for green's,
     /// instead of failing a deploy that is otherwise fine.
-    async fn wait_for_nginx(&self, out: &mut Output) -> Result<(), String> {
+    async fn wait_for_nginx(&self) -> Result<(), String> {
         let Some(proxy) = self.proxy_service() else { return Ok(()) };
         let name = release::plain_name(&self.stack.name, &self.stack.x.proxy.service);
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -1029,7 +1029,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         health::wait_running(self.engine, &name, proxy.deploy.replicas, deadline, |running, wanted| {
             if (running, wanted) != last && running < wanted as usize {
                 last = (running, wanted);
-                out.progress(&format!("{name}: {running}/{wanted} nginx tasks running"));
+                self.ev.progress(&format!("{name}: {running}/{wanted} nginx tasks running"));
             }
         })
         .await
@@ -1038,11 +1038,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     }
 
     /// Route green's preview through nginx and probe it there.
-    async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) -> Result<(), String> {
+    async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>) -> Result<(), String> {
         let previews: Vec<&GreenRelease> = greens.iter().collect();
-        self.wait_for_nginx(out).await?;
+        self.wait_for_nginx().await?;
         let routing = self.routing(live, &previews).await?;
-        self.install_at(&routing, &self.preview_token, out, Some("preview-installed")).await?;
+        self.install_at(&routing, &self.preview_token, Some("preview-installed")).await?;
         for g in greens {
             let route = route_of(self.stack, &g.service).expect("routed");
             let headers = vec![
@@ -1052,7 +1052,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             let probe = self.probe(route, headers);
             let expect = Expect { status: route.health.status, upstreams: g.target.servers.iter().cloned().collect() };
             let deadline = Instant::now() + self.opts.timeout.unwrap_or(route.health.deadline);
-            out.progress(&format!("probing {} {} through nginx", g.swarm_name, route.health.path));
+            self.ev.progress(&format!("probing {} {} through nginx", g.swarm_name, route.health.path));
             let probes = health::probe_until(&probe, &expect, route.health.successes, route.health.interval, deadline);
             let attempts = self
                 .opts
@@ -1061,7 +1061,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 .await
                 .ok_or_else(|| format!("{}: interrupted", g.swarm_name))?
                 .map_err(|e| format!("{}: {e}", g.swarm_name))?;
-            out.info(&format!("{}: {} probes in a row passed ({} sent)", g.swarm_name, route.health.successes, attempts));
+            self.ev.info(&format!("{}: {} probes in a row passed ({} sent)", g.swarm_name, route.health.successes, attempts));
         }
         Ok(())
     }
@@ -1097,7 +1097,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(greens)
     }
 
-    async fn watch(&self, greens: &mut [GreenRelease], out: &mut Output) -> Result<(), String> {
+    async fn watch(&self, greens: &mut [GreenRelease]) -> Result<(), String> {
         let route = |g: &GreenRelease| route_of(self.stack, &g.service).expect("greens are routed");
         let mut watched: Vec<(usize, health::Watch)> = (greens.iter().enumerate())
             .filter(|(_, g)| g.blue.is_some() && !route(g).watch.is_zero())
@@ -1105,8 +1105,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             .collect();
         let Some(window) = watched.iter().map(|(i, _)| route(&greens[*i]).watch).max() else { return Ok(()) };
         let tick = watched.iter().map(|(i, _)| route(&greens[*i]).health.interval).min().unwrap_or(window);
-        out.phase("watch");
-        out.progress(&format!("watching the new release through the live route for {window:?}; the old one keeps running"));
+        self.ev.phase("watch");
+        self.ev.progress(&format!("watching the new release through the live route for {window:?}; the old one keeps running"));
         let started = Instant::now();
         while started.elapsed() < window {
             for (i, rule) in watched.iter_mut() {
@@ -1119,13 +1119,13 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = self.opts.cancel.at_least(2) => {
-                    out.warn(&format!("watch cut short by a second {}", self.opts.cancel.reason()));
+                    self.ev.warn(&format!("watch cut short by a second {}", self.opts.cancel.reason()));
                     break;
                 }
             }
         }
         for (i, rule) in &watched {
-            out.info(&format!("{}: passed the watch ({} probes through the live route)", greens[*i].swarm_name, rule.sent));
+            self.ev.info(&format!("{}: passed the watch ({} probes through the live route)", greens[*i].swarm_name, rule.sent));
         }
         Ok(())
     }
@@ -1145,16 +1145,16 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     /// Green failed its watch: route users back to blue (verified), record blue as live again,
     /// then remove green. Always an error: exit 1 when users are back on blue, 3 otherwise.
-    async fn switch_back(&self, greens: &[GreenRelease], blue: &BTreeMap<String, u64>, reason: &str, out: &mut Output) -> DeployError {
+    async fn switch_back(&self, greens: &[GreenRelease], blue: &BTreeMap<String, u64>, reason: &str) -> DeployError {
         self.opts.cancel.cleaning_up();
-        out.phase("switch back");
-        out.warn(&format!("green failed after the switch: {reason}; switching back"));
+        self.ev.phase("switch back");
+        self.ev.warn(&format!("green failed after the switch: {reason}; switching back"));
         let phase = "watching green after the switch";
         let releases = greens.iter().filter_map(|g| g.blue.map(|b| format!("r{b}"))).collect::<Vec<_>>().join(", ");
         let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
         let back = async {
             let routing = self.routing(blue, &[]).await?;
-            self.install_and_verify(&routing, &services, out).await
+            self.install_and_verify(&routing, &services).await
         };
         if let Err(e) = back.await {
             return self.fail(phase, format!("green failed after the switch: {reason}; switching back to {releases} failed: {e}"), false);
@@ -1174,60 +1174,60 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             let why = format!("traffic is back on {releases} but the stack record still names the new release ({e}); deploy again");
             return self.fail(phase, format!("green failed after the switch: {reason}; {why}"), false);
         }
-        self.remove_greens(greens, out).await;
+        self.remove_greens(greens).await;
         self.fail(phase, format!("green failed after the switch: {reason}; traffic is back on {releases}"), true)
     }
 
     /// Undo a deploy before the switch: route nginx to blue only, then remove green.
-    async fn abort(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, out: &mut Output) {
+    async fn abort(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>) {
         // Signals from now on are reported and ignored: stopping halfway would leave a mess.
         // Before the phase line, so a signal sent on seeing "abort ..." is already reported as such.
         self.opts.cancel.cleaning_up();
-        out.phase("abort");
+        self.ev.phase("abort");
         if self.nginx_has_config().await {
             match self.routing(live, &[]).await {
                 Ok(routing) => {
-                    if let Err(e) = self.install(&routing, out).await {
-                        out.warn(&format!("could not remove the preview route from nginx: {e}"));
+                    if let Err(e) = self.install(&routing).await {
+                        self.ev.warn(&format!("could not remove the preview route from nginx: {e}"));
                     }
                 }
-                Err(e) => out.warn(&format!("could not remove the preview route from nginx: {e}")),
+                Err(e) => self.ev.warn(&format!("could not remove the preview route from nginx: {e}")),
             }
         }
-        self.remove_greens(greens, out).await;
+        self.remove_greens(greens).await;
     }
 
     async fn nginx_has_config(&self) -> bool {
         matches!(self.nginx().current().await, Ok(Some(_)))
     }
 
-    async fn remove_greens(&self, greens: &[GreenRelease], out: &mut Output) {
+    async fn remove_greens(&self, greens: &[GreenRelease]) {
         for g in greens {
             match g.undo {
                 Undo::Remove => match self.engine.remove_service(&g.id).await {
-                    Ok(()) => out.info(&format!("removed {}", g.swarm_name)),
-                    Err(e) => out.warn(&format!("could not remove {} ({e}); the next deploy removes it", g.swarm_name)),
+                    Ok(()) => self.ev.info(&format!("removed {}", g.swarm_name)),
+                    Err(e) => self.ev.warn(&format!("could not remove {} ({e}); the next deploy removes it", g.swarm_name)),
                 },
                 Undo::ScaleTo(n) => {
                     match self.scale(&g.id, n).await {
-                        Ok(_) => out.info(&format!("{} back to {n} replica(s), as before", g.swarm_name)),
-                        Err(e) => out.warn(&format!("could not scale {} back to {n} ({e}); scale it with `docker service scale`", g.swarm_name)),
+                        Ok(_) => self.ev.info(&format!("{} back to {n} replica(s), as before", g.swarm_name)),
+                        Err(e) => self.ev.warn(&format!("could not scale {} back to {n} ({e}); scale it with `docker service scale`", g.swarm_name)),
                     }
                 }
             }
         }
     }
 
-    async fn remove_orphans(&mut self, plan: &plan::Plan, out: &mut Output) {
+    async fn remove_orphans(&mut self, plan: &plan::Plan) {
         for step in &plan.steps {
             if let Step::RemoveOrphan { service, release, id } = step {
                 let name = release::versioned_name(&self.stack.name, service, *release);
                 match self.engine.remove_service(id).await {
                     Ok(()) => {
-                        out.info(&format!("removed {name}, left by an earlier deploy"));
+                        self.ev.info(&format!("removed {name}, left by an earlier deploy"));
                         self.changes.push(format!("removed leftover {name}"));
                     }
-                    Err(e) => out.warn(&format!("could not remove leftover {name}: {e}")),
+                    Err(e) => self.ev.warn(&format!("could not remove leftover {name}: {e}")),
                 }
             }
         }
@@ -1245,41 +1245,41 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     }
 
     /// Scale a release to zero, kept for rollback. Failing is a warning: the next deploy retries.
-    async fn scale_down(&mut self, id: &str, name: &str, out: &mut Output) {
+    async fn scale_down(&mut self, id: &str, name: &str) {
         match self.scale(id, 0).await {
             Ok(false) => {}
             Ok(true) => {
-                out.info(&format!("scaled {name} to 0 (kept for rollback)"));
+                self.ev.info(&format!("scaled {name} to 0 (kept for rollback)"));
                 self.changes.push(format!("scaled {name} to 0"));
             }
-            Err(e) => out.warn(&format!("could not scale down {name}: {e}")),
+            Err(e) => self.ev.warn(&format!("could not scale down {name}: {e}")),
         }
     }
 
     /// After the switch: scale the previous releases to zero, keeping the newest `keep` of
     /// them for rollback, and remove older ones.
-    async fn retire(&mut self, service: &str, live: u64, out: &mut Output) {
+    async fn retire(&mut self, service: &str, live: u64) {
         let keep = route_of(self.stack, service).map(|r| r.keep).unwrap_or(self.stack.x.keep);
         let releases: Vec<Existing> = match self.engine.services(&self.stack.name).await {
             Ok(s) => s.iter().filter_map(Existing::from_info).filter(|e| e.service == service && e.release.is_some()).collect(),
             Err(e) => {
-                out.warn(&format!("could not list old releases of {service} ({e}); the next deploy retires them"));
+                self.ev.warn(&format!("could not list old releases of {service} ({e}); the next deploy retires them"));
                 return;
             }
         };
         let plan = plan::retention(&releases, live, keep);
         for (n, id) in plan.scale_down {
             let name = release::versioned_name(&self.stack.name, service, n);
-            self.scale_down(&id, &name, out).await;
+            self.scale_down(&id, &name).await;
         }
         for (n, id) in plan.remove {
             let name = release::versioned_name(&self.stack.name, service, n);
             match self.engine.remove_service(&id).await {
                 Ok(()) => {
-                    out.info(&format!("removed {name} (beyond keep={keep})"));
+                    self.ev.info(&format!("removed {name} (beyond keep={keep})"));
                     self.changes.push(format!("removed {name}"));
                 }
-                Err(e) => out.warn(&format!("could not remove {name}: {e}")),
+                Err(e) => self.ev.warn(&format!("could not remove {name}: {e}")),
             }
         }
     }

@@ -14,7 +14,7 @@ use bollard::models::{Mount, MountType, MountVolumeOptions, ServiceSpec, TaskSpe
 
 use crate::engine::describe::{self, ObjectRefs};
 use crate::engine::{Engine, EngineError};
-use crate::output::Output;
+use crate::events::Events;
 use crate::plan::{Desired, Kind};
 use crate::release;
 use crate::spec::{Role, Service, Stack};
@@ -215,7 +215,7 @@ fn add_proxy_plumbing(spec: &mut ServiceSpec, stack: &Stack, refs: &ObjectRefs) 
 
 /// Pin every image to its registry digest (read only): what runs is exactly what was resolved,
 /// and a re-pushed tag is a change.
-pub async fn resolve_images<E: Engine>(engine: &E, stack: &Stack, out: &mut Output) -> Result<BTreeMap<String, String>, String> {
+pub async fn resolve_images<E: Engine>(engine: &E, stack: &Stack, out: &Events) -> Result<BTreeMap<String, String>, String> {
     let mut images = BTreeMap::new();
     for (name, svc) in &stack.services {
         out.progress(&format!("resolving {}", svc.image));

@@ -22,7 +22,7 @@ use crate::deploy::{route_network, route_of, routed, DeployError};
 use crate::desired::{self, Object};
 use crate::engine::{Engine, EngineError, ServiceInfo};
 use crate::observe::{self, Observation};
-use crate::output::Output;
+use crate::events::Events;
 use crate::plan::{self, Desired, Existing, Green, Plan, Step};
 use crate::proxy::{self, ServiceRouting, Target};
 use crate::record;
@@ -147,7 +147,7 @@ impl StepLine {
 }
 
 /// Plan a deploy of `stack` without changing anything.
-pub async fn plan<E: Engine>(engine: &E, stack: &Stack, out: &mut Output) -> Result<PlanReport, DeployError> {
+pub async fn plan<E: Engine>(engine: &E, stack: &Stack, out: &Events) -> Result<PlanReport, DeployError> {
     let refused = |e: &dyn std::fmt::Display| DeployError::Refused(e.to_string());
     out.phase("preflight");
     engine.check_swarm().await.map_err(|e| refused(&e))?;
@@ -203,7 +203,7 @@ pub async fn plan<E: Engine>(engine: &E, stack: &Stack, out: &mut Output) -> Res
         steps,
         nginx_diff,
         nginx_config,
-        warnings: out.warnings.clone(),
+        warnings: out.warnings(),
         images,
         fingerprint,
     })

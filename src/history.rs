@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deploy::{self, DeployError, Switched};
 use crate::engine::{Engine, EngineError, StoredConfig};
-use crate::output::{Output, PhaseTime};
+use crate::events::{Events, PhaseTime};
 use crate::record::{self, Record};
 use crate::release;
 use crate::spec::{Role, Stack};
@@ -344,7 +344,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
     verb: Verb,
     before: Option<&Record>,
     result: Result<(deploy::Outcome, Option<u64>, &[Switched]), &DeployError>,
-    out: &mut Output,
+    out: &Events,
 ) {
     let Some((outcome, reason, exit_code)) = deploy_outcome(&result) else { return };
     let after = match record::read(engine, &stack.name).await {
@@ -389,7 +389,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         exit_code,
         release,
         services,
-        phases: out.phases.clone(),
+        phases: out.phases(),
         seconds: out.total().as_secs_f64(),
         specs,
         specs_left_out: None,

@@ -35,7 +35,7 @@ pub mod health;
 pub mod history;
 pub mod loadgen;
 pub mod observe;
-pub mod output;
+pub mod events;
 pub mod plan;
 pub mod proxy;
 pub mod record;

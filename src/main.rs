@@ -10,7 +10,7 @@ use stackctl::deploy::{self, DeployError};
 use stackctl::dry_run;
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::retry::{Backoff, Retrying};
-use stackctl::output::{Format, Output};
+use stackctl::events::{Events, Format};
 use stackctl::spec::{self, LoadOptions};
 use stackctl::status;
 
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn load(args: &StackArgs, images: std::collections::BTreeMap<String, String>, out: &mut Output) -> Result<spec::Stack, DeployError> {
+fn load(args: &StackArgs, images: std::collections::BTreeMap<String, String>, out: &Events) -> Result<spec::Stack, DeployError> {
     let opts = LoadOptions { name: args.name.clone(), image_overrides: images, env: std::env::vars().collect() };
     let loaded = spec::load(&args.file, &opts)?;
     for w in &loaded.warnings {
@@ -35,36 +35,36 @@ async fn run(cli: Cli) -> i32 {
         Command::History(args) => history(&args).await,
         Command::Deploy(args) => {
             let format = args.stack.output;
-            let mut out = Output::new(format);
+            let out = args.stack.events();
             let result = async {
-                let stack = load(&args.stack, args.image_overrides(), &mut out)?;
+                let stack = load(&args.stack, args.image_overrides(), &out)?;
                 let (engine, mut opts) = connect(args.timeout, args.lock_wait).await?;
                 if let Some(path) = &args.plan {
                     opts.saved = Some(read_plan(path)?);
                 }
-                deploy::deploy(&engine, &stack, &opts, &mut out).await
+                deploy::deploy(&engine, &stack, &opts, &out).await
             }
             .await;
             report(format, result, out)
         }
         Command::Rollback(args) => {
             let format = args.stack.output;
-            let mut out = Output::new(format);
+            let out = args.stack.events();
             let result = async {
-                let stack = load(&args.stack, Default::default(), &mut out)?;
+                let stack = load(&args.stack, Default::default(), &out)?;
                 let (engine, opts) = connect(args.timeout, args.lock_wait).await?;
-                deploy::rollback(&engine, &stack, &opts, args.to, args.service.clone(), &mut out).await
+                deploy::rollback(&engine, &stack, &opts, args.to, args.service.clone(), &out).await
             }
             .await;
             report(format, result, out)
         }
         Command::Plan(args) => {
             let format = args.stack.output;
-            let mut out = Output::new(format);
+            let out = args.stack.events();
             let result = async {
-                let stack = load(&args.stack, args.images.iter().cloned().collect(), &mut out)?;
+                let stack = load(&args.stack, args.images.iter().cloned().collect(), &out)?;
                 let engine = engine().await?;
-                let report = dry_run::plan(&engine, &stack, &mut out).await?;
+                let report = dry_run::plan(&engine, &stack, &out).await?;
                 if let Some(path) = &args.out {
                     let json = serde_json::to_string_pretty(&report).expect("plan serialises");
                     std::fs::write(path, json + "\n")
@@ -89,9 +89,9 @@ async fn run(cli: Cli) -> i32 {
             }
         }
         Command::Status(args) => {
-            let mut out = Output::new(args.output);
+            let out = args.events();
             let result = async {
-                let stack = load(&args, Default::default(), &mut out)?;
+                let stack = load(&args, Default::default(), &out)?;
                 let engine = engine().await?;
                 status::status(&engine, &stack).await.map_err(|e| DeployError::Refused(e.to_string()))
             }
@@ -125,7 +125,7 @@ async fn connect(timeout: Option<std::time::Duration>, lock_wait: std::time::Dur
 }
 
 /// Print a deploy's or rollback's result; the exit code.
-fn report(format: Format, result: Result<deploy::Report, DeployError>, mut out: Output) -> i32 {
+fn report(format: Format, result: Result<deploy::Report, DeployError>, out: Events) -> i32 {
     out.end_phase();
     match result {
         Ok(report) => {
@@ -160,9 +160,9 @@ fn report(format: Format, result: Result<deploy::Report, DeployError>, mut out: 
 /// the engine, so any machine sees the same history.
 async fn history(args: &cli::HistoryArgs) -> i32 {
     let format = args.stack.output;
-    let mut out = Output::new(format);
+    let out = args.stack.events();
     let result = async {
-        let stack = load(&args.stack, Default::default(), &mut out)?;
+        let stack = load(&args.stack, Default::default(), &out)?;
         let engine = engine().await?;
         let (entries, unreadable) = history::read(&engine, &stack.name)
             .await
@@ -203,14 +203,14 @@ fn read_plan(path: &std::path::Path) -> Result<dry_run::SavedPlan, DeployError> 
     serde_json::from_str(&text).map_err(|e| bad(&e))
 }
 
-fn report_error(format: Format, e: &DeployError, out: &Output) {
+fn report_error(format: Format, e: &DeployError, out: &Events) {
     eprintln!("error: {e}");
     if format == Format::Json {
         let json = serde_json::json!({
             "error": e.to_string(),
             "exit_code": e.exit_code(),
-            "phases": out.phases,
-            "warnings": out.warnings,
+            "phases": out.phases(),
+            "warnings": out.warnings(),
         });
         println!("{}", serde_json::to_string_pretty(&json).expect("error serialises"));
     }
