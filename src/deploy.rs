@@ -110,6 +110,22 @@ impl DeployError {
             DeployError::Failed { live_intact: false, .. } => 3,
         }
     }
+
+    /// What the user should do next, one sentence (printed after the error, and in the JSON
+    /// result as `next`).
+    pub fn next_step(&self) -> String {
+        match self {
+            DeployError::Spec(_) => "fix the stack file where the error points and run the command again; nothing was changed".into(),
+            DeployError::Refused(_) => "nothing was changed; deal with what the error names and run the command again".into(),
+            DeployError::Failed { live_intact: true, .. } => {
+                "users are still on the live release; see why in `stackctl history` and in `docker service logs` of the new release, fix it and deploy again".into()
+            }
+            DeployError::Failed { live_intact: false, .. } => {
+                "check `stackctl status` now; running the same command again repairs the stack, starting from where nginx sends users".into()
+            }
+            DeployError::Interrupted { .. } => "nothing is left to clean up; run the command again when you are ready".into(),
+        }
+    }
 }
 
 fn refused(e: impl std::fmt::Display) -> DeployError {
@@ -286,6 +302,18 @@ enum Undo {
 
 type Outcome3 = (Outcome, Option<u64>, Vec<Switched>);
 
+/// Why a release stopped short, and so what undoing it means (see [`Run::undo`]).
+enum Stop {
+    /// A step before the switch failed (the phase, the reason).
+    Failed(&'static str, String),
+    /// A signal arrived before the switch (the phase).
+    Signal(&'static str),
+    /// The switch did not verify; users may be on either release.
+    AtSwitch(String),
+    /// Green failed its watch after the switch; users are on green.
+    AfterSwitch(String),
+}
+
 impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn execute(&mut self) -> Result<Outcome3, DeployError> {
         if let Verb::Rollback { to, service, asked_at } = self.verb.clone() {
@@ -368,6 +396,19 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 changed.join(", ")
             )));
         }
+        // Back to standbys that are still up: a flip, before anything slower (history included).
+        if let Ok(quick) = plan::rollback(&observed, &services, to, &BTreeMap::new()) {
+            if let Some(flipped) = self.flip_back(&quick, &observed).await {
+                let switched = flipped?;
+                if self.verb_covers_whole_stack() {
+                    let (entries, _) = history::read(self.engine, &self.stack.name).await.map_err(refused)?;
+                    let mut now_live = observed.live.clone();
+                    now_live.extend(switched.iter().map(|s| (s.service.clone(), s.to)));
+                    self.restore_plain(&entries, &now_live).await;
+                }
+                return Ok((Outcome::Deployed, None, switched));
+            }
+        }
         // Releases no longer kept can come back from the specs the history recorded.
         let (entries, unreadable) = history::read(self.engine, &self.stack.name).await.map_err(refused)?;
         for u in unreadable {
@@ -390,12 +431,160 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
         let switched = self.release(wanted, observed.live.clone(), &plan, &BTreeMap::new()).await?;
+        if self.verb_covers_whole_stack() {
+            let mut now_live = observed.live.clone();
+            now_live.extend(switched.iter().map(|s| (s.service.clone(), s.to)));
+            self.restore_plain(&entries, &now_live).await;
+        }
         Ok((Outcome::Deployed, None, switched))
     }
 
+    /// A rollback to releases still up as standbys (a route's `rollback_window`): the config
+    /// nginx runs already routes to each as its preview, behind a switch file, so going back
+    /// is one probe through that route, the file, and a verification: users are back before
+    /// any reload. Then the plain config is installed for them, and the release they left is
+    /// scaled to zero. `None` when some release asked for is not such a standby, or does not
+    /// answer: the rollback then goes the deploy's whole way.
+    async fn flip_back(&mut self, plan: &plan::Plan, observed: &Observed) -> Option<Result<Vec<Switched>, DeployError>> {
+        let running = |id: &str| observed.services.iter().any(|e| e.id == id && e.replicas > 0);
+        let wanted: Vec<(String, Option<u64>, u64)> = (plan.releases())
+            .map(|(s, from, g)| match g {
+                Green::Existing { release, id } if running(id) => Some((s.to_string(), from, *release)),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        if wanted.is_empty() {
+            return None;
+        }
+        let config = self.nginx().current().await.ok()??;
+        let (summary, token) = (proxy::parse_summary(&config)?, proxy::token_in(&config)?);
+        let mut routing = Vec::new();
+        let mut files = Vec::new();
+        for (service, _, release) in &wanted {
+            let target = summary.preview.get(service).filter(|t| t.release == *release && !t.servers.is_empty())?;
+            files.push(summary.switch.get(service)?.clone());
+            let route = route_of(self.stack, service)?.clone();
+            routing.push(ServiceRouting { service: service.clone(), route, live: target.clone(), preview: None });
+        }
+        self.ev.phase("flip back");
+        for r in &routing {
+            let headers = vec![("x-stackctl-preview".into(), format!("{token}.r{}", r.live.release)), ("x-stackctl-verify".into(), token.clone())];
+            let expect = Expect { status: r.route.health.status, upstreams: r.live.servers.iter().cloned().collect() };
+            let deadline = Instant::now() + r.route.health.timeout;
+            let answered = health::probe_until(&self.probe(&r.route, headers), &expect, 1, r.route.health.interval, deadline).await;
+            if let Err(e) = answered {
+                self.ev.info(&format!("the standby r{} of {} does not answer through nginx ({e}); going back the whole way", r.live.release, r.service));
+                return None;
+            }
+        }
+        if !self.opts.cancel.commit() {
+            let (stack, signal) = (self.stack.name.clone(), self.opts.cancel.reason());
+            return Some(Err(DeployError::Interrupted { stack, phase: "about to flip back".into(), signal, detail: "nothing was changed".into() }));
+        }
+        let services: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();
+        let flipped = async {
+            self.nginx().flip(&files, true).await.map_err(|e| e.to_string())?;
+            self.verify(&routing, &services, &token, "the flip").await
+        };
+        if let Err(e) = flipped.await {
+            self.opts.cancel.cleaning_up();
+            let intact = self.nginx().flip(&files, false).await.is_ok();
+            return Some(Err(self.fail("flipping back to the standby", e, intact)));
+        }
+        let flipped_at = Instant::now();
+        let mut live = observed.live.clone();
+        live.extend(wanted.iter().map(|(s, _, r)| (s.clone(), *r)));
+        if let Err(e) = self.lock.update(|r| r.live.extend(wanted.iter().map(|(s, _, n)| (s.clone(), *n)))).await {
+            let reason = format!("{e}. nginx already routes to the standby; check `stackctl status`");
+            return Some(Err(self.fail("recording the new live release", reason, false)));
+        }
+        self.ev.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
+        // Settle on the plain config for where users now are; the switch file keeps every
+        // worker of the old generation sending them there meanwhile.
+        let settle = async {
+            let settled = self.routing(&live, &[]).await?;
+            self.install_at(&settled, &self.token, None).await?;
+            self.verify(&settled, &services, &self.token, "the reload").await
+        };
+        if let Err(e) = settle.await {
+            let reason = format!("{e}; users are on the standby through its switch file and the record names it");
+            return Some(Err(self.fail("settling nginx after the flip", reason, true)));
+        }
+        self.ev.phase("drain");
+        let drain = routing.iter().map(|r| r.route.drain).max().unwrap_or_default();
+        self.drain(Some(drain.saturating_sub(flipped_at.elapsed()))).await;
+        self.ev.phase("retire");
+        self.clear_switches(flipped_at).await;
+        let mut switched = Vec::new();
+        for (service, from, release) in wanted {
+            if let Some(from) = from {
+                let name = release::versioned_name(&self.stack.name, &service, from);
+                self.scale_down(&name, &name).await;
+            }
+            self.retire(&service, release).await;
+            let name = release::versioned_name(&self.stack.name, &service, release);
+            let spec = self.engine.service(&name).await.ok().flatten().map(|i| i.spec);
+            let image = spec.and_then(|s| s.task_template?.container_spec?.image).unwrap_or_default();
+            switched.push(Switched { service, from, to: release, image });
+        }
+        Some(Ok(switched))
+    }
+
+    fn verb_covers_whole_stack(&self) -> bool {
+        matches!(&self.verb, Verb::Rollback { service: None, .. })
+    }
+
+    /// After a whole-stack rollback: plain services go back, by Swarm's rolling update, to the
+    /// spec the history recorded when the routed releases were last what they are now; stateful
+    /// services are never changed, and the run says so.
+    async fn restore_plain(&mut self, entries: &[history::Entry], now_live: &BTreeMap<String, u64>) {
+        let plain: Vec<&String> = self.stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Plain)).map(|(n, _)| n).collect();
+        for (name, _) in self.stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Stateful)) {
+            self.ev.info(&format!("stateful service {name} left as it is (stackctl never changes a stateful service)"));
+        }
+        if plain.is_empty() {
+            return;
+        }
+        // Entries are newest first: the last time the routed releases were what they are now.
+        let matches = |e: &&history::Entry| {
+            e.outcome == history::Outcome::Deployed
+                && !e.services.is_empty()
+                && e.services.iter().all(|s| now_live.get(&s.service) == Some(&s.release))
+        };
+        let Some(entry) = entries.iter().find(matches) else {
+            self.ev.warn("no history entry records the plain services as they were with this release; they are left as they are");
+            return;
+        };
+        for service in plain {
+            let swarm_name = release::plain_name(&self.stack.name, service);
+            let Some(recorded) = entry.specs.get(&swarm_name) else {
+                self.ev.warn(&format!("history entry {} does not record {swarm_name}; left as it is", entry.number));
+                continue;
+            };
+            let hash = |spec: &ServiceSpec| spec.labels.as_ref().and_then(|l| l.get(release::SPEC_HASH).cloned());
+            let result = match self.engine.service(&swarm_name).await {
+                Ok(Some(current)) if hash(&current.spec) == hash(recorded) => continue,
+                Ok(Some(current)) => self.engine.update_service(&current.id, current.version, recorded.clone()).await,
+                Ok(None) => self.engine.create_service(recorded.clone()).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    let change = format!("{swarm_name} back to its spec of history entry {} (rolling update)", entry.number);
+                    self.ev.info(&change);
+                    self.changes.push(change);
+                }
+                Err(e) => self.ev.warn(&format!(
+                    "could not put {swarm_name} back to its spec of history entry {} ({e}); the routed services are rolled back, this one is not: deploy the matching stack file to fix it",
+                    entry.number
+                )),
+            }
+        }
+    }
+
     /// The blue-green story for the releases the plan names: bring green up, gate it, preview
-    /// it through nginx, switch, record, watch, drain, retire. Before the switch every failure
-    /// or signal undoes green; after it, a failed watch switches back.
+    /// it through nginx, switch, record, watch, drain, retire. Every way it can stop short goes
+    /// through [`Run::undo`], which knows what undoing means at each point.
     async fn release(
         &mut self,
         wanted: Vec<(String, Option<u64>, Green)>,
@@ -403,142 +592,51 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         plan: &plan::Plan,
         hashes: &BTreeMap<String, String>,
     ) -> Result<Vec<Switched>, DeployError> {
-        self.ev.phase("create green");
         let mut greens = Vec::new();
-        for (service, blue, green) in wanted {
-            let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
-            match self.start_green(&service, blue, &green, hash).await {
-                Ok(g) => {
-                    let how = match (&green, g.created) {
-                        (Green::Recreate { .. }, _) => "recreating from the history",
-                        (_, true) => "created",
-                        (Green::Existing { .. }, _) if g.undo == Undo::ScaleTo(0) => "scaling up",
-                        (Green::Existing { .. }, _) => "going back to",
-                        _ => "adopted",
-                    };
-                    self.ev.info(&format!("{how} {} (release {})", g.swarm_name, g.release));
-                    greens.push(g);
-                }
-                Err(e) => {
-                    self.abort(&greens, &live).await;
-                    return Err(self.fail("creating green", e, true));
-                }
-            }
-        }
-        faults::pause("green-created", &self.opts.cancel).await;
-        if self.opts.cancel.is_cancelled() {
-            return Err(self.interrupt(&greens, &live, "creating green").await);
-        }
-
-        self.ev.phase("wait healthy");
-        match self.opts.cancel.run(self.wait_greens(&mut greens)).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                self.abort(&greens, &live).await;
-                return Err(self.fail("waiting for green to become healthy", e, true));
-            }
-            None => return Err(self.interrupt(&greens, &live, "waiting for green to become healthy").await),
-        }
-
-        self.ev.phase("preview");
-        let probe_result = self.preview(&greens, &live).await;
-        // The preview config routes users to blue and nothing to leftovers: safe to remove them.
-        self.remove_orphans(plan).await;
-        if self.opts.cancel.is_cancelled() {
-            return Err(self.interrupt(&greens, &live, "probing green through nginx").await);
-        }
-        if let Err(e) = probe_result {
-            self.abort(&greens, &live).await;
-            return Err(self.fail("probing green through nginx", e, true));
+        if let Err(stop) = self.bring_up(wanted, &mut greens, &live, plan, hashes).await {
+            return Err(self.undo(stop, &greens, &live).await);
         }
 
         self.ev.phase("switch");
         // From here on a signal no longer stops the deploy: it finishes (see `Cancel::commit`).
         if !self.opts.cancel.commit() {
-            return Err(self.interrupt(&greens, &live, "about to switch nginx to green").await);
+            return Err(self.undo(Stop::Signal("about to switch nginx to green"), &greens, &live).await);
         }
         let mut next = live.clone();
-        for g in &greens {
-            next.insert(g.service.clone(), g.release);
+        next.extend(greens.iter().map(|g| (g.service.clone(), g.release)));
+        if let Err(e) = self.switch(&greens, &live, &next).await {
+            return Err(self.undo(Stop::AtSwitch(e), &greens, &live).await);
         }
-        let switched_services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
-        let flips: Vec<String> = greens.iter().map(|g| proxy::flip_file(&self.preview_token, &g.service, g.release)).collect();
-        let switch = async {
-            // The switch itself: the installed preview config already names green, and the
-            // existence of one file per service sends every nginx worker there on its next
-            // request. No reload, so no moment where workers of the old and the new config
-            // answer side by side (nginx overlaps them for 100 ms or more on a reload).
-            self.nginx().flip(&flips, true).await.map_err(|e| e.to_string())?;
-            let routing = self.routing(&next, &[]).await?;
-            self.verify(&routing, &switched_services, &self.preview_token, "the switch").await?;
-            // Settle: the plain config (green live, no preview) replaces the preview config;
-            // both route users to green, so this reload mixes nothing. The switch files stay
-            // until the retire phase: workers of the preview generation keep answering for a
-            // moment after a reload, and without their file they would send users back to blue.
-            self.install_at(&routing, &self.token, Some("config-installed")).await?;
-            // Only the settled config echoes `token`: a reload nginx dropped without saying so
-            // fails this check, and the deploy switches back.
-            self.verify(&routing, &switched_services, &self.token, "the reload").await
-        };
-        if let Err(e) = switch.await {
-            // Back to blue before removing green: users must never be routed to nothing.
-            let back = async {
-                let routing = self.routing(&live, &[]).await?;
-                // Under the preview secret: if nginx dropped the settle reload it may drop this
-                // one too, and then the preview config answers; once the switch files are gone
-                // it routes to blue as well, so either config proves users are back on blue.
-                self.install_at(&routing, &self.preview_token, None).await?;
-                let _ = self.nginx().flip(&flips, false).await;
-                self.verify(&routing, &switched_services, &self.preview_token, "switching back").await
-            };
-            let intact = back.await.is_ok();
-            if intact {
-                self.remove_greens(&greens).await;
-            }
-            return Err(self.fail("switching nginx to green", e, intact));
-        }
-        let recorded = self
-            .lock
-            .update(|r| {
-                for g in &greens {
-                    r.live.insert(g.service.clone(), g.release);
-                }
-            })
-            .await;
+        let recorded = self.lock.update(|r| r.live.extend(greens.iter().map(|g| (g.service.clone(), g.release)))).await;
         if let Err(e) = recorded {
             // nginx routes to green while the record still names blue; switching back could
             // fight a deploy that took the lock over. Exit 3, not 1: users are on a release the
             // record does not name until a deploy records it.
-            return Err(self.fail(
-                "recording the new live release",
-                format!("{e}. nginx already routes to the new release; run the deploy again to record it"),
-                false,
-            ));
+            let reason = format!("{e}. nginx already routes to the new release; run the deploy again to record it");
+            return Err(self.fail("recording the new live release", reason, false));
         }
         let blue = std::mem::replace(&mut live, next);
         self.ev.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
         let switched_at = Instant::now();
-        let settled_at = switched_at;
         faults::pause("switched", &self.opts.cancel).await;
 
         // Blue keeps running through the watch; green failing there sends users back to it.
         if let Err(reason) = self.watch(&mut greens).await {
-            return Err(self.switch_back(&greens, &blue, &reason).await);
+            return Err(self.undo(Stop::AfterSwitch(reason), &greens, &blue).await);
         }
 
         self.ev.phase("drain");
-        let drain = greens
-            .iter()
-            .filter(|g| g.blue.is_some())
-            .filter_map(|g| route_of(self.stack, &g.service).map(|r| r.drain))
-            .max()
-            .unwrap_or(Duration::ZERO);
+        let drains = greens.iter().filter(|g| g.blue.is_some()).filter_map(|g| route_of(self.stack, &g.service));
+        let drain = drains.map(|r| r.drain).max().unwrap_or(Duration::ZERO);
         // `drain` counts from the switch: the watch window already let requests finish.
         self.drain(Some(drain.saturating_sub(switched_at.elapsed()))).await;
 
         self.ev.phase("retire");
-        self.clear_switches(settled_at).await;
+        self.clear_switches(switched_at).await;
         for g in &greens {
+            if let (Some(window), Some(blue)) = (self.standby_window(g), g.blue) {
+                self.keep_standby(&g.service, blue, window).await;
+            }
             self.retire(&g.service, g.release).await;
             // A rollback leaves the release it came from retained at zero, ready to go
             // forward again (a deploy of the same spec adopts it).
@@ -550,8 +648,168 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         for (service, live) in retirements(plan) {
             self.retire(&service, live).await;
         }
-
         Ok(greens.iter().map(|g| Switched { service: g.service.clone(), from: g.blue, to: g.release, image: g.image.clone() }).collect())
+    }
+
+    /// Everything before the switch: create (or scale up) green, wait until it is healthy,
+    /// preview it through nginx. Users stay on blue throughout; `greens` holds what exists so
+    /// far, for the undo.
+    async fn bring_up(
+        &mut self,
+        wanted: Vec<(String, Option<u64>, Green)>,
+        greens: &mut Vec<GreenRelease>,
+        live: &BTreeMap<String, u64>,
+        plan: &plan::Plan,
+        hashes: &BTreeMap<String, String>,
+    ) -> Result<(), Stop> {
+        self.ev.phase("create green");
+        for (service, blue, green) in wanted {
+            let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
+            let g = self.start_green(&service, blue, &green, hash).await.map_err(|e| Stop::Failed("creating green", e.to_string()))?;
+            let how = match (&green, g.created) {
+                (Green::Recreate { .. }, _) => "recreating from the history",
+                (_, true) => "created",
+                (Green::Existing { .. }, _) if g.undo == Undo::ScaleTo(0) => "scaling up",
+                (Green::Existing { .. }, _) => "going back to",
+                _ => "adopted",
+            };
+            self.ev.info(&format!("{how} {} (release {})", g.swarm_name, g.release));
+            greens.push(g);
+        }
+        faults::pause("green-created", &self.opts.cancel).await;
+        self.stop_on_signal("creating green")?;
+
+        self.ev.phase("wait healthy");
+        let waiting = "waiting for green to become healthy";
+        match self.opts.cancel.run(self.wait_greens(greens)).await {
+            Some(healthy) => healthy.map_err(|e| Stop::Failed(waiting, e))?,
+            None => return Err(Stop::Signal(waiting)),
+        }
+
+        self.ev.phase("preview");
+        let probed = self.preview(greens, live).await;
+        // The preview config routes users to blue and nothing to leftovers: safe to remove them.
+        self.remove_orphans(plan).await;
+        self.stop_on_signal("probing green through nginx")?;
+        probed.map_err(|e| Stop::Failed("probing green through nginx", e))
+    }
+
+    fn stop_on_signal(&self, phase: &'static str) -> Result<(), Stop> {
+        if self.opts.cancel.is_cancelled() {
+            return Err(Stop::Signal(phase));
+        }
+        Ok(())
+    }
+
+    /// The switch itself, verified: users go from blue to green (`next`), then nginx settles
+    /// on the plain config for `next`.
+    async fn switch(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, next: &BTreeMap<String, u64>) -> Result<(), String> {
+        let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
+        // The installed preview config already names green, and the existence of one file per
+        // service sends every nginx worker there on its next request. No reload, so no moment
+        // where workers of the old and the new config answer side by side (nginx overlaps them
+        // for 100 ms or more on a reload).
+        self.nginx().flip(&self.flips(greens), true).await.map_err(|e| e.to_string())?;
+        let mut routing = self.routing(next, &[]).await?;
+        self.verify(&routing, &services, &self.preview_token, "the switch").await?;
+        // A blue that stays up as a standby stays reachable in the settled config: as its
+        // preview, behind a switch file of its own, so a rollback is that file (see `flip_back`).
+        let standbys: Vec<&GreenRelease> = greens.iter().filter(|g| self.standby_window(g).is_some()).collect();
+        if !standbys.is_empty() {
+            let blue = self.routing(live, &[]).await?;
+            for r in routing.iter_mut().filter(|r| standbys.iter().any(|g| g.service == r.service)) {
+                r.preview = blue.iter().find(|b| b.service == r.service).map(|b| b.live.clone()).filter(|t| !t.servers.is_empty());
+            }
+        }
+        // Settle: the plain config (green live, no preview) replaces the preview config; both
+        // route users to green, so this reload mixes nothing. The switch files stay until the
+        // retire phase: workers of the preview generation keep answering for a moment after a
+        // reload, and without their file they would send users back to blue.
+        self.install_at(&routing, &self.token, Some("config-installed")).await?;
+        // Only the settled config echoes `token`: a reload nginx dropped without saying so
+        // fails this check, and the deploy switches back.
+        self.verify(&routing, &services, &self.token, "the reload").await
+    }
+
+    /// The route's rollback window when `g`'s blue stays up as a standby after the switch: a
+    /// deploy forward from a running blue (a rollback's own blue is retired as usual).
+    fn standby_window(&self, g: &GreenRelease) -> Option<Duration> {
+        let window = route_of(self.stack, &g.service)?.rollback_window;
+        (!window.is_zero() && g.blue.is_some_and(|b| b < g.release)).then_some(window)
+    }
+
+    /// Label `service`'s release `blue` as a standby until `window` from now; retirement
+    /// leaves it at full scale until then.
+    async fn keep_standby(&mut self, service: &str, blue: u64, window: Duration) {
+        let name = release::versioned_name(&self.stack.name, service, blue);
+        let until = record::now_unix() + window.as_secs();
+        let labelled = async {
+            let Some(current) = self.engine.service(&name).await? else { return Ok(false) };
+            let mut spec = current.spec.clone();
+            spec.labels.get_or_insert_with(Default::default).insert(release::STANDBY_UNTIL.into(), until.to_string());
+            self.engine.update_service(&current.id, current.version, spec).await.map(|_| true)
+        };
+        match labelled.await {
+            Ok(true) => {
+                self.ev.info(&format!("{name} stays up for {window:?} as a standby: a rollback within it is a flip"));
+                self.changes.push(format!("kept {name} up as a standby for {window:?}"));
+            }
+            Ok(false) => {}
+            Err(e) => self.ev.warn(&format!("could not keep {name} up as a standby ({e}); it is retired as usual")),
+        }
+    }
+
+    fn flips(&self, greens: &[GreenRelease]) -> Vec<String> {
+        greens.iter().map(|g| proxy::flip_file(&self.preview_token, &g.service, g.release)).collect()
+    }
+
+    /// Every way a release stops short, undone in one place, so that users stay on (or go
+    /// back to) `blue` and nothing the run started is left behind:
+    /// - before the switch (a failure or a signal): nginx routes to blue only, green is
+    ///   removed (or, for a rollback, scaled back to what it had);
+    /// - a switch that did not verify: nginx back to blue (verified), then green removed;
+    /// - green failing its watch after the switch: the same, and the record names blue again.
+    ///
+    /// Always an error: exit 1 when users are on blue, 3 when that could not be verified.
+    async fn undo(&self, stop: Stop, greens: &[GreenRelease], blue: &BTreeMap<String, u64>) -> DeployError {
+        // Signals from now on are reported and ignored: stopping halfway would leave a mess.
+        // Before any phase line, so a signal sent on seeing "abort ..." is reported as such.
+        self.opts.cancel.cleaning_up();
+        match stop {
+            Stop::Failed(phase, reason) => {
+                self.abort(greens, blue).await;
+                self.fail(phase, reason, true)
+            }
+            Stop::Signal(phase) => {
+                let signal = self.opts.cancel.reason();
+                let (doing, done) = match self.verb {
+                    Verb::Rollback { .. } => ("putting the earlier release back as it was", "the earlier release is back as it was"),
+                    Verb::Deploy => ("removing the new release", "the new release was removed"),
+                };
+                self.ev.warn(&format!("interrupted by {signal} while {phase}: {doing}"));
+                self.abort(greens, blue).await;
+                DeployError::Interrupted { stack: self.stack.name.clone(), phase: phase.into(), signal, detail: done.into() }
+            }
+            Stop::AtSwitch(reason) => {
+                let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
+                // Back to blue before removing green: users must never be routed to nothing.
+                let back = async {
+                    let routing = self.routing(blue, &[]).await?;
+                    // Under the preview secret: if nginx dropped the settle reload it may drop
+                    // this one too, and then the preview config answers; once the switch files
+                    // are gone it routes to blue as well, so either config proves users are back.
+                    self.install_at(&routing, &self.preview_token, None).await?;
+                    let _ = self.nginx().flip(&self.flips(greens), false).await;
+                    self.verify(&routing, &services, &self.preview_token, "switching back").await
+                };
+                let intact = back.await.is_ok();
+                if intact {
+                    self.remove_greens(greens).await;
+                }
+                self.fail("switching nginx to green", reason, intact)
+            }
+            Stop::AfterSwitch(reason) => self.switch_back(greens, blue, &reason).await,
+        }
     }
 
     /// Nothing new to release: repair what an earlier deploy left half done. nginx out of step
@@ -659,20 +917,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let (stack, signal) = (self.stack.name.clone(), self.opts.cancel.reason());
         Err(DeployError::Interrupted { stack, phase: phase.into(), signal, detail: "no new release was started".into() })
-    }
-
-    /// A signal before the switch: undo (nginx to blue only, green removed) and say so.
-    async fn interrupt(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, phase: &str) -> DeployError {
-        let signal = self.opts.cancel.reason();
-        let rollback = matches!(self.verb, Verb::Rollback { .. });
-        let (doing, done) = if rollback {
-            ("putting the earlier release back as it was", "the earlier release is back as it was")
-        } else {
-            ("removing the new release", "the new release was removed")
-        };
-        self.ev.warn(&format!("interrupted by {signal} while {phase}: {doing}"));
-        self.abort(greens, live).await;
-        DeployError::Interrupted { stack: self.stack.name.clone(), phase: phase.into(), signal, detail: done.into() }
     }
 
     /// Let requests in flight on the old release finish; a second signal cuts it short.
@@ -1267,7 +1511,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 return;
             }
         };
-        let plan = plan::retention(&releases, live, keep);
+        let plan = plan::retention(&releases, live, keep, record::now_unix());
         for (n, id) in plan.scale_down {
             let name = release::versioned_name(&self.stack.name, service, n);
             self.scale_down(&id, &name).await;

@@ -236,8 +236,15 @@ pub fn steps(
     let retire = |service: &str, live: u64, lines: &mut Vec<StepLine>| {
         let keep = route_of(stack, service).map(|r| r.keep).unwrap_or(stack.x.keep);
         let others: Vec<Existing> = releases(service).into_iter().filter(|e| !orphans.contains(e.id.as_str())).cloned().collect();
-        let r = plan::retention(&others, live, keep);
+        let r = plan::retention(&others, live, keep, seen.observed.now);
+        let window = route_of(stack, service).map(|r| r.rollback_window).unwrap_or_default();
+        // The deploy keeps the release it switches from up for the rollback window.
+        let standby = (!window.is_zero()).then(|| r.scale_down.iter().map(|(n, _)| *n).max()).flatten();
         for (n, _) in r.scale_down {
+            if Some(n) == standby {
+                lines.push(StepLine::new(service, "retire", format!("then keep r{n} at full scale for {window:?} (rollback window)")));
+                continue;
+            }
             lines.push(StepLine::new(service, "retire", format!("then scale r{n} to 0 (kept for rollback)")));
         }
         for (n, _) in r.remove {

@@ -152,8 +152,9 @@ pub struct Entry {
     #[serde(default)]
     pub phases: Vec<PhaseTime>,
     pub seconds: f64,
-    /// The full Swarm spec of each routed release live after the operation, by Swarm service
-    /// name: what a rollback recreates a removed release from.
+    /// The full Swarm spec of each routed release live after the operation and of each plain
+    /// service, by Swarm service name: what a rollback recreates a removed release from, and
+    /// puts plain services back to.
     #[serde(default)]
     pub specs: BTreeMap<String, ServiceSpec>,
     /// Why `specs` is empty although releases were live (too large for a Swarm config).
@@ -376,6 +377,17 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         services.push(ServiceRelease { service: service.clone(), release: live, switched: switch.is_some(), from: switch.and_then(|s| s.from), image, spec_hash });
         if let Some(info) = info {
             specs.insert(swarm_name, info.spec);
+        }
+    }
+    // Plain services too: a rollback puts them back as they were with the routed releases.
+    for (service, _) in stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Plain)) {
+        let swarm_name = release::plain_name(&stack.name, service);
+        match engine.service(&swarm_name).await {
+            Ok(Some(info)) => {
+                specs.insert(swarm_name, info.spec);
+            }
+            Ok(None) => {}
+            Err(e) => out.warn(&format!("history: cannot read {swarm_name} ({e}); its spec is not recorded")),
         }
     }
     let entry = Entry {

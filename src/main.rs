@@ -205,9 +205,11 @@ fn read_plan(path: &std::path::Path) -> Result<dry_run::SavedPlan, DeployError> 
 
 fn report_error(format: Format, e: &DeployError, out: &Events) {
     eprintln!("error: {e}");
+    eprintln!("next: {}", e.next_step());
     if format == Format::Json {
         let json = serde_json::json!({
             "error": e.to_string(),
+            "next": e.next_step(),
             "exit_code": e.exit_code(),
             "phases": out.phases(),
             "warnings": out.warnings(),

@@ -44,7 +44,7 @@ pub async fn observe<E: Engine>(engine: &E, stack: &Stack) -> Result<Observation
     // routing must not look for its tasks, and the next switch records the new one.
     let mut live = record.live;
     live.retain(|service, n| services.iter().any(|s| &s.service == service && s.release == Some(*n) && s.kind == Some(Kind::Routed)));
-    let observed = Observed { live, seq: record.seq, services, routing };
+    let observed = Observed { live, seq: record.seq, services, routing, now: record::now_unix() };
     Ok(Observation { observed, infos, nginx_config, lock: record.lock })
 }
 

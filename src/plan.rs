@@ -61,12 +61,19 @@ pub struct Existing {
     pub release: Option<u64>,
     pub hash: String,
     pub replicas: u64,
+    /// A standby old release: kept at full scale until this Unix second ([`release::STANDBY_UNTIL`]).
+    pub standby_until: Option<u64>,
     /// Why a label stackctl wrote cannot be read (the release number); the planner refuses to
     /// guess around it.
     pub unreadable: Option<String>,
 }
 
 impl Existing {
+    /// Kept at full scale for a fast rollback until a time not yet reached.
+    pub fn on_standby(&self, now: u64) -> bool {
+        self.standby_until.is_some_and(|t| t > now)
+    }
+
     pub fn from_info(s: &ServiceInfo) -> Option<Existing> {
         let kind = match s.label(release::ROLE)? {
             "proxy" => Kind::Proxy,
@@ -93,6 +100,7 @@ impl Existing {
             release,
             hash: s.label(release::SPEC_HASH).unwrap_or_default().to_string(),
             replicas: s.replicas,
+            standby_until: s.label(release::STANDBY_UNTIL).and_then(|t| t.parse().ok()),
             unreadable,
         })
     }
@@ -110,6 +118,8 @@ pub struct Observed {
     /// the switch files of an interrupted switch taken into account (`None`: proxy missing or
     /// config absent).
     pub routing: Option<BTreeMap<String, u64>>,
+    /// Unix seconds when observed: standbys past their window are retired.
+    pub now: u64,
 }
 
 /// Where the next release of a routed service comes from.
@@ -248,7 +258,7 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Result<
                         steps.push(Step::Reroute { service: name.clone() });
                     }
                     if let Some(l) = live {
-                        if releases.iter().any(|s| s.release.is_some_and(|r| r < l) && s.replicas > 0) {
+                        if releases.iter().any(|s| s.release.is_some_and(|r| r < l) && s.replicas > 0 && !s.on_standby(observed.now)) {
                             steps.push(Step::Retire { service: name.clone(), live: l });
                         }
                     }
@@ -340,14 +350,16 @@ pub struct Retention {
     pub remove: Vec<(u64, String)>,
 }
 
-pub fn retention(releases: &[Existing], live: u64, keep: u32) -> Retention {
+pub fn retention(releases: &[Existing], live: u64, keep: u32, now: u64) -> Retention {
     let mut older: Vec<&Existing> = releases.iter().filter(|s| s.release.is_some_and(|r| r < live)).collect();
     older.sort_by_key(|s| std::cmp::Reverse(s.release));
     let mut out = Retention::default();
     for (i, s) in older.iter().enumerate() {
         let entry = (s.release.unwrap_or(0), s.id.clone());
         if i < keep as usize {
-            if s.replicas > 0 {
+            // Only the newest old release can be the standby: an older one left up by an
+            // earlier window is retired now.
+            if s.replicas > 0 && !(i == 0 && s.on_standby(now)) {
                 out.scale_down.push(entry);
             }
         } else {
@@ -370,6 +382,7 @@ mod tests {
             release: Some(release),
             hash: hash.into(),
             replicas,
+            standby_until: None,
             unreadable: None,
         }
     }
@@ -383,6 +396,7 @@ mod tests {
             release: None,
             hash: hash.into(),
             replicas: 1,
+            standby_until: None,
             unreadable: None,
         }
     }
@@ -430,7 +444,7 @@ mod tests {
 
     fn observed(live: &[(&str, u64)], seq: u64, services: Vec<Existing>) -> Observed {
         let live: BTreeMap<String, u64> = live.iter().map(|(s, n)| (s.to_string(), *n)).collect();
-        Observed { routing: Some(live.clone()), live, seq, services }
+        Observed { routing: Some(live.clone()), live, seq, services, now: 0 }
     }
 
     #[test]
@@ -651,9 +665,29 @@ mod tests {
     #[test]
     fn retention_keeps_the_newest_old_releases_scaled_down() {
         let releases = vec![routed("web", 1, "a", 0), routed("web", 2, "b", 0), routed("web", 3, "c", 2), routed("web", 4, "d", 2)];
-        let r = retention(&releases, 4, 2);
+        let r = retention(&releases, 4, 2, 0);
         assert_eq!(r.scale_down, vec![(3, "id-web-3".to_string())]);
         assert_eq!(r.remove, vec![(1, "id-web-1".to_string())]);
-        assert_eq!(retention(&releases, 4, 0).remove.len(), 3);
+        assert_eq!(retention(&releases, 4, 0, 0).remove.len(), 3);
+    }
+
+    #[test]
+    fn a_standby_stays_up_until_its_window_ends_then_is_retired() {
+        let mut blue = routed("web", 1, "a", 2);
+        blue.standby_until = Some(100);
+        let releases = vec![blue, routed("web", 2, "b", 2)];
+        assert!(retention(&releases, 2, 2, 99).scale_down.is_empty(), "within the window");
+        assert_eq!(retention(&releases, 2, 2, 100).scale_down, vec![(1, "id-web-1".to_string())]);
+        // A newer live release makes it an older standby: retired at once.
+        let newer = [releases.clone(), vec![routed("web", 3, "c", 2)]].concat();
+        let r = retention(&newer, 3, 2, 99);
+        assert_eq!(r.scale_down, vec![(2, "id-web-2".to_string()), (1, "id-web-1".to_string())]);
+        // The planner leaves a standby alone, and retires it once its window passed.
+        let want = want(&[("web", Kind::Routed, "b")]);
+        let mut obs = observed(&[("web", 2)], 2, releases);
+        obs.now = 99;
+        assert!(plan(&want, &obs).is_noop(), "{:?}", plan(&want, &obs));
+        obs.now = 100;
+        assert_eq!(plan(&want, &obs).steps, vec![Step::Retire { service: "web".into(), live: 2 }]);
     }
 }

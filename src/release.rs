@@ -24,6 +24,10 @@ pub const SPEC_HASH: &str = "io.stackctl.spec-hash";
 pub const ROLE: &str = "io.stackctl.role";
 /// Replica count the release runs with when live; kept so a scaled-down release can come back.
 pub const REPLICAS: &str = "io.stackctl.replicas";
+/// On an old release kept at full scale after a switch (a route's `rollback_window`): the Unix
+/// second until which it stays up, so a rollback can flip back to it at once. Past it, the
+/// next run retires it like any old release.
+pub const STANDBY_UNTIL: &str = "io.stackctl.standby-until";
 /// Docker's own label, so `docker stack ls/services/ps` show stackctl's stacks.
 pub const NAMESPACE: &str = "com.docker.stack.namespace";
 

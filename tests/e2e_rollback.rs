@@ -205,3 +205,56 @@ fn rollback_to_a_release_no_longer_kept_recreates_it_from_the_history_under_load
     assert_eq!(replicas("e2erollgone_web-r1"), "2");
     assert_eq!(replicas("e2erollgone_web-r4"), "0", "the release left is retained");
 }
+
+/// The stack file for `image` plus a plain service whose environment says `generation`, and a
+/// stateful one.
+fn with_plain_and_stateful(s: &TestStack, image: &str, generation: &str) -> std::path::PathBuf {
+    let mut yaml = std::fs::read_to_string(s.file(image)).unwrap();
+    yaml += &format!(
+        "  worker:\n    image: {REGISTRY}/stackctl-demo:v1\n    environment:\n      GENERATION: {generation}\n    deploy:\n      update_config: {{ order: start-first }}\n  db:\n    image: {REGISTRY}/stackctl-demo:v1\n    environment:\n      GENERATION: {generation}\n    x-stackctl:\n      stateful: true\n"
+    );
+    let path = s.dir.join(format!("stack-{image}-{generation}.yml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn env_of(swarm_name: &str) -> String {
+    docker(&["service", "inspect", "-f", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}", swarm_name])
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn a_whole_stack_rollback_puts_plain_services_back_and_leaves_stateful_ones_alone() {
+    let _g = serial();
+    let s = TestStack::new("e2erollplain", 18844);
+    let one = with_plain_and_stateful(&s, "v1", "one");
+    let two = with_plain_and_stateful(&s, "v2", "two");
+    assert_eq!(s.stackctl(&["deploy", one.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(s.stackctl(&["deploy", two.to_str().unwrap()]).status.code(), Some(0));
+    assert!(env_of("e2erollplain_worker").contains("GENERATION=two"), "{}", env_of("e2erollplain_worker"));
+    let db_before = env_of("e2erollplain_db");
+    assert!(db_before.contains("GENERATION=one"), "stateful services are created once: {db_before}");
+
+    let out = s.stackctl(&["rollback", two.to_str().unwrap(), "--output", "json", "--events", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+    // Progress came as one JSON object per line.
+    let events: Vec<serde_json::Value> = stderr(&out).lines().map(|l| serde_json::from_str(l).expect("a JSON event per line")).collect();
+    assert!(events.iter().any(|e| e["event"] == "phase_done" && e["phase"] == "switch"), "{events:?}");
+    // The plain service is back to its spec of the first deploy, by a rolling update.
+    assert!(env_of("e2erollplain_worker").contains("GENERATION=one"), "{}", env_of("e2erollplain_worker"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes = report["changes"].to_string();
+    assert!(changes.contains("e2erollplain_worker back to its spec of history entry 1"), "{report}");
+    // The stateful one is never changed, and the run says so.
+    assert_eq!(env_of("e2erollplain_db"), db_before);
+    let said = |text: &str| events.iter().any(|e| e["event"] == "info" && e["message"].as_str().is_some_and(|m| m.contains(text)));
+    assert!(said("stateful service db left as it is"), "{events:?}");
+
+    // A rollback of one service leaves plain services where they are.
+    let out = s.stackctl(&["rollback", two.to_str().unwrap(), "--to", "2", "--service", "web"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(s.get("/").as_deref(), Ok("v2"));
+    assert!(env_of("e2erollplain_worker").contains("GENERATION=one"), "{}", env_of("e2erollplain_worker"));
+    s.remove_everything();
+}

@@ -86,7 +86,7 @@ fn observation(infos: Vec<ServiceInfo>, live: &[(&str, u64)]) -> Observation {
     let services = infos.iter().filter_map(Existing::from_info).collect();
     let live: BTreeMap<String, u64> = live.iter().map(|(s, n)| (s.to_string(), *n)).collect();
     let seq = live.values().copied().max().unwrap_or(0);
-    let observed = Observed { routing: Some(live.clone()), live, seq, services };
+    let observed = Observed { routing: Some(live.clone()), live, seq, services, now: 0 };
     Observation { observed, infos, nginx_config: None, lock: None }
 }
 

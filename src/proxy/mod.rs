@@ -263,6 +263,16 @@ fn backend(stack: &Stack, r: &ServiceRouting, t: &Target) -> Result<String, Rend
 }
 
 /// Read back what a rendered config routes to (its `# stackctl-routing:` header line).
+/// The per-deploy token a rendered config was rendered with (the value its verification map
+/// answers), for a later run that flips to the config's preview without reloading it (a
+/// rollback to a standby). Only someone who can read the config in nginx learns it.
+pub fn token_in(config: &str) -> Option<String> {
+    let mut lines = config.lines().skip_while(|l| !l.starts_with("map $http_x_stackctl_verify "));
+    let line = lines.find(|l| l.trim_end().ends_with("$upstream_addr;"))?;
+    let token = line.trim().strip_prefix('"')?.split('"').next()?;
+    check_token(token).ok().map(|()| token.to_string())
+}
+
 pub fn parse_summary(config: &str) -> Option<RoutingSummary> {
     config
         .lines()

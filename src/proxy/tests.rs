@@ -25,6 +25,7 @@ fn route(hosts: &[&str], path: &str) -> Route {
         drain: Duration::from_secs(2),
         watch: Duration::from_secs(10),
         keep: 2,
+        rollback_window: Duration::ZERO,
     }
 }
 
@@ -172,6 +173,10 @@ fn the_summary_header_reads_back() {
     assert_eq!(summary.live["web"], target(4, &["10.0.0.1:80"]));
     assert!(summary.preview.is_empty());
     assert_eq!(parse_summary("server {}"), None);
+    // A later run reads the token back to use the config's preview route without reloading it.
+    assert_eq!(token_in(&got).as_deref(), Some(TOKEN));
+    assert_eq!(token_in("server {}"), None);
+    assert_eq!(token_in(&got.replace(TOKEN, "not-hex\"; evil")), None);
 }
 
 #[test]

@@ -87,6 +87,9 @@ pub struct Route {
     pub watch: Duration,
     /// Old releases kept (scaled to zero) for fast rollback.
     pub keep: u32,
+    /// How long the old release keeps its full scale after a switch (a standby), so that a
+    /// rollback within it is a verified flip in nginx instead of a scale-up. Zero: none.
+    pub rollback_window: Duration,
 }
 
 /// The HTTP probe sent through nginx (preview route) before the switch.

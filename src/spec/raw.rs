@@ -810,6 +810,7 @@ pub struct RawRoute {
     pub health: Option<RawHealth>,
     pub drain: Option<Text>,
     pub watch: Option<Text>,
+    pub rollback_window: Option<Text>,
     pub keep: Option<Num<u32>>,
 }
 

@@ -42,6 +42,7 @@ services:
         health: { path: /healthz, status: 200, interval: 500ms, timeout: 2s, successes: 3, deadline: 60s }
         drain: 2s
         watch: 5s
+        rollback_window: 30s
 "#;
 
 /// A small valid stack; `web(extra)` appends service keys to `web` from line 9 on.
@@ -158,6 +159,7 @@ fn demo_stack_loads_into_the_exact_model() {
             drain: ms(2000),
             watch: ms(5000),
             keep: 2,
+            rollback_window: ms(30_000),
         }),
         environment: BTreeMap::from([("GREETING".into(), "hello".into())]),
         stop_grace_period: Some(ms(5000)),
@@ -1131,6 +1133,7 @@ fn x_stackctl_defaults_and_spellings() {
             drain: ms(10_000),
             watch: ms(10_000),
             keep: 5,
+            rollback_window: ms(0),
         })
     );
     assert_eq!(stack.services["db"].role, Role::Stateful);

@@ -18,6 +18,7 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 const MAX_DRAIN: Duration = Duration::from_secs(3600);
 const DEFAULT_WATCH: Duration = Duration::from_secs(10);
 const MAX_WATCH: Duration = Duration::from_secs(3600);
+const MAX_ROLLBACK_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_HEALTH_DEADLINE: Duration = Duration::from_secs(120);
@@ -659,8 +660,12 @@ impl Cx<'_, '_> {
         if watch > MAX_WATCH {
             self.diag.error(&key_path(field, "watch"), "watch must be at most 1h (0s disables it)");
         }
+        let rollback_window = self.duration(&key_path(field, "rollback_window"), raw.rollback_window).unwrap_or(Duration::ZERO);
+        if rollback_window > MAX_ROLLBACK_WINDOW {
+            self.diag.error(&key_path(field, "rollback_window"), "rollback_window must be at most 24h (0s: no standby)");
+        }
         let keep = raw.keep.map_or(default_keep, |n| n.0);
-        Some(Route { port: port?, hosts: hosts?, path: path?, health: health?, drain, watch, keep })
+        Some(Route { port: port?, hosts: hosts?, path: path?, health: health?, drain, watch, keep, rollback_window })
     }
 
     fn route_hosts(&mut self, field: &str, host: Option<String>, hosts: Option<Vec<String>>) -> Option<Vec<String>> {
