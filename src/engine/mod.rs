@@ -4,11 +4,13 @@
 //! label, their tasks, Swarm configs (for the stack record and for user configs), networks,
 //! image digests, and exec/upload into a running container (for nginx). The bollard
 //! implementation is [`docker::DockerEngine`]; [`describe`] builds service specs without I/O;
-//! [`auth`] finds registry credentials in the user's Docker CLI config.
+//! [`auth`] finds registry credentials in the user's Docker CLI config; [`fake`] is an in-memory
+//! cluster with an nginx in front, for table tests of the deploy.
 
 pub mod auth;
 pub mod describe;
 pub mod docker;
+pub mod fake;
 pub mod retry;
 
 use std::collections::BTreeMap;
