@@ -4,9 +4,11 @@
 //! label, their tasks, Swarm configs (for the stack record and for user configs), networks,
 //! image digests, and exec/upload into a running container (for nginx). The bollard
 //! implementation is [`docker::DockerEngine`]; [`describe`] builds service specs without I/O;
-//! [`auth`] finds registry credentials in the user's Docker CLI config.
+//! [`auth`] finds registry credentials in the user's Docker CLI config; [`retry::Retrying`]
+//! rides out a daemon restarting; [`counting::Counting`] counts calls for the benchmarks.
 
 pub mod auth;
+pub mod counting;
 pub mod describe;
 pub mod docker;
 pub mod retry;
