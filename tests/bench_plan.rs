@@ -20,7 +20,7 @@ use stackctl::dry_run::{self, PlanReport};
 use stackctl::engine::counting::{Calls, Counting};
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::retry::{Backoff, Retrying};
-use stackctl::events::Events;
+use stackctl::events::{Events, PhaseTime};
 use stackctl::spec::{self, LoadOptions, Stack};
 
 /// Routed services per stack.
@@ -69,6 +69,8 @@ struct Sample {
     binary: Duration,
     library: Duration,
     calls: Calls,
+    /// Where the in-process plan spent its time, by phase (preflight, resolve, observe, nginx).
+    phases: Vec<PhaseTime>,
 }
 
 /// Removes the stack when the benchmark ends, however it ends: a failed assertion must not
@@ -107,12 +109,13 @@ fn measure(rt: &tokio::runtime::Runtime, file: &Path, stack: &Stack, changes: bo
         let report: serde_json::Value = serde_json::from_str(&out).expect("plan JSON");
         assert_eq!(report["changes"], changes, "{out}");
 
+        let events = Events::silent();
         let (report, library, calls) = rt.block_on(async {
             let counting = Counting::new(DockerEngine::connect().await.expect("the rig's engine"));
             // As `main` builds it, with the counter inside so retries count as calls.
             let engine = Retrying::new(counting.clone(), Backoff::default());
             let started = Instant::now();
-            let report = dry_run::plan(&engine, stack, &Events::silent()).await.expect("plan");
+            let report = dry_run::plan(&engine, stack, &events).await.expect("plan");
             (report, started.elapsed(), counting.take())
         });
         assert_eq!(report.changes, changes, "{:?}", report.steps);
@@ -120,7 +123,7 @@ fn measure(rt: &tokio::runtime::Runtime, file: &Path, stack: &Stack, changes: bo
         if !changes {
             assert!(report.steps.iter().all(|s| s.action == "nothing"), "{:?}", report.steps);
         }
-        samples.push(Sample { binary, library, calls });
+        samples.push(Sample { binary, library, calls, phases: events.phases() });
     }
     samples
 }
@@ -135,15 +138,28 @@ fn spread(mut v: Vec<Duration>) -> String {
     format!("{} ({}–{})", ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]))
 }
 
+/// Median time of each phase, in the order the plan ran them.
+fn phase_medians(samples: &[Sample]) -> String {
+    let names: Vec<&str> = samples[0].phases.iter().map(|p| p.phase.as_str()).collect();
+    let median = |name: &str| {
+        let mut v: Vec<f64> = samples.iter().flat_map(|s| s.phases.iter().filter(|p| p.phase == name).map(|p| p.seconds)).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1000.0
+    };
+    names.iter().map(|n| format!("{n} {:.0}", median(n))).collect::<Vec<_>>().join(", ")
+}
+
 fn row(services: usize, cluster: &str, samples: &[Sample]) -> String {
     let calls: Vec<u64> = samples.iter().map(|s| s.calls.total()).collect();
     let (lo, hi) = (calls.iter().min().unwrap(), calls.iter().max().unwrap());
     let count = if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") };
     format!(
-        "{services:>8}  {cluster:<8}  {:>18}  {:>18}  {count:>5}  {}",
+        "{services:>8}  {cluster:<8}  {:>18}  {:>18}  {count:>5}  {}\n{:>40}phases (ms): {}",
         spread(samples.iter().map(|s| s.binary).collect()),
         spread(samples.iter().map(|s| s.library).collect()),
-        samples[0].calls
+        samples[0].calls,
+        "",
+        phase_medians(samples)
     )
 }
 
