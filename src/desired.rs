@@ -217,15 +217,24 @@ fn add_proxy_plumbing(spec: &mut ServiceSpec, stack: &Stack, refs: &ObjectRefs) 
 /// and a re-pushed tag is a change.
 pub async fn resolve_images<E: Engine>(engine: &E, stack: &Stack, out: &Events) -> Result<BTreeMap<String, String>, String> {
     let mut images = BTreeMap::new();
+    // One registry lookup per distinct reference: twenty services on one image cost twenty
+    // lookups otherwise (tests/bench_plan.rs), and services sharing a tag get one digest even
+    // if the tag is pushed again while the lookups run.
+    let mut pinned: BTreeMap<&str, String> = BTreeMap::new();
     for (name, svc) in &stack.services {
+        if let Some(digest) = pinned.get(svc.image.as_str()) {
+            images.insert(name.clone(), digest.clone());
+            continue;
+        }
         out.progress(&format!("resolving {}", svc.image));
-        let pinned = engine.resolve_image(&svc.image).await.map_err(|e| {
+        let digest = engine.resolve_image(&svc.image).await.map_err(|e| {
             format!(
                 "cannot resolve the image of service {name} ({}): {e}. Is the tag pushed and the registry reachable from the Docker engine?",
                 svc.image
             )
         })?;
-        images.insert(name.clone(), pinned);
+        pinned.insert(&svc.image, digest.clone());
+        images.insert(name.clone(), digest);
     }
     Ok(images)
 }

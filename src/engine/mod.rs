@@ -4,10 +4,12 @@
 //! label, their tasks, Swarm configs (for the stack record and for user configs), networks,
 //! image digests, and exec/upload into a running container (for nginx). The bollard
 //! implementation is [`docker::DockerEngine`]; [`describe`] builds service specs without I/O;
-//! [`auth`] finds registry credentials in the user's Docker CLI config; [`fake`] is an in-memory
-//! cluster with an nginx in front, for table tests of the deploy.
+//! [`auth`] finds registry credentials in the user's Docker CLI config; [`retry::Retrying`]
+//! rides out a daemon restarting; [`counting::Counting`] counts calls for the benchmarks;
+//! [`fake`] is an in-memory cluster with an nginx in front, for table tests of the deploy.
 
 pub mod auth;
+pub mod counting;
 pub mod describe;
 pub mod docker;
 pub mod fake;

@@ -5,7 +5,8 @@
 //! Docker API, runs `nginx -t` everywhere first and reloads only when every replica accepted it.
 //!
 //! Everything that reaches the config was validated by `spec` already; [`render`] checks again
-//! against the same allowlist because a config injection is the one bug we cannot afford.
+//! against the same allowlist ([`crate::spec::allow`]) because a config injection is the one
+//! bug we cannot afford.
 
 pub mod nginx;
 
@@ -17,7 +18,7 @@ use askama::Template;
 use serde::{Deserialize, Serialize};
 
 use crate::release;
-use crate::spec::{Route, Stack};
+use crate::spec::{allow, Route, Stack};
 
 /// One release of a routed service, as nginx should reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +152,7 @@ fn nginx_var(kind: &str, stack: &str, service: Option<&str>) -> String {
 /// Render the nginx config for `stack`. `token` is a per-deploy secret that gates the preview
 /// and verification headers, so outsiders cannot reach a release that is not live yet.
 pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<String, RenderError> {
-    check_ident("stack name", &stack.name)?;
+    check_name("stack name", &stack.name, allow::check_stack_name)?;
     check_token(token)?;
     let mut routes = Vec::new();
     // Servers keyed by host name; "" is the default server (routes without hosts).
@@ -162,7 +163,7 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
     let mut summary = RoutingSummary { live: BTreeMap::new(), preview: BTreeMap::new(), switch: BTreeMap::new() };
 
     for r in routing {
-        check_ident("service name", &r.service)?;
+        check_name("service name", &r.service, allow::check_service_name)?;
         let sorted = |t: &Target| {
             let mut t = t.clone();
             t.servers.sort();
@@ -284,9 +285,10 @@ fn unsafe_value(what: &'static str, value: &str, why: &str) -> RenderError {
     RenderError::Unsafe { what, value: value.to_string(), why: why.to_string() }
 }
 
-fn check_ident(what: &'static str, v: &str) -> Result<(), RenderError> {
-    let ok = !v.is_empty() && v.len() <= 63 && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok { Ok(()) } else { Err(unsafe_value(what, v, "only a-z, 0-9 and - are allowed")) }
+/// Stack and service names, by the stack file's allowlist ([`allow`]): they become nginx
+/// variable names and Swarm DNS names in `proxy_pass`.
+fn check_name(what: &'static str, v: &str, check: fn(&str) -> Result<(), String>) -> Result<(), RenderError> {
+    check(v).map_err(|why| unsafe_value(what, v, &why))
 }
 
 fn check_token(v: &str) -> Result<(), RenderError> {
@@ -294,15 +296,15 @@ fn check_token(v: &str) -> Result<(), RenderError> {
     if ok { Ok(()) } else { Err(unsafe_value("token", v, "expected at least 16 hex digits")) }
 }
 
-/// Host names, by the same allowlist the stack file passed ([`crate::spec::check_host`]).
+/// Host names, by the allowlist the stack file passed ([`allow::check_host`]).
 pub fn check_host(v: &str) -> Result<(), RenderError> {
-    crate::spec::check_host(v).map_err(|why| unsafe_value("host", v, &why))
+    allow::check_host(v).map_err(|why| unsafe_value("host", v, &why))
 }
 
 /// URL paths (and the switch files' paths), by the stack file's allowlist
-/// ([`crate::spec::check_path`]).
+/// ([`allow::check_path`]).
 pub fn check_path(v: &str) -> Result<(), RenderError> {
-    crate::spec::check_path("path", v).map_err(|why| unsafe_value("path", v, &why))
+    allow::check_path("path", v).map_err(|why| unsafe_value("path", v, &why))
 }
 
 /// A name the route's `server_name` matches, for the `Host` of stackctl's own probes: the

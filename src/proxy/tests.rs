@@ -212,6 +212,35 @@ fn hostile_strings_never_reach_the_config() {
     }
 }
 
+/// The renderer refuses what the stack file refuses, with the loader's reason: names it once
+/// checked more loosely itself (63 characters, `-` at either end) and the `.` segments its
+/// path check let through.
+#[test]
+fn the_renderer_refuses_what_the_loader_refuses() {
+    let routed = |service: &str, hosts: &[&str], path: &str| {
+        vec![ServiceRouting { service: service.into(), route: route(hosts, path), live: target(1, &["10.0.0.1:80"]), preview: None }]
+    };
+    let long = "a".repeat(40);
+    for (service, why) in [("-web", allow::check_service_name("-web")), ("web-", allow::check_service_name("web-")), (long.as_str(), allow::check_service_name(&long))] {
+        let err = render(&stack(), &routed(service, &[], "/"), TOKEN).unwrap_err().to_string();
+        assert!(err.contains(&why.unwrap_err()), "{service}: {err}");
+    }
+    let mut renamed = stack();
+    renamed.name = "demo-".into();
+    let err = render(&renamed, &routed("web", &[], "/"), TOKEN).unwrap_err().to_string();
+    assert!(err.contains("stack name") && err.contains("must start and end with a letter or digit"), "{err}");
+    for path in ["/a/./b", "/.", "/a/..", "/a//b"] {
+        let err = render(&stack(), &routed("web", &[], path), TOKEN).unwrap_err().to_string();
+        assert!(err.contains(&allow::check_path("path", path).unwrap_err()), "{path}: {err}");
+    }
+    for host in ["*.*.example.com", "a..b", "-a.example.com"] {
+        let err = render(&stack(), &routed("web", &[host], "/"), TOKEN).unwrap_err().to_string();
+        assert!(err.contains(&allow::check_host(host).unwrap_err()), "{host}: {err}");
+    }
+    // And what the loader accepts renders.
+    assert!(render(&stack(), &routed("w", &["*.example.com"], "/.well-known/acme-challenge"), TOKEN).is_ok());
+}
+
 /// Every variable the config defines (`map … $name`, `set $name`), with how often.
 fn defined_vars(config: &str) -> BTreeMap<String, usize> {
     let mut vars = BTreeMap::new();

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use super::allow::*;
 use super::locate::{item_path, key_path};
 use super::raw::*;
 use super::units::parse_duration;

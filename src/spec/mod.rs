@@ -13,11 +13,13 @@
 //! 5. deserialise into the raw Compose structs (`raw.rs`); unknown keys are refused with a
 //!    did-you-mean;
 //! 6. convert to the model, validating everything that reaches nginx or Swarm against
-//!    allowlists (`convert.rs` and `convert/`, `validate.rs`, `units.rs`).
+//!    allowlists (`convert.rs` and `convert/`; `allow.rs` for what reaches nginx, shared with
+//!    the renderer; `validate.rs` for the rest; `units.rs`).
 //!
 //! Every error and warning is located: file, line, column and dotted field path. Steps 1, 2
 //! and 5 stop at their first error; steps 3, 4 and 6 report all errors at once.
 
+pub mod allow;
 mod bounded;
 mod convert;
 mod interpolate;
@@ -32,9 +34,8 @@ mod validate;
 pub(crate) mod tests;
 
 pub use model::*;
-/// The allowlists the nginx renderer checks again (one definition, so they cannot drift), and
-/// the escaping of stack-file text for terminals.
-pub use validate::{check_host, check_path, printable};
+/// The escaping of stack-file text for terminals.
+pub use validate::printable;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -653,6 +653,13 @@ fn located_errors_in_x_stackctl() {
             "'..' segment",
         ),
         (
+            route(&format!("        port: 80\n        path: /{}\n", "a".repeat(1024))),
+            12,
+            9,
+            "services.web.x-stackctl.route.path",
+            "is 1025 characters long; the limit is 1024",
+        ),
+        (
             route("        port: 80\n        health: { path: \"/h?x=1 2\" }\n"),
             12,
             19,

@@ -1,30 +1,9 @@
-//! Allowlists for everything that ends up in nginx config, Swarm names or image pulls.
-//!
-//! Security-relevant: host names, paths, service and stack names are rendered into nginx
-//! config, so each is checked against a positive allowlist (never a denylist). When a value
-//! is refused, the message names the offending character so the user can find it.
+//! Allowlists for what reaches Swarm and the registry rather than nginx: Docker object names,
+//! image references and the proxy URL; plus the escaping of stack-file text for terminals and
+//! the did-you-mean for unknown keys. What is rendered into nginx config is checked by
+//! [`super::allow`]. When a value is refused, the message names the offending character.
 
-/// How a character is shown in messages: `';' (semicolon)`, `newline`, `U+0007`.
-pub fn describe_char(c: char) -> String {
-    let name = match c {
-        ' ' => return "a space".into(),
-        '\n' => return "a newline".into(),
-        '\r' => return "a carriage return".into(),
-        '\t' => return "a tab".into(),
-        ';' => "semicolon",
-        '{' => "opening brace",
-        '}' => "closing brace",
-        '#' => "hash",
-        '"' => "double quote",
-        '\'' => "single quote",
-        '`' => "backtick",
-        '$' => "dollar sign",
-        '\\' => "backslash",
-        _ if c.is_control() => return format!("the control character U+{:04X}", u32::from(c)),
-        _ => return format!("'{c}'"),
-    };
-    format!("'{c}' ({name})")
-}
+use super::allow::{check_chars, check_host, describe_char, is_lower_alnum};
 
 /// `text` safe to print on a terminal: control characters (escape sequences, newlines) and the
 /// Unicode controls that reorder text are written as `\u{…}`, so a stack file cannot forge
@@ -38,137 +17,6 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         .map(|c| if hidden(c) { format!("\\u{{{:x}}}", u32::from(c)) } else { c.to_string() })
         .collect::<String>()
         .into()
-}
-
-/// Checks that every character of `value` is `allowed`; the error names the first one that
-/// is not. Uppercase gets its own hint because it is the most common slip.
-fn check_chars(what: &str, value: &str, allowed: impl Fn(char) -> bool, rule: &str) -> Result<(), String> {
-    match value.chars().find(|&c| !allowed(c)) {
-        None => Ok(()),
-        Some(c) if c.is_ascii_uppercase() && allowed(c.to_ascii_lowercase()) => Err(format!(
-            "{what} {value:?} contains uppercase {}; write it in lowercase: {:?}",
-            describe_char(c),
-            value.to_ascii_lowercase()
-        )),
-        Some(c) => Err(format!("{what} {value:?} contains {}; {rule}", describe_char(c))),
-    }
-}
-
-fn is_lower_alnum(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit()
-}
-
-/// `[a-z0-9]` then `[a-z0-9-]`, not ending in `-`, at most `max` characters.
-fn check_dns_like(what: &str, value: &str, max: usize) -> Result<(), String> {
-    let rule = "use only lowercase letters, digits and '-'";
-    if value.is_empty() {
-        return Err(format!("{what} is empty"));
-    }
-    check_chars(what, value, |c| is_lower_alnum(c) || c == '-', rule)?;
-    if value.starts_with('-') || value.ends_with('-') {
-        return Err(format!("{what} {value:?} must start and end with a letter or digit"));
-    }
-    if value.len() > max {
-        return Err(format!("{what} {value:?} is {} characters long; the limit is {max}", value.len()));
-    }
-    Ok(())
-}
-
-/// Longest stack name. Swarm service names are limited to 63 characters and stackctl names
-/// routed releases `<stack>_<service>-r<N>`, so both parts are kept short.
-pub const MAX_STACK_NAME: usize = 30;
-pub const MAX_SERVICE_NAME: usize = 31;
-/// Room reserved for `-r<N>` in versioned service names (up to a million releases).
-pub const RELEASE_SUFFIX_ROOM: usize = "-r999999".len();
-/// Docker's limit for service names (they are DNS labels).
-pub const MAX_SWARM_SERVICE_NAME: usize = 63;
-
-/// Stack names: `[a-z0-9-]`, at most 30 characters. Underscores are refused although
-/// `docker stack` accepts them, because `_` separates stack from service in Swarm names and
-/// nginx upstream names use `__` as a separator.
-pub fn check_stack_name(name: &str) -> Result<(), String> {
-    check_dns_like("stack name", name, MAX_STACK_NAME)
-}
-
-/// Service names: `[a-z0-9-]`, at most 31 characters (no `_`: it separates stack and service).
-pub fn check_service_name(name: &str) -> Result<(), String> {
-    check_dns_like("service name", name, MAX_SERVICE_NAME)
-}
-
-/// Host names for `server_name`: lowercase labels, optionally `*.` in front.
-pub fn check_host(host: &str) -> Result<(), String> {
-    let rule = "host names may contain only a-z, 0-9, '-' and '.', with an optional leading '*.'";
-    if host.is_empty() {
-        return Err("host is empty".into());
-    }
-    check_chars("host", host, |c| is_lower_alnum(c) || matches!(c, '-' | '.' | '*'), rule)?;
-    let bare = host.strip_prefix("*.").unwrap_or(host);
-    if bare.contains('*') {
-        return Err(format!("host {host:?}: '*' is only allowed as a whole first label ('*.example.com')"));
-    }
-    if host.len() > 253 {
-        return Err(format!("host {host:?} is longer than 253 characters"));
-    }
-    for label in bare.split('.') {
-        if label.is_empty() {
-            return Err(format!("host {host:?} has an empty label (two dots in a row, or a leading or trailing dot)"));
-        }
-        if label.len() > 63 {
-            return Err(format!("host {host:?}: the label {label:?} is longer than 63 characters"));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("host {host:?}: the label {label:?} must not start or end with '-'"));
-        }
-    }
-    Ok(())
-}
-
-fn is_path_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '/' | '-')
-}
-
-/// URL path prefixes: `/` then `[A-Za-z0-9._~/-]`, no `.`/`..` segments, no `//`.
-pub fn check_path(what: &str, path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err(format!("{what} {path:?} must start with '/'"));
-    }
-    check_chars(what, path, is_path_char, "paths may contain only A-Z, a-z, 0-9, '.', '_', '~', '/' and '-'")?;
-    if path.contains("//") {
-        return Err(format!("{what} {path:?} contains '//'; remove the empty segment"));
-    }
-    if path.split('/').any(|segment| segment == "." || segment == "..") {
-        return Err(format!("{what} {path:?} contains a '.' or '..' segment; write the path without it"));
-    }
-    Ok(())
-}
-
-/// Health probe paths: a path as above plus an optional `?query` of `[A-Za-z0-9._~=&-]`.
-pub fn check_health_path(path: &str) -> Result<(), String> {
-    let (path_part, query) = match path.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path, None),
-    };
-    check_path("health path", path_part)?;
-    if let Some(query) = query {
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '=' | '&' | '-');
-        check_chars(
-            "health query",
-            query,
-            allowed,
-            "queries may contain only A-Z, a-z, 0-9, '.', '_', '~', '=', '&' and '-'",
-        )?;
-    }
-    Ok(())
-}
-
-/// An absolute directory inside a container (`/etc/nginx/stackctl`): same characters as paths.
-pub fn check_container_dir(what: &str, dir: &str) -> Result<(), String> {
-    check_path(what, dir)?;
-    // stackctl appends `/<file>`: a trailing '/' would make `//`, which the renderer refuses.
-    if dir.ends_with('/') {
-        return Err(format!("{what} {dir:?} must not end with '/'; write it as {:?}", dir.trim_end_matches('/')));
-    }
-    Ok(())
 }
 
 /// Names of networks, volumes, configs and secrets (keys in the file and real names):
@@ -457,40 +305,6 @@ fn within(a: &[char], b: &str, limit: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// Characters that would let a value escape its place in nginx config.
-    const DANGEROUS: [(char, &str); 9] = [
-        (';', "semicolon"),
-        ('{', "opening brace"),
-        ('}', "closing brace"),
-        ('\n', "newline"),
-        ('#', "hash"),
-        ('"', "double quote"),
-        ('\'', "single quote"),
-        (' ', "space"),
-        ('$', "dollar sign"),
-    ];
-
-    #[test]
-    fn dangerous_characters_are_refused_and_named() {
-        for (c, name) in DANGEROUS {
-            let host = format!("a{c}b.example.com");
-            let path = format!("/a{c}b");
-            let health = format!("/healthz?x=1{c}");
-            for (what, result) in [
-                ("host", check_host(&host)),
-                ("path", check_path("path", &path)),
-                ("health path", check_health_path(&format!("/h{c}"))),
-                ("health query", check_health_path(&health)),
-                ("stack name", check_stack_name(&format!("a{c}"))),
-                ("service name", check_service_name(&format!("a{c}"))),
-            ] {
-                let err = result.expect_err(what);
-                assert!(err.contains(name), "{what} with {c:?}: {err}");
-                assert!(err.contains(what), "{what}: {err}");
-            }
-        }
-    }
-
     #[test]
     fn printable_escapes_what_a_terminal_would_obey() {
         assert_eq!(printable("plain é"), "plain é");
@@ -499,42 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn hosts() {
-        for ok in ["example.com", "a.example.com", "*.example.com", "localhost", "x1-2.y", "a"] {
-            assert_eq!(check_host(ok), Ok(()), "{ok}");
-        }
-        for bad in ["", "Example.com", "a..b", ".a", "a.", "-a.com", "a-.com", "a.*.com", "*", "a_b.com", "a:80"] {
-            assert!(check_host(bad).is_err(), "{bad}");
-        }
-        assert!(check_host("API.example.com").unwrap_err().contains("\"api.example.com\""));
-        assert!(check_host(&"a".repeat(64)).is_err());
-    }
-
-    #[test]
-    fn paths() {
-        for ok in ["/", "/api", "/api/", "/a.b/c_d/~e-f"] {
-            assert_eq!(check_path("path", ok), Ok(()), "{ok}");
-        }
-        for bad in ["", "api", "/a//b", "/a/../b", "/..", "/./a", "/a?b", "/a%20"] {
-            assert!(check_path("path", bad).is_err(), "{bad}");
-        }
-        assert_eq!(check_health_path("/healthz?full=1&x=y"), Ok(()));
-        assert_eq!(check_container_dir("config_dir", "/etc/nginx/stackctl"), Ok(()));
-        for bad in ["/etc/nginx/", "/", "/etc/./x", "etc"] {
-            assert!(check_container_dir("config_dir", bad).is_err(), "{bad}");
-        }
-        assert!(check_health_path("/healthz?a=%41").is_err());
-        assert!(check_health_path("/a?b?c").is_err());
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(check_stack_name("demo-1"), Ok(()));
-        assert_eq!(check_service_name("web2"), Ok(()));
-        for bad in ["", "Demo", "-a", "a-", "a_b", "a.b", &"a".repeat(31)] {
-            assert!(check_stack_name(bad).is_err(), "{bad}");
-        }
-        assert!(check_service_name(&"a".repeat(32)).is_err());
+    fn object_names() {
         assert!(check_object_name("network", "my_net.1").is_ok());
         assert!(check_object_name("network", "_x").is_err());
     }

@@ -7,6 +7,7 @@ use super::syntax::{
     check_env_key, parse_env_file, parse_port_short, parse_volume_short, protocol, split_shell, HOST_IP_UNSUPPORTED,
 };
 use super::{Cx, ObjectKind, Scope};
+use crate::spec::allow::*;
 use crate::spec::locate::{item_path, key_path};
 use crate::spec::raw::*;
 use crate::spec::units::{parse_bytes, parse_cpus};

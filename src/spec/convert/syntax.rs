@@ -1,6 +1,6 @@
 //! Compose short syntaxes, as pure string parsers: ports, volumes, env files, shell words.
 
-use crate::spec::validate::describe_char;
+use crate::spec::allow::describe_char;
 use crate::spec::{Mount, MountKind, Port, Protocol, PublishMode};
 
 pub(super) fn port_number(value: u64) -> Result<u16, String> {
