@@ -258,3 +258,54 @@ fn a_whole_stack_rollback_puts_plain_services_back_and_leaves_stateful_ones_alon
     assert!(env_of("e2erollplain_worker").contains("GENERATION=one"), "{}", env_of("e2erollplain_worker"));
     s.remove_everything();
 }
+
+/// The stack file for `image` with a rollback window: blue stays up as a standby after a switch.
+fn with_rollback_window(s: &TestStack, image: &str, window: &str) -> std::path::PathBuf {
+    let yaml = std::fs::read_to_string(s.file(image)).unwrap().replace("        drain: 1s\n", &format!("        drain: 1s\n        rollback_window: {window}\n"));
+    assert!(yaml.contains("rollback_window"), "{yaml}");
+    let path = s.dir.join(format!("stack-{image}-window.yml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn a_rollback_within_the_rollback_window_is_a_flip_back_to_the_standby_under_load() {
+    let _g = serial();
+    let s = TestStack::new("e2erollstandby", 18845);
+    let one = with_rollback_window(&s, "v1", "5m");
+    let two = with_rollback_window(&s, "v2", "5m");
+    assert_eq!(s.stackctl(&["deploy", one.to_str().unwrap()]).status.code(), Some(0));
+    let out = s.stackctl(&["deploy", two.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The release it switched from stays up, as a standby.
+    assert_eq!((replicas("e2erollstandby_web-r1").as_str(), replicas("e2erollstandby_web-r2").as_str()), ("2", "2"));
+    assert!(stderr(&out).contains("e2erollstandby_web-r1 stays up for 300s as a standby"), "{}", stderr(&out));
+    // Planning again leaves the standby alone.
+    let out = s.stackctl(&["plan", two.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "no changes pending while the standby is in its window: {}", stdout(&out));
+
+    let load = Load::steady(&format!("127.0.0.1:{}", s.port));
+    let started = load.now();
+    let t = Instant::now();
+    let out = s.stackctl(&["rollback", two.to_str().unwrap(), "--output", "json"]);
+    let took = t.elapsed();
+    let returned = load.now();
+    load.wait_answers_since(returned, 100);
+    let samples = load.stop().remove(0);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases: Vec<&str> = report["phases"].as_array().unwrap().iter().filter_map(|p| p["phase"].as_str()).collect();
+    assert!(phases.contains(&"flip back") && !phases.contains(&"wait healthy"), "a flip, not a scale-up: {phases:?}");
+    assert_eq!((report["switched"][0]["from"].as_u64(), report["switched"][0]["to"].as_u64()), (Some(2), Some(1)), "{report}");
+    let sum = loadgen::summarize(&samples);
+    let last_v2 = last_answer_of(&samples, "v2", started);
+    eprintln!("ROLLBACK standby: command {took:.2?}, last v2 answer {last_v2:.2?} after the command started; {sum:?}");
+    assert_load_clean(&sum, 100, 1);
+    assert!(loadgen::backwards(&samples, "v2", "v1").is_empty(), "nobody went back to v2 after seeing v1");
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+    assert_eq!(s.status_json()["live"]["web"], 1);
+    // The release it left is retained at zero, as after any rollback.
+    assert_eq!((replicas("e2erollstandby_web-r1").as_str(), replicas("e2erollstandby_web-r2").as_str()), ("2", "0"));
+    s.remove_everything();
+}
