@@ -352,6 +352,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
         // Users are where nginx sends them; a resumed deploy starts from there (see Step::CatchUp).
         let live = self.catch_up(&plan, &observed.live).await?;
+        for step in &plan.steps {
+            if let Step::ScaleDown { service, release, id } = step {
+                self.scale_down(id, &release::versioned_name(&self.stack.name, service, *release)).await;
+            }
+        }
         let greens_wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
         if greens_wanted.is_empty() {
             self.finish_interrupted(&plan, &live).await?;

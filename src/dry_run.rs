@@ -307,6 +307,9 @@ pub fn steps(
                     let detail = format!("catch up: users are already on r{live} (switched by an interrupted deploy); verify and record it");
                     lines.push(StepLine::new(service, "catch-up", detail));
                 }
+                Step::ScaleDown { release, .. } => {
+                    lines.push(StepLine::new(service, "retire", format!("scale r{release} to 0 (users were sent back from it; kept for rollback)")));
+                }
                 Step::Retire { live, .. } => {
                     lines.push(StepLine::new(service, "retire", format!("retire old releases (left running by an interrupted deploy; r{live} is live)")));
                     retire(service, *live, &mut lines);
@@ -333,6 +336,7 @@ fn step_service(step: &Step) -> &str {
         | Step::Release { service, .. }
         | Step::Reroute { service }
         | Step::CatchUp { service, .. }
+        | Step::ScaleDown { service, .. }
         | Step::Retire { service, .. } => service,
     }
 }

@@ -168,6 +168,11 @@ pub enum Step {
     /// release because of a resumed deploy: verify `live` where it is and record it, before
     /// anything else; every other step of the plan starts from it.
     CatchUp { service: String, live: u64 },
+    /// After a backward [`Step::CatchUp`] (users were sent back to an older release and the
+    /// run died, or failed, before recording it: an interrupted rollback, a switch back whose
+    /// record write failed), the newer release the record named still runs: scale it to zero,
+    /// keeping it, as a rollback leaves the release it goes back from.
+    ScaleDown { service: String, release: u64, id: String },
     /// Nothing to deploy, but a release older than the live one still runs (a deploy was
     /// interrupted after its switch, before it retired blue): drain, scale down, prune.
     Retire { service: String, live: u64 },
@@ -230,11 +235,20 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Result<
                 // The record's live release only counts if its service still exists.
                 let exists = |n: &u64| releases.iter().any(|s| s.release == Some(*n));
                 let recorded = observed.live.get(name).copied().filter(exists);
-                // Users are where nginx sends them. When that is a newer release than the
+                // Users are where nginx sends them. When that is another release than the
                 // record's, it is the starting point: going back to the record would show
-                // users the old version again after they saw the new one.
+                // users the version they were just taken away from (a newer one after a
+                // killed switch: the flip-flop; an older one after a switch back or a
+                // rollback that did not get to record it: the release that was given up).
                 let routed = observed.routing.as_ref().and_then(|r| r.get(name)).copied().filter(exists);
+                let running = |n: u64| releases.iter().any(|s| s.release == Some(n) && s.replicas > 0);
+                let mut given_up = None;
                 let live = match (recorded, routed) {
+                    (Some(rec), Some(r)) if r < rec && running(r) => {
+                        steps.push(Step::CatchUp { service: name.clone(), live: r });
+                        given_up = releases.iter().find(|s| s.release == Some(rec));
+                        Some(r)
+                    }
                     (Some(rec), Some(r)) if r > rec => {
                         steps.push(Step::CatchUp { service: name.clone(), live: r });
                         Some(r)
@@ -246,9 +260,15 @@ pub fn plan(desired: &BTreeMap<String, Desired>, observed: &Observed) -> Result<
                     _ => recorded,
                 };
                 let live_hash = live.and_then(|n| releases.iter().find(|s| s.release == Some(n))).map(|s| &s.hash);
-                // Leftovers newer than live (or any, when nothing is live).
-                let leftovers: Vec<&&Existing> =
-                    releases.iter().filter(|s| live.is_none_or(|l| s.release.unwrap_or(0) > l)).collect();
+                if let Some(s) = given_up.filter(|s| s.replicas > 0) {
+                    steps.push(Step::ScaleDown { service: name.clone(), release: s.release.unwrap_or(0), id: s.id.clone() });
+                }
+                // Leftovers newer than live (or any, when nothing is live); the release given
+                // up was live once: kept, never an orphan.
+                let leftovers: Vec<&&Existing> = (releases.iter())
+                    .filter(|s| live.is_none_or(|l| s.release.unwrap_or(0) > l))
+                    .filter(|s| given_up.is_none_or(|g| g.id != s.id))
+                    .collect();
                 if live_hash.is_some_and(|h| want.is(h)) {
                     for s in leftovers {
                         steps.push(orphan(name, s));
@@ -570,6 +590,31 @@ mod tests {
         let p = plan(&want(&[("web", Kind::Routed, "w1")]), &obs);
         assert_eq!(p.steps[0], Step::CatchUp { service: "web".into(), live: 2 });
         assert!(matches!(p.steps[1], Step::Release { blue: Some(2), .. }), "{p:?}");
+    }
+
+    /// Found by the executor's failure table: users sent back to r1 (a switch back whose record
+    /// write failed, or a rollback killed before its record) must not be sent to r2 again.
+    #[test]
+    fn users_sent_back_to_an_older_release_stay_there_and_the_newer_one_is_kept_at_zero() {
+        let services = || vec![routed("web", 1, "w1", 2), routed("web", 2, "w2", 2)];
+        let mut obs = observed(&[("web", 2)], 2, services());
+        obs.routing = Some(BTreeMap::from([("web".to_string(), 1)]));
+        let scale_down = Step::ScaleDown { service: "web".into(), release: 2, id: "id-web-2".into() };
+        // The same file again: a new release of r2's spec, gated afresh from r1; r2 kept.
+        assert_eq!(
+            plan(&want(&[("web", Kind::Routed, "w2")]), &obs).steps,
+            vec![
+                Step::CatchUp { service: "web".into(), live: 1 },
+                scale_down.clone(),
+                Step::Release { service: "web".into(), blue: Some(1), green: Green::Create { release: 3 } },
+            ]
+        );
+        // r1's file: users stay, the record follows them.
+        assert_eq!(plan(&want(&[("web", Kind::Routed, "w1")]), &obs).steps, vec![Step::CatchUp { service: "web".into(), live: 1 }, scale_down]);
+        // nginx on an older release that no longer runs is not where users are served: reroute.
+        let mut obs = observed(&[("web", 2)], 2, vec![routed("web", 1, "w1", 0), routed("web", 2, "w2", 2)]);
+        obs.routing = Some(BTreeMap::from([("web".to_string(), 1)]));
+        assert_eq!(plan(&want(&[("web", Kind::Routed, "w2")]), &obs).steps, vec![Step::Reroute { service: "web".into() }]);
     }
 
     #[test]

@@ -881,5 +881,31 @@ async fn the_next_deploy_repairs_what_a_failed_one_left() {
         let want: BTreeMap<u64, String> = BTreeMap::from([(1, "0".into()), (2, "2".into())]);
         assert_eq!(w.releases(), want);
     };
-    tokio::join!(caught_up, adopted);
+    // A switch back whose record write failed leaves users on r1 and the record on r2 (the
+    // release that failed its watch): the next deploy keeps users on r1, records it, and keeps
+    // r2 at zero; the same file again is gated afresh as r3.
+    let sent_back = async {
+        let w = World::new(1).await;
+        w.deploy("v1", &Options::default()).await.expect("v1");
+        w.engine.arm(vec![
+            Fault::new(Op::RecordLive, Action::AppStatus("demo:v2".into(), 500)),
+            Fault::new(Op::RecordLive, Action::Fail).nth(2),
+        ]);
+        let e = w.deploy("v2", &Options::default()).await.expect_err("green fails its watch");
+        assert_eq!(e.exit_code(), 3, "{e}");
+        w.engine.arm(Vec::new());
+        let e = w.deploy("v2", &Options::default()).await.expect_err("r3 (v2 again) fails its gate, still answering 500");
+        assert_eq!(e.exit_code(), 1, "{e}");
+        let record = record::read(&w.engine, STACK).await.unwrap().unwrap().1;
+        assert_eq!((w.serving().await, record.live.get("web")), (Ok(1), Some(&1)), "users never sent to the failed r2");
+        let want: BTreeMap<u64, String> = BTreeMap::from([(1, "2".into()), (2, "0".into())]);
+        assert_eq!(w.releases(), want, "r2 kept at zero, r3 removed");
+        w.engine.set_app_status("demo:v2", 200);
+        let report = w.deploy("v2", &Options::default()).await.expect("v2 once it is fixed");
+        let switched: Vec<(Option<u64>, u64)> = report.switched.iter().map(|s| (s.from, s.to)).collect();
+        // r2 has the wanted spec and is kept: adopted (scaled up, gated), as after a rollback.
+        assert_eq!(switched, vec![(Some(1), 2)]);
+        assert_eq!(w.serving().await, Ok(2));
+    };
+    tokio::join!(caught_up, adopted, sent_back);
 }
