@@ -528,6 +528,10 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             }
             self.retire(&service, release).await;
             let name = release::versioned_name(&self.stack.name, &service, release);
+            // Live again: no longer anyone's standby (a later window starts afresh).
+            if let Err(e) = self.label_standby(&name, None).await {
+                self.ev.warn(&format!("could not clear the standby label of {name} ({e}); it is ignored while {name} is live"));
+            }
             let spec = self.engine.service(&name).await.ok().flatten().map(|i| i.spec);
             let image = spec.and_then(|s| s.task_template?.container_spec?.image).unwrap_or_default();
             switched.push(Switched { service, from, to: release, image });
@@ -748,13 +752,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn keep_standby(&mut self, service: &str, blue: u64, window: Duration) {
         let name = release::versioned_name(&self.stack.name, service, blue);
         let until = record::now_unix() + window.as_secs();
-        let labelled = async {
-            let Some(current) = self.engine.service(&name).await? else { return Ok(false) };
-            let mut spec = current.spec.clone();
-            spec.labels.get_or_insert_with(Default::default).insert(release::STANDBY_UNTIL.into(), until.to_string());
-            self.engine.update_service(&current.id, current.version, spec).await.map(|_| true)
-        };
-        match labelled.await {
+        match self.label_standby(&name, Some(until)).await {
             Ok(true) => {
                 self.ev.info(&format!("{name} stays up for {window:?} as a standby: a rollback within it is a flip"));
                 self.changes.push(format!("kept {name} up as a standby for {window:?}"));
@@ -762,6 +760,22 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             Ok(false) => {}
             Err(e) => self.ev.warn(&format!("could not keep {name} up as a standby ({e}); it is retired as usual")),
         }
+    }
+
+    /// Set (`Some`) or remove the standby label of the Swarm service `name`; `false` when the
+    /// service is gone or already so.
+    async fn label_standby(&self, name: &str, until: Option<u64>) -> Result<bool, EngineError> {
+        let Some(current) = self.engine.service(name).await? else { return Ok(false) };
+        let mut spec = current.spec.clone();
+        let labels = spec.labels.get_or_insert_with(Default::default);
+        let changed = match until {
+            Some(t) => labels.insert(release::STANDBY_UNTIL.into(), t.to_string()).as_deref() != Some(t.to_string().as_str()),
+            None => labels.remove(release::STANDBY_UNTIL).is_some(),
+        };
+        if !changed {
+            return Ok(false);
+        }
+        self.engine.update_service(&current.id, current.version, spec).await.map(|_| true)
     }
 
     fn flips(&self, greens: &[GreenRelease]) -> Vec<String> {
@@ -1173,7 +1187,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 }
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.named(&g.swarm_name).to_string())?;
             g.target = self.target_of(&g.service, &g.swarm_name, g.release, &tasks).await.map_err(|e| e.to_string())?;
             self.ev.info(&format!("{}: {} tasks healthy at {}", g.swarm_name, tasks.len(), g.target.servers.join(" ")));
         }

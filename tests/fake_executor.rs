@@ -266,7 +266,7 @@ fn table() -> Vec<Row> {
             faults: none,
             when: When::DeployWithin("starting", Duration::from_millis(700)),
             ends: (Ends::Failed, 1),
-            says: &["failed while waiting for green to become healthy", "0 of 2 tasks of"],
+            says: &["failed while waiting for green to become healthy", "0 of 2 tasks of fx_web-r2 running"],
             serves: Some(1),
             releases: V1_LIVE,
             live: Some(1),
@@ -908,4 +908,53 @@ async fn the_next_deploy_repairs_what_a_failed_one_left() {
         assert_eq!(w.serving().await, Ok(2));
     };
     tokio::join!(caught_up, adopted, sent_back);
+}
+
+/// `rollback_window`: the release a deploy switches from stays up as a standby, a rollback
+/// within the window flips back to it without a health wait or a reload before users are
+/// back, and a standby that does not answer makes the rollback go the whole way (and fail its
+/// gate here, users staying where they are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_to_a_standby_is_a_flip_and_a_dead_standby_is_not_trusted() {
+    let with_window = |w: &World, tag: &str| {
+        let text = stack_file(w.port, w.nginx, tag).replace("        watch: 400ms\n", "        watch: 400ms\n        rollback_window: 60s\n");
+        spec::load_str(Path::new("fx.yml"), &text, &LoadOptions::default()).expect("valid").stack
+    };
+    let standby_label = |w: &World, name: &str| {
+        let labels = futures_util::FutureExt::now_or_never(stackctl::engine::Engine::service(&w.engine, name));
+        labels.and_then(|r| r.ok().flatten()).and_then(|i| i.labels.get(stackctl::release::STANDBY_UNTIL).cloned())
+    };
+    let flip = async {
+        let w = World::new(2).await;
+        let opts = Options::default();
+        deploy::deploy(&w.engine, &with_window(&w, "v1"), &opts, &Events::silent()).await.expect("v1");
+        deploy::deploy(&w.engine, &with_window(&w, "v2"), &opts, &Events::silent()).await.expect("v2");
+        assert_eq!(w.releases(), BTreeMap::from([(1, "2".to_string()), (2, "2".to_string())]), "r1 stays up");
+        assert!(standby_label(&w, "fx_web-r1").is_some());
+        let report = deploy::rollback(&w.engine, &with_window(&w, "v2"), &opts, None, None, &Events::silent()).await.expect("rollback");
+        let phases: Vec<&str> = report.phases.iter().map(|p| p.phase.as_str()).collect();
+        assert!(phases.contains(&"flip back") && !phases.contains(&"wait healthy") && !phases.contains(&"preview"), "{phases:?}");
+        assert_eq!(w.serving().await, Ok(1));
+        let record = record::read(&w.engine, STACK).await.unwrap().unwrap().1;
+        assert_eq!(record.live.get("web"), Some(&1));
+        assert_eq!(w.releases(), BTreeMap::from([(1, "2".to_string()), (2, "0".to_string())]), "the release left is kept at zero");
+        assert_eq!(standby_label(&w, "fx_web-r1"), None, "live again: no longer a standby");
+        // A deploy forward again makes r1 the standby of r3; the older r2 stays at zero.
+        deploy::deploy(&w.engine, &with_window(&w, "v3"), &opts, &Events::silent()).await.expect("v3");
+        assert_eq!(w.serving().await, Ok(3));
+        assert_eq!(w.releases(), BTreeMap::from([(1, "2".to_string()), (3, "2".to_string())]), "r2 beyond keep=1 removed");
+    };
+    let dead = async {
+        let w = World::new(1).await;
+        let opts = Options::default();
+        deploy::deploy(&w.engine, &with_window(&w, "v1"), &opts, &Events::silent()).await.expect("v1");
+        deploy::deploy(&w.engine, &with_window(&w, "v2"), &opts, &Events::silent()).await.expect("v2");
+        w.engine.set_app_status("demo:v1", 500);
+        let e = deploy::rollback(&w.engine, &with_window(&w, "v2"), &opts, None, None, &Events::silent()).await.expect_err("r1 fails its gate");
+        assert_eq!(e.exit_code(), 1, "{e}");
+        assert_eq!(w.serving().await, Ok(2), "users stay on the live release");
+        let record = record::read(&w.engine, STACK).await.unwrap().unwrap().1;
+        assert_eq!(record.live.get("web"), Some(&2));
+    };
+    tokio::join!(flip, dead);
 }
