@@ -405,12 +405,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         if let Ok(quick) = plan::rollback(&observed, &services, to, &BTreeMap::new()) {
             if let Some(flipped) = self.flip_back(&quick, &observed).await {
                 let switched = flipped?;
-                if self.verb_covers_whole_stack() {
-                    let (entries, _) = history::read(self.engine, &self.stack.name).await.map_err(refused)?;
-                    let mut now_live = observed.live.clone();
-                    now_live.extend(switched.iter().map(|s| (s.service.clone(), s.to)));
-                    self.restore_plain(&entries, &now_live).await;
-                }
+                self.restore_plain(None, &observed.live, &switched).await;
                 return Ok((Outcome::Deployed, None, switched));
             }
         }
@@ -436,11 +431,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let wanted: Vec<_> = plan.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
         let switched = self.release(wanted, observed.live.clone(), &plan, &BTreeMap::new()).await?;
-        if self.verb_covers_whole_stack() {
-            let mut now_live = observed.live.clone();
-            now_live.extend(switched.iter().map(|s| (s.service.clone(), s.to)));
-            self.restore_plain(&entries, &now_live).await;
-        }
+        self.restore_plain(Some(&entries), &observed.live, &switched).await;
         Ok((Outcome::Deployed, None, switched))
     }
 
@@ -539,14 +530,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Some(Ok(switched))
     }
 
-    fn verb_covers_whole_stack(&self) -> bool {
-        matches!(&self.verb, Verb::Rollback { service: None, .. })
-    }
-
-    /// After a whole-stack rollback: plain services go back, by Swarm's rolling update, to the
-    /// spec the history recorded when the routed releases were last what they are now; stateful
-    /// services are never changed, and the run says so.
-    async fn restore_plain(&mut self, entries: &[history::Entry], now_live: &BTreeMap<String, u64>) {
+    /// After a whole-stack rollback (not `--service`) switched from `before`: plain services go
+    /// back, by Swarm's rolling update, to the spec the history recorded when the routed
+    /// releases were last what they are now; stateful services are never changed, and the run
+    /// says so. `entries`: the history, when the rollback already read it.
+    async fn restore_plain(&mut self, entries: Option<&[history::Entry]>, before: &BTreeMap<String, u64>, switched: &[Switched]) {
+        if !matches!(&self.verb, Verb::Rollback { service: None, .. }) {
+            return;
+        }
         let plain: Vec<&String> = self.stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Plain)).map(|(n, _)| n).collect();
         for (name, _) in self.stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Stateful)) {
             self.ev.info(&format!("stateful service {name} left as it is (stackctl never changes a stateful service)"));
@@ -554,6 +545,22 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         if plain.is_empty() {
             return;
         }
+        let mut now_live = before.clone();
+        now_live.extend(switched.iter().map(|s| (s.service.clone(), s.to)));
+        let read;
+        let entries = match entries {
+            Some(e) => e,
+            None => match history::read(self.engine, &self.stack.name).await {
+                Ok((e, _)) => {
+                    read = e;
+                    &read[..]
+                }
+                Err(e) => {
+                    self.ev.warn(&format!("cannot read the history ({e}); plain services are left as they are"));
+                    return;
+                }
+            },
+        };
         // Entries are newest first: the last time the routed releases were what they are now.
         let matches = |e: &&history::Entry| {
             e.outcome == history::Outcome::Deployed

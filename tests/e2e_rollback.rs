@@ -209,13 +209,11 @@ fn rollback_to_a_release_no_longer_kept_recreates_it_from_the_history_under_load
 /// The stack file for `image` plus a plain service whose environment says `generation`, and a
 /// stateful one.
 fn with_plain_and_stateful(s: &TestStack, image: &str, generation: &str) -> std::path::PathBuf {
-    let mut yaml = std::fs::read_to_string(s.file(image)).unwrap();
-    yaml += &format!(
-        "  worker:\n    image: {REGISTRY}/stackctl-demo:v1\n    environment:\n      GENERATION: {generation}\n    deploy:\n      update_config: {{ order: start-first }}\n  db:\n    image: {REGISTRY}/stackctl-demo:v1\n    environment:\n      GENERATION: {generation}\n    x-stackctl:\n      stateful: true\n"
-    );
-    let path = s.dir.join(format!("stack-{image}-{generation}.yml"));
-    std::fs::write(&path, yaml).unwrap();
-    path
+    s.file_with(image, generation, |yaml| {
+        yaml + &format!(
+            "  worker:\n    image: {REGISTRY}/stackctl-demo:v1\n    environment:\n      GENERATION: {generation}\n    deploy:\n      update_config: {{ order: start-first }}\n  db:\n    image: {REGISTRY}/stackctl-demo:v1\n    environment:\n      GENERATION: {generation}\n    x-stackctl:\n      stateful: true\n"
+        )
+    })
 }
 
 fn env_of(swarm_name: &str) -> String {
@@ -261,11 +259,11 @@ fn a_whole_stack_rollback_puts_plain_services_back_and_leaves_stateful_ones_alon
 
 /// The stack file for `image` with a rollback window: blue stays up as a standby after a switch.
 fn with_rollback_window(s: &TestStack, image: &str, window: &str) -> std::path::PathBuf {
-    let yaml = std::fs::read_to_string(s.file(image)).unwrap().replace("        drain: 1s\n", &format!("        drain: 1s\n        rollback_window: {window}\n"));
-    assert!(yaml.contains("rollback_window"), "{yaml}");
-    let path = s.dir.join(format!("stack-{image}-window.yml"));
-    std::fs::write(&path, yaml).unwrap();
-    path
+    s.file_with(image, "window", |yaml| {
+        let edited = yaml.replace("        drain: 1s\n", &format!("        drain: 1s\n        rollback_window: {window}\n"));
+        assert!(edited.contains("rollback_window"), "{edited}");
+        edited
+    })
 }
 
 #[test]

@@ -165,6 +165,14 @@ services:
         path
     }
 
+    /// The stack file for `image`, changed by `edit`, written as `stack-<image>-<variant>.yml`.
+    pub fn file_with(&self, image: &str, variant: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+        let yaml = edit(std::fs::read_to_string(self.file(image)).unwrap());
+        let path = self.dir.join(format!("stack-{image}-{variant}.yml"));
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
     pub fn stackctl(&self, args: &[&str]) -> Output {
         let out = Command::new(env!("CARGO_BIN_EXE_stackctl")).args(args).output().expect("run stackctl");
         eprintln!(
