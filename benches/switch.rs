@@ -153,13 +153,20 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn stack_file(dir: &std::path::Path, image: &str) -> String {
-    let path = dir.join("bench.yml");
+    stack_file_as(dir, "benchsc", image, "")
+}
+
+/// The benchmark's stack as `name`, with `extra` lines added after the web route (indented
+/// by 8 spaces they belong to the route, by 4 to the service).
+fn stack_file_as(dir: &std::path::Path, name: &str, image: &str, extra: &str) -> String {
+    let path = dir.join(format!("{name}-{image}.yml"));
     std::fs::write(
         &path,
         format!(
-            r#"name: benchsc
+            r#"name: {name}
 x-stackctl:
   proxy: {{ service: proxy, url: "http://127.0.0.1:{OURS_PORT}", listen: 8080 }}
+  keep: 1
 services:
   proxy:
     image: {REGISTRY}/stackctl-nginx:latest
@@ -172,7 +179,7 @@ services:
         port: 80
         health: {{ path: /healthz, interval: 300ms, successes: 3 }}
         drain: 2s
-"#
+{extra}"#
         ),
     )
     .unwrap();
@@ -201,6 +208,66 @@ fn ours() {
     }
     println!();
     cleanup("benchsc");
+}
+
+/// The three kinds of rollback under the same load, one after another on one stack:
+/// 1. to a standby (blue still up within `rollback_window`): a flip;
+/// 2. to a retained release (scaled to zero): scale up, gate, switch;
+/// 3. to a release no longer kept: recreated from the history's spec and digest.
+/// Each from v2 back to v1: the time from the command to the last answer of v2, failures and
+/// retries, and for the retained kind Swarm's own start-to-healthy time (the `wait healthy`
+/// phase) to compare with.
+fn rollbacks() {
+    let bin = stackctl();
+    let stack = "benchrb";
+    cleanup(stack);
+    let dir = std::env::temp_dir().join("stackctl-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&bin).args(args).output().unwrap();
+        assert!(out.status.success(), "stackctl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let windowed = |image: &str| stack_file_as(&dir, stack, image, "        rollback_window: 5m\n");
+    let plain = |image: &str| stack_file_as(&dir, stack, image, "");
+    let rollback = |kind: &str, file: &str, to: Option<&str>| {
+        wait_for(OURS_PORT, "v2");
+        let mut args = vec!["rollback", file, "--output", "json"];
+        args.extend(to.map(|t| ["--to", t]).into_iter().flatten());
+        let (samples, start, end, json) = measure(OURS_PORT, || run(&args));
+        let sum = loadgen::summarize(&samples);
+        let last_v2 = samples.iter().filter(|x| x.result.as_deref() == Ok("v2")).map(|x| x.sent.saturating_sub(start)).max().unwrap_or_default();
+        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let phase = |name: &str| report["phases"].as_array().unwrap().iter().find(|p| p["phase"] == name).and_then(|p| p["seconds"].as_f64());
+        println!("== rollback to {kind}");
+        println!("  last v2 answer    {:>8.2} s after the command started (command took {:.2} s)", last_v2.as_secs_f64(), (end - start).as_secs_f64());
+        if let Some(healthy) = phase("wait healthy") {
+            println!("  Swarm start-to-healthy {:>5.2} s (wait healthy); last v2 answer {:+.2} s beyond it", healthy, last_v2.as_secs_f64() - healthy);
+        }
+        println!("  requests          {:>8}  (v1 {}, v2 {})", sum.requests, sum.versions.get("v1").unwrap_or(&0), sum.versions.get("v2").unwrap_or(&0));
+        println!("  failures          {:>8}  {:?}", sum.failures, sum.failure_examples);
+        println!("  client retries    {:>8}  ({} after the request was written)", sum.retried, sum.retried_no_response);
+        print!("  phases:");
+        for p in report["phases"].as_array().unwrap() {
+            print!(" {} {:.2}s;", p["phase"].as_str().unwrap(), p["seconds"].as_f64().unwrap());
+        }
+        println!();
+        common::assert_load_clean(&sum, 200, 1);
+    };
+
+    // 1. r1 v1, r2 v2 with r1 kept up as a standby: the rollback is a flip.
+    run(&["deploy", &windowed("v1")]);
+    run(&["deploy", &windowed("v2")]);
+    rollback("a standby (flip within rollback_window)", &windowed("v2"), None);
+    // 2. Forward to r2 again without a window: r1 is retained at zero.
+    run(&["deploy", &plain("v2")]);
+    rollback("a retained release (scaled to zero)", &plain("v2"), None);
+    // 3. A v1 under another spec (a new release) pushes r1 out of `keep: 1`; forward to v2
+    //    again; back to r1, which only the history still holds.
+    run(&["deploy", &stack_file_as(&dir, stack, "v1", "    environment: { GENERATION: three }\n")]);
+    run(&["deploy", &plain("v2")]);
+    rollback("a release no longer kept (recreated from the history)", &plain("v2"), Some("r1"));
+    cleanup(stack);
 }
 
 fn baseline() {
@@ -250,10 +317,13 @@ fn main() {
     }
     assert!(docker(&["info"]).0, "no Docker engine: run tests/rig/setup.sh first");
     let only = std::env::var("STACKCTL_BENCH_ONLY").unwrap_or_default();
-    if only != "baseline" {
+    if only.is_empty() || only == "stackctl" {
         ours();
     }
-    if only != "stackctl" {
+    if only.is_empty() || only == "rollback" {
+        rollbacks();
+    }
+    if only.is_empty() || only == "baseline" {
         baseline();
     }
 }

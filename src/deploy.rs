@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bollard::models::{ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated};
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cancel::Cancel;
@@ -25,12 +24,12 @@ use crate::faults;
 use crate::health::{self, Expect, Probe};
 use crate::history;
 use crate::observe;
-use crate::events::{Events, PhaseTime};
+use crate::events::Events;
 use crate::plan::{self, Desired, Existing, Green, Observed, Step};
 use crate::proxy::{self, nginx::NginxProxy, Proxy, ServiceRouting, Target};
 use crate::record::{self, Held};
 use crate::release::{self, Color};
-use crate::spec::{Role, Route, Service, SpecError, Stack};
+use crate::spec::{route_network, route_of, routed, Role, Route, Service, Stack};
 
 /// Knobs of one deploy that are not in the stack file.
 #[derive(Debug, Clone)]
@@ -53,84 +52,8 @@ impl Default for Options {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Deployed,
-    Unchanged,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Switched {
-    pub service: String,
-    pub from: Option<u64>,
-    pub to: u64,
-    pub image: String,
-}
-
-/// The result of a deploy, printed as a summary or as JSON.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Report {
-    pub stack: String,
-    /// `deploy` or `rollback`.
-    pub verb: &'static str,
-    pub outcome: Outcome,
-    /// The release number this deploy created, if any.
-    pub release: Option<u64>,
-    pub switched: Vec<Switched>,
-    /// Other changes: proxy created, plain services updated, orphans removed, releases pruned.
-    pub changes: Vec<String>,
-    pub warnings: Vec<String>,
-    pub phases: Vec<PhaseTime>,
-    pub total_seconds: f64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// Refused before anything changed (engine unreachable, lock held, image unknown).
-    #[error("{0}")]
-    Refused(String),
-    #[error("deploy of stack {stack} failed while {phase}: {reason}\n{}", if *live_intact { "The live release is intact and still serving." } else { "The live release may NOT be serving: check `stackctl status` and nginx now." })]
-    Failed { stack: String, phase: String, reason: String, live_intact: bool },
-    /// Stopped by a signal before the switch and undone; the live release is intact.
-    #[error("deploy of stack {stack} interrupted by {signal} while {phase}: {detail}\nThe live release is intact and still serving.")]
-    Interrupted { stack: String, phase: String, signal: String, detail: String },
-}
-
-impl DeployError {
-    /// 2: fix the stack file or the command line; 1: refused or failed, live intact;
-    /// 3: failed and the live release needs attention.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            DeployError::Spec(_) => 2,
-            DeployError::Refused(_) | DeployError::Interrupted { .. } => 1,
-            DeployError::Failed { live_intact: true, .. } => 1,
-            DeployError::Failed { live_intact: false, .. } => 3,
-        }
-    }
-
-    /// What the user should do next, one sentence (printed after the error, and in the JSON
-    /// result as `next`).
-    pub fn next_step(&self) -> String {
-        match self {
-            DeployError::Spec(_) => "fix the stack file where the error points and run the command again; nothing was changed".into(),
-            DeployError::Refused(_) => "nothing was changed; deal with what the error names and run the command again".into(),
-            DeployError::Failed { live_intact: true, .. } => {
-                "users are still on the live release; see why in `stackctl history` and in `docker service logs` of the new release, fix it and deploy again".into()
-            }
-            DeployError::Failed { live_intact: false, .. } => {
-                "check `stackctl status` now; running the same command again repairs the stack, starting from where nginx sends users".into()
-            }
-            DeployError::Interrupted { .. } => "nothing is left to clean up; run the command again when you are ready".into(),
-        }
-    }
-}
-
-fn refused(e: impl std::fmt::Display) -> DeployError {
-    DeployError::Refused(e.to_string())
-}
+pub use crate::outcome::{DeployError, Outcome, Report, Switched};
+use crate::outcome::refused;
 
 /// What a run does once it holds the stack's lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,6 +199,7 @@ struct Run<'a, E: Engine + Clone + 'static> {
 }
 
 /// A green being brought up.
+#[derive(Clone)]
 struct GreenRelease {
     service: String,
     blue: Option<u64>,
@@ -697,13 +621,19 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
         self.ev.phase("wait healthy");
         let waiting = "waiting for green to become healthy";
-        match self.opts.cancel.run(self.wait_greens(greens)).await {
+        // nginx reaches a release by its DNS name, so the preview config can go in while Swarm
+        // starts green: its reload overlaps the wait instead of following it. The preview
+        // route needs this run's secret, so nothing looks green's name up (and nginx caches
+        // no "not found") before the gate's first probe, which comes after the wait.
+        let starting = greens.clone();
+        let (healthy, early) = tokio::join!(self.opts.cancel.run(self.wait_greens(greens)), self.install_preview_early(&starting, live));
+        match healthy {
             Some(healthy) => healthy.map_err(|e| Stop::Failed(waiting, e))?,
             None => return Err(Stop::Signal(waiting)),
         }
 
         self.ev.phase("preview");
-        let probed = self.preview(greens, live).await;
+        let probed = self.preview(greens, live, early).await;
         // The preview config routes users to blue and nothing to leftovers: safe to remove them.
         self.remove_orphans(plan).await;
         self.stop_on_signal("probing green through nginx")?;
@@ -1307,12 +1237,37 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         .map_err(|e| format!("nginx is not running: {e}"))
     }
 
-    /// Route green's preview through nginx and probe it there.
-    async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>) -> Result<(), String> {
+    /// The preview config: users stay on `live`, the preview route names each green.
+    async fn install_preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>) -> Result<(), String> {
         let previews: Vec<&GreenRelease> = greens.iter().collect();
-        self.wait_for_nginx().await?;
         let routing = self.routing(live, &previews).await?;
-        self.install_at(&routing, &self.preview_token, Some("preview-installed")).await?;
+        self.install_at(&routing, &self.preview_token, Some("preview-installed")).await
+    }
+
+    /// [`Self::install_preview`] while green is still starting, when nginx runs now; `None`
+    /// when it does not (the preview then waits for it). Green's addresses are not known yet,
+    /// so the config's routing summary lists none for the preview until the settled config.
+    async fn install_preview_early(&self, starting: &[GreenRelease], live: &BTreeMap<String, u64>) -> Option<Result<(), String>> {
+        if let Some(proxy) = self.proxy_service() {
+            let name = release::plain_name(&self.stack.name, &self.stack.x.proxy.service);
+            let running = self.engine.tasks(&name).await.ok()?.iter().filter(|t| t.is_running()).count();
+            if (running as u64) < proxy.deploy.replicas {
+                return None;
+            }
+        }
+        Some(self.install_preview(starting, live).await)
+    }
+
+    /// Route green's preview through nginx (unless `installed` says that was done during the
+    /// wait) and probe it there.
+    async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, installed: Option<Result<(), String>>) -> Result<(), String> {
+        match installed {
+            Some(done) => done?,
+            None => {
+                self.wait_for_nginx().await?;
+                self.install_preview(greens, live).await?;
+            }
+        }
         for g in greens {
             let route = route_of(self.stack, &g.service).expect("routed");
             let headers = vec![
@@ -1574,37 +1529,6 @@ fn retirements(plan: &plan::Plan) -> Vec<(String, u64)> {
 }
 
 pub use crate::desired::{kind_of, proxy_volume};
-
-pub fn routed(stack: &Stack) -> impl Iterator<Item = (&String, &Service)> {
-    stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Routed(_)))
-}
-
-pub fn route_of<'s>(stack: &'s Stack, service: &str) -> Option<&'s Route> {
-    match &stack.services.get(service)?.role {
-        Role::Routed(r) => Some(r),
-        _ => None,
-    }
-}
-
-/// The network nginx uses to reach a routed service: the first one they share.
-pub fn route_network(stack: &Stack, service: &str) -> Result<String, String> {
-    let svc = stack.services.get(service).ok_or_else(|| format!("no service {service}"))?;
-    let proxy = stack
-        .services
-        .get(&stack.x.proxy.service)
-        .ok_or_else(|| format!("the proxy service {} is not in the stack file", stack.x.proxy.service))?;
-    svc.networks
-        .iter()
-        .find(|n| proxy.networks.iter().any(|p| p.name == n.name))
-        .and_then(|n| stack.networks.get(&n.name))
-        .map(|n| n.real_name.clone())
-        .ok_or_else(|| {
-            format!(
-                "service {service} and the proxy {} share no network, so nginx cannot reach it; put both on the same network",
-                stack.x.proxy.service
-            )
-        })
-}
 
 /// `http://127.0.0.1:8080/` → `127.0.0.1:8080` (validated by `spec`).
 pub fn authority(url: &str) -> String {

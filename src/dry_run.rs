@@ -18,7 +18,8 @@ use bollard::models::ServiceSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::deploy::{route_network, route_of, routed, DeployError};
+use crate::outcome::DeployError;
+use crate::spec::{route_network, route_of, routed};
 use crate::desired::{self, Object};
 use crate::engine::{Engine, EngineError, ServiceInfo};
 use crate::observe::{self, Observation};

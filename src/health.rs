@@ -78,7 +78,9 @@ pub async fn wait_running<E: Engine>(
                 last_error,
             });
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Every poll late is time users wait for a rollback or a deploy: poll often, a task
+        // listing is cheap.
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
 

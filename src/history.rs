@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use bollard::models::ServiceSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::{self, DeployError, Switched};
+use crate::outcome::{self, DeployError, Switched};
 use crate::engine::{Engine, EngineError, StoredConfig};
 use crate::events::{Events, PhaseTime};
 use crate::record::{self, Record};
@@ -316,10 +316,10 @@ pub async fn read<E: Engine>(engine: &E, stack: &str) -> Result<(Vec<Entry>, Vec
 }
 
 /// How a deploy ended, as history records it; `None` for a deploy that changed nothing.
-fn deploy_outcome(result: &Result<(deploy::Outcome, Option<u64>, &[Switched]), &DeployError>) -> Option<(Outcome, Option<String>, i32)> {
+fn deploy_outcome(result: &Result<(outcome::Outcome, Option<u64>, &[Switched]), &DeployError>) -> Option<(Outcome, Option<String>, i32)> {
     match result {
-        Ok((deploy::Outcome::Unchanged, ..)) => None,
-        Ok((deploy::Outcome::Deployed, ..)) => Some((Outcome::Deployed, None, 0)),
+        Ok((outcome::Outcome::Unchanged, ..)) => None,
+        Ok((outcome::Outcome::Deployed, ..)) => Some((Outcome::Deployed, None, 0)),
         Err(e) => {
             let outcome = match e {
                 DeployError::Interrupted { .. } => Outcome::Interrupted,
@@ -344,7 +344,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
     stack: &Stack,
     verb: Verb,
     before: Option<&Record>,
-    result: Result<(deploy::Outcome, Option<u64>, &[Switched]), &DeployError>,
+    result: Result<(outcome::Outcome, Option<u64>, &[Switched]), &DeployError>,
     out: &Events,
 ) {
     let Some((outcome, reason, exit_code)) = deploy_outcome(&result) else { return };
@@ -597,8 +597,8 @@ mod tests {
     #[test]
     fn deploy_endings_map_to_outcomes_and_changing_nothing_is_not_recorded() {
         let none: &[Switched] = &[];
-        assert_eq!(deploy_outcome(&Ok((deploy::Outcome::Unchanged, None, none))), None);
-        assert_eq!(deploy_outcome(&Ok((deploy::Outcome::Deployed, Some(2), none))), Some((Outcome::Deployed, None, 0)));
+        assert_eq!(deploy_outcome(&Ok((outcome::Outcome::Unchanged, None, none))), None);
+        assert_eq!(deploy_outcome(&Ok((outcome::Outcome::Deployed, Some(2), none))), Some((Outcome::Deployed, None, 0)));
         let failed = |phase: &str, live_intact| DeployError::Failed { stack: "s".into(), phase: phase.into(), reason: "r".into(), live_intact };
         let outcome = |e: &DeployError| deploy_outcome(&Err(e)).map(|(o, reason, code)| (o, reason.is_some(), code));
         assert_eq!(outcome(&failed("waiting for green to become healthy", true)), Some((Outcome::Failed, true, 1)));

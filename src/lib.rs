@@ -35,6 +35,7 @@ pub mod health;
 pub mod history;
 pub mod loadgen;
 pub mod observe;
+pub mod outcome;
 pub mod events;
 pub mod plan;
 pub mod proxy;

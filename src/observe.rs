@@ -57,8 +57,8 @@ pub async fn task_servers<E: Engine>(
     swarm_name: &str,
     ids: &BTreeSet<&str>,
 ) -> Result<Vec<String>, EngineError> {
-    let port = crate::deploy::route_of(stack, service).map(|r| r.port).ok_or_else(|| EngineError::Other(format!("{service} is not routed")))?;
-    let network = crate::deploy::route_network(stack, service).map_err(EngineError::Other)?;
+    let port = crate::spec::route_of(stack, service).map(|r| r.port).ok_or_else(|| EngineError::Other(format!("{service} is not routed")))?;
+    let network = crate::spec::route_network(stack, service).map_err(EngineError::Other)?;
     let addrs = engine.task_addresses(&network, swarm_name).await?;
     Ok(addrs.iter().filter(|(id, _)| ids.contains(id.as_str())).map(|(_, ip)| format!("{ip}:{port}")).collect())
 }

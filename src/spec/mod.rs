@@ -266,3 +266,36 @@ impl<'a> Diag<'a> {
         Ok(self.warnings)
     }
 }
+
+/// The routed services of a stack (nginx sends users to them).
+pub fn routed(stack: &Stack) -> impl Iterator<Item = (&String, &Service)> {
+    stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Routed(_)))
+}
+
+/// The route of `service`, when nginx routes to it.
+pub fn route_of<'s>(stack: &'s Stack, service: &str) -> Option<&'s Route> {
+    match &stack.services.get(service)?.role {
+        Role::Routed(r) => Some(r),
+        _ => None,
+    }
+}
+
+/// The network nginx uses to reach a routed service: the first one they share.
+pub fn route_network(stack: &Stack, service: &str) -> Result<String, String> {
+    let svc = stack.services.get(service).ok_or_else(|| format!("no service {service}"))?;
+    let proxy = stack
+        .services
+        .get(&stack.x.proxy.service)
+        .ok_or_else(|| format!("the proxy service {} is not in the stack file", stack.x.proxy.service))?;
+    svc.networks
+        .iter()
+        .find(|n| proxy.networks.iter().any(|p| p.name == n.name))
+        .and_then(|n| stack.networks.get(&n.name))
+        .map(|n| n.real_name.clone())
+        .ok_or_else(|| {
+            format!(
+                "service {service} and the proxy {} share no network, so nginx cannot reach it; put both on the same network",
+                stack.x.proxy.service
+            )
+        })
+}
