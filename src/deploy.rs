@@ -433,6 +433,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.phase("drain");
         let drain = routing.iter().map(|r| r.route.drain).max().unwrap_or_default();
         self.drain(Some(drain.saturating_sub(flipped_at.elapsed()))).await;
+        let mut open_after_drain = BTreeMap::new();
+        for (service, from, _) in &wanted {
+            if let Some(from) = from {
+                open_after_drain.insert(service.clone(), self.open_after_drain(service, *from, false).await);
+            }
+        }
         self.ev.phase("retire");
         self.clear_switches(flipped_at).await;
         let mut switched = Vec::new();
@@ -449,7 +455,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             }
             let spec = self.engine.service(&name).await.ok().flatten().map(|i| i.spec);
             let image = spec.and_then(|s| s.task_template?.container_spec?.image).unwrap_or_default();
-            switched.push(Switched { service, from, to: release, image });
+            let open_after_drain = open_after_drain.get(&service).copied().flatten();
+            switched.push(Switched { service, from, to: release, image, open_after_drain });
         }
         Some(Ok(switched))
     }
@@ -570,6 +577,13 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let drain = drains.map(|r| r.drain).max().unwrap_or(Duration::ZERO);
         // `drain` counts from the switch: the watch window already let requests finish.
         self.drain(Some(drain.saturating_sub(switched_at.elapsed()))).await;
+        let mut open_after_drain = BTreeMap::new();
+        for g in &greens {
+            if let Some(blue) = g.blue {
+                let standby = self.standby_window(g).is_some();
+                open_after_drain.insert(g.service.clone(), self.open_after_drain(&g.service, blue, standby).await);
+            }
+        }
 
         self.ev.phase("retire");
         self.clear_switches(switched_at).await;
@@ -588,7 +602,16 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         for (service, live) in retirements(plan) {
             self.retire(&service, live).await;
         }
-        Ok(greens.iter().map(|g| Switched { service: g.service.clone(), from: g.blue, to: g.release, image: g.image.clone() }).collect())
+        Ok(greens
+            .iter()
+            .map(|g| Switched {
+                service: g.service.clone(),
+                from: g.blue,
+                to: g.release,
+                image: g.image.clone(),
+                open_after_drain: open_after_drain.get(&g.service).copied().flatten(),
+            })
+            .collect())
     }
 
     /// Everything before the switch: create (or scale up) green, wait until it is healthy,
@@ -873,6 +896,36 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let (stack, signal) = (self.stack.name.clone(), self.opts.cancel.reason());
         Err(DeployError::Interrupted { stack, phase: phase.into(), signal, detail: "no new release was started".into() })
+    }
+
+    /// How many connections nginx still holds to release `from` of `service` now that its
+    /// drain is over, told to the user: retiring `from` closes them (unless it stays up as a
+    /// `standby`). `None` when they could not be counted.
+    async fn open_after_drain(&self, service: &str, from: u64, standby: bool) -> Option<usize> {
+        let name = release::versioned_name(&self.stack.name, service, from);
+        let counted = async {
+            let port = route_of(self.stack, service).map(|r| r.port).ok_or_else(|| format!("{service} is not routed"))?;
+            let network = route_network(self.stack, service)?;
+            let addrs = self.engine.task_addresses(&network, &name).await.map_err(|e| e.to_string())?;
+            let servers: Vec<String> = addrs.iter().map(|(_, ip)| format!("{ip}:{port}")).collect();
+            self.nginx().open_connections(&servers).await.map_err(|e| e.to_string())
+        };
+        match counted.await {
+            Ok(0) => {
+                self.ev.info(&format!("drain of {name} ended with no connection open to it"));
+                Some(0)
+            }
+            Ok(n) => {
+                let what = if n == 1 { "connection was" } else { "connections were" };
+                let then = if standby { "they stay open while it is a standby" } else { "retiring it closes them" };
+                self.ev.info(&format!("{n} {what} still open to {name} when its drain ended (WebSockets, streams or slow requests); {then}"));
+                Some(n)
+            }
+            Err(e) => {
+                self.ev.warn(&format!("could not count the connections still open to {name} ({e})"));
+                None
+            }
+        }
     }
 
     /// Let requests in flight on the old release finish; a second signal cuts it short.

@@ -135,6 +135,9 @@ fn report(format: Format, result: Result<deploy::Report, DeployError>, out: Even
                     for s in &report.switched {
                         let from = s.from.map(|f| format!("r{f}")).unwrap_or_else(|| "nothing".into());
                         println!("{}: {from} → r{} ({})", s.service, s.to, s.image);
+                        if let (Some(n), Some(f)) = (s.open_after_drain.filter(|n| *n > 0), s.from) {
+                            println!("{}: {n} connection(s) still open to r{f} when its drain ended", s.service);
+                        }
                     }
                     for c in &report.changes {
                         println!("{c}");

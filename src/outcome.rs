@@ -20,6 +20,10 @@ pub struct Switched {
     pub from: Option<u64>,
     pub to: u64,
     pub image: String,
+    /// Connections nginx still held to `from` when its drain ended (WebSockets, event streams,
+    /// requests slower than `drain`): scaling `from` down closes them. `None`: nothing was
+    /// drained, or they could not be counted (a warning says why).
+    pub open_after_drain: Option<usize>,
 }
 
 /// The result of a deploy, printed as a summary or as JSON.

@@ -808,6 +808,8 @@ impl Engine for FakeEngine {
                 let g = self.lock().generation;
                 ok(format!("{}\n{}\n", 100 + 2 * g, 101 + 2 * g))
             }
+            // nginx's connections: the fake's nginx holds none.
+            ["cat", "/proc/net/tcp"] => ok("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n".into()),
             ["rm", "-f", paths @ ..] => {
                 if let Some(out) = self.gate_command(Op::RemoveFiles, &paths.join(" ")).await {
                     return Ok(out);

@@ -18,7 +18,7 @@ use askama::Template;
 use serde::{Deserialize, Serialize};
 
 use crate::release;
-use crate::spec::{allow, Route, Stack};
+use crate::spec::{allow, Route, RouteSettings, Stack};
 
 /// One release of a routed service, as nginx should reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +84,9 @@ struct ConfigTemplate<'a> {
     token: &'a str,
     listen: u16,
     echo_var: String,
+    /// The `Connection` header sent to releases: `upgrade` for a WebSocket handshake, none
+    /// otherwise (per stack, as nginx variables are global to the http block).
+    upgrade_var: String,
     routes: Vec<RouteView>,
     servers: Vec<ServerView>,
 }
@@ -103,6 +106,36 @@ struct LocationView {
     matcher: String,
     /// nginx variable naming the upstream; `None` renders a 404 (catch-all of a host).
     var: Option<String>,
+    /// The route's own settings (nginx's defaults for a 404 location).
+    settings: SettingsView,
+}
+
+/// A route's settings as nginx writes them: sizes in bytes, timeouts in milliseconds.
+struct SettingsView {
+    client_max_body_size: Option<u64>,
+    read_timeout_ms: Option<u128>,
+    send_timeout_ms: Option<u128>,
+    buffering: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl SettingsView {
+    /// Re-checked against the allowlist: the header names and values go into the config as
+    /// written, and the numbers must be what the loader bounded.
+    fn of(s: &RouteSettings) -> Result<SettingsView, RenderError> {
+        allow::check_route_settings(s).map_err(|why| unsafe_value("route setting", &format!("{s:?}"), &why))?;
+        Ok(SettingsView::unchecked(s))
+    }
+
+    fn unchecked(s: &RouteSettings) -> SettingsView {
+        SettingsView {
+            client_max_body_size: s.client_max_body_size,
+            read_timeout_ms: s.read_timeout.map(|t| t.as_millis()),
+            send_timeout_ms: s.send_timeout.map(|t| t.as_millis()),
+            buffering: s.buffering,
+            headers: s.headers.clone(),
+        }
+    }
 }
 
 struct ServerView {
@@ -198,14 +231,15 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
         // One server block per host name: nginx allows a name in one server only, and two
         // routes may share a host with different paths.
         let hosts: Vec<String> = if r.route.hosts.is_empty() { vec![String::new()] } else { r.route.hosts.clone() };
+        let matchers = match r.route.path.trim_end_matches('/') {
+            "" => vec!["/".to_string()],
+            p => vec![format!("= {p}"), format!("{p}/")],
+        };
         for host in hosts {
             let locations = servers.entry(host).or_default();
-            if r.route.path == "/" {
-                locations.push(LocationView { matcher: "/".into(), var: Some(target.clone()) });
-            } else {
-                let p = r.route.path.trim_end_matches('/');
-                locations.push(LocationView { matcher: format!("= {p}"), var: Some(target.clone()) });
-                locations.push(LocationView { matcher: format!("{p}/"), var: Some(target.clone()) });
+            for matcher in &matchers {
+                let settings = SettingsView::of(&r.route.settings)?;
+                locations.push(LocationView { matcher: matcher.clone(), var: Some(target.clone()), settings });
             }
         }
     }
@@ -216,7 +250,7 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
         .into_iter()
         .map(|(names, mut locations)| {
             if !locations.iter().any(|l| l.matcher == "/") {
-                locations.push(LocationView { matcher: "/".into(), var: None });
+                locations.push(LocationView { matcher: "/".into(), var: None, settings: SettingsView::unchecked(&RouteSettings::default()) });
             }
             locations.sort_by(|a, b| a.matcher.cmp(&b.matcher));
             let default = names.is_empty();
@@ -240,6 +274,7 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
         token,
         listen: stack.x.proxy.listen,
         echo_var: nginx_var("echo", &stack.name, None),
+        upgrade_var: nginx_var("upgrade", &stack.name, None),
         routes,
         servers,
     };

@@ -9,6 +9,7 @@
 //! on a single-manager cluster does it). Several edges on several nodes come later.
 
 use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use super::{Installed, Proxy, ProxyError};
@@ -193,6 +194,27 @@ impl<E: Engine> NginxProxy<'_, E> {
         Ok(Installed { replicas: containers, unchanged })
     }
 
+    /// TCP connections every nginx replica holds open (ESTABLISHED) to any of `servers`
+    /// (`ip:port`), read from the kernel's table in each container (`/proc/net/tcp`, so no
+    /// tool is needed in the image). nginx keeps no idle connections to releases (it proxies
+    /// to a variable, so there is no pool): each one counted is a request still being served,
+    /// an upgraded WebSocket, or a response still streaming.
+    pub async fn open_connections(&self, servers: &[String]) -> Result<usize, ProxyError> {
+        let wanted: BTreeSet<SocketAddrV4> = servers.iter().filter_map(|s| s.parse().ok()).collect();
+        let mut open = 0;
+        for c in self.containers().await? {
+            let out = self.engine.exec(&c, &["cat", "/proc/net/tcp"]).await?;
+            if out.exit_code != 0 {
+                return Err(ProxyError::Engine(crate::engine::EngineError::Other(format!(
+                    "reading /proc/net/tcp in {c}: {}",
+                    out.output.trim()
+                ))));
+            }
+            open += established_to(&out.output).filter(|peer| wanted.contains(peer)).count();
+        }
+        Ok(open)
+    }
+
     /// Pids of the nginx workers of `container` that accept connections: titled exactly
     /// `nginx: worker process` (told to quit, a worker renames itself `… is shutting down`
     /// before it closes its listening sockets). `None` when the container cannot tell (no `sh`).
@@ -208,5 +230,46 @@ impl<E: Engine> NginxProxy<'_, E> {
             let content = old.clone().unwrap_or_default();
             let _ = self.engine.put_file(c, &self.config_dir, FILE, &content).await;
         }
+    }
+}
+
+/// The remote ends of the ESTABLISHED connections in a `/proc/net/tcp` table. Each line reads
+/// `sl local rem st …` with addresses as `IIIIIIII:PPPP`: the IPv4 address is the 32-bit value
+/// in the kernel's byte order (printed as a native integer), the port in hex.
+fn established_to(table: &str) -> impl Iterator<Item = SocketAddrV4> + '_ {
+    const ESTABLISHED: &str = "01";
+    table.lines().skip(1).filter_map(|line| {
+        let mut fields = line.split_whitespace().skip(2);
+        let (remote, state) = (fields.next()?, fields.next()?);
+        if state != ESTABLISHED {
+            return None;
+        }
+        let (ip, port) = remote.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn established_connections_are_read_from_the_kernel_table() {
+        // Taken from an nginx task: listening on 8080, two connections to 10.0.1.5:80 (one
+        // established, one closing), one client connected to nginx.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0B01000A:A3F2 0501000A:0050 01 00000000:00000000 00:00000000 00000000   101        0 2 1 0 20 4 30 10 -1
+   2: 0B01000A:A3F4 0501000A:0050 06 00000000:00000000 03:00000DB5 00000000     0        0 0 3 0
+   3: 0B01000A:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000   101        0 3 1 0 20 4 30 10 -1
+";
+        let peers: Vec<SocketAddrV4> = established_to(table).collect();
+        if cfg!(target_endian = "little") {
+            assert_eq!(peers, ["10.0.1.5:80".parse().unwrap(), "127.0.0.1:50000".parse().unwrap()]);
+        }
+        assert_eq!(established_to("").count(), 0);
+        assert_eq!(established_to("header\n   0: garbage\n").count(), 0);
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::spec::{HealthProbe, ProxyX, Route, Stack, StackX};
+use crate::spec::{HealthProbe, ProxyX, Route, RouteSettings, Stack, StackX};
 
 const TOKEN: &str = "00112233445566778899aabb";
 
@@ -26,6 +26,7 @@ fn route(hosts: &[&str], path: &str) -> Route {
         watch: Duration::from_secs(10),
         keep: 2,
         rollback_window: Duration::ZERO,
+        settings: RouteSettings::default(),
     }
 }
 
@@ -75,6 +76,13 @@ map $http_x_stackctl_preview $stackctl_route_4_demo_web {
     "00112233445566778899aabb.r2" tasks.demo_web-r2:80;
 }
 
+# WebSockets: a request that asks to upgrade passes `Connection: upgrade` on to the release;
+# any other request passes no Connection header, so HTTP/1.1 keeps its connection reusable.
+map $http_upgrade $stackctl_upgrade_4_demo {
+    default upgrade;
+    "" "";
+}
+
 # The backend that answered, echoed only to stackctl's verification requests.
 map $http_x_stackctl_verify $stackctl_echo_4_demo {
     default "";
@@ -97,7 +105,8 @@ server {
     location / {
         proxy_pass http://$stackctl_target_4_demo_web;
         proxy_http_version 1.1;
-        proxy_set_header Connection "";
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $stackctl_upgrade_4_demo;
         proxy_set_header Host $host;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -114,6 +123,63 @@ server {
 }
 "#;
     assert_eq!(got, want, "\n--- got ---\n{got}");
+}
+
+#[test]
+fn route_settings_render_in_every_location_of_the_route() {
+    let mut r = route(&[], "/events");
+    r.settings = RouteSettings {
+        client_max_body_size: Some(50 << 20),
+        read_timeout: Some(Duration::from_secs(3600)),
+        send_timeout: Some(Duration::from_millis(1500)),
+        buffering: false,
+        headers: vec![("X-Source".into(), "edge 1".into()), ("Authorization".into(), String::new())],
+    };
+    let routing = vec![
+        ServiceRouting { service: "sse".into(), route: r, live: target(1, &["10.0.0.1:80"]), preview: None },
+        ServiceRouting { service: "web".into(), route: route(&[], "/"), live: target(2, &["10.0.0.2:80"]), preview: None },
+    ];
+    let got = render(&stack(), &routing, TOKEN).unwrap();
+    let settings = r#"        add_header X-Stackctl-Upstream $stackctl_echo_4_demo always;
+        client_max_body_size 52428800;
+        proxy_read_timeout 3600000ms;
+        proxy_send_timeout 1500ms;
+        proxy_buffering off;
+        proxy_set_header X-Source "edge 1";
+        proxy_set_header Authorization "";
+    }
+"#;
+    for location in ["location = /events {", "location /events/ {"] {
+        let block = got.split(location).nth(1).unwrap().split("\n    }\n").next().unwrap().to_string() + "\n    }\n";
+        assert!(block.ends_with(settings), "{location}:\n{block}");
+    }
+    // A route without settings keeps nginx's defaults: nothing is written for it.
+    let web = got.split("location / {").nth(1).unwrap().split("\n    }\n").next().unwrap();
+    for directive in ["client_max_body_size", "proxy_read_timeout", "proxy_send_timeout", "proxy_buffering", "X-Source"] {
+        assert!(!web.contains(directive), "{directive}: {web}");
+    }
+}
+
+#[test]
+fn route_settings_outside_the_allowlist_never_reach_the_config() {
+    let render_with = |settings: RouteSettings| {
+        let mut r = route(&[], "/");
+        r.settings = settings;
+        let routing = vec![ServiceRouting { service: "web".into(), route: r, live: target(1, &["10.0.0.1:80"]), preview: None }];
+        render(&stack(), &routing, TOKEN)
+    };
+    let header = |name: &str, value: &str| RouteSettings { headers: vec![(name.into(), value.into())], ..RouteSettings::default() };
+    for bad in [";", "{", "}", "\n", "#", "\"", "'", "$", "\\"] {
+        let err = render_with(header("X-A", &format!("a{bad}b"))).unwrap_err().to_string();
+        assert!(err.contains("route setting") && err.contains("value of header X-A"), "{bad:?}: {err}");
+        let err = render_with(header(&format!("X{bad}A"), "1")).unwrap_err().to_string();
+        assert!(err.contains("header name"), "{bad:?}: {err}");
+    }
+    assert!(render_with(header("Connection", "close")).is_err());
+    let too_big = RouteSettings { client_max_body_size: Some(allow::MAX_BODY_SIZE + 1), ..RouteSettings::default() };
+    assert!(render_with(too_big).is_err());
+    let too_short = RouteSettings { read_timeout: Some(Duration::from_millis(10)), ..RouteSettings::default() };
+    assert!(render_with(too_short).unwrap_err().to_string().contains("read_timeout"));
 }
 
 #[test]
@@ -271,9 +337,10 @@ fn nginx_variable_names_cannot_collide_whatever_the_service_names() {
         vec![routed("echo", "/echo", 1), routed("web", "/web", 3), routed("web-target", "/wt", 5), routed("target", "/t", 7), routed("web-target-target", "/wtt", 9)];
     let got = render(&stack(), &routing, TOKEN).unwrap();
     let vars = defined_vars(&got);
-    // Maps are defined once each; a target is set once plus once in its switch.
+    // Maps are defined once each (one per route, the stack's echo and upgrade maps); a target
+    // is set once plus once in its switch.
     let maps: Vec<&String> = vars.keys().filter(|v| !v.starts_with("$stackctl_target_")).collect();
-    assert_eq!(maps.len(), routing.len() + 1, "{vars:?}");
+    assert_eq!(maps.len(), routing.len() + 2, "{vars:?}");
     for (name, count) in &vars {
         let want = if name.starts_with("$stackctl_target_") { 2 } else { 1 };
         assert_eq!(*count, want, "{name} defined {count} times in\n{got}");

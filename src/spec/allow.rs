@@ -1,12 +1,14 @@
 //! The allowlist of everything stackctl renders into nginx config: host names, URL paths,
-//! stack and service names (they become nginx variable and upstream names), and the
-//! directory nginx reads its files from.
+//! stack and service names (they become nginx variable and upstream names), the directory
+//! nginx reads its files from, and a route's settings (body size, timeouts, extra headers).
 //!
 //! One definition, used twice: the stack loader checks every value here and reports a refusal
 //! with file, line and field; the renderer ([`crate::proxy::render`]) checks again before
 //! writing a config, so a value that reached it some other way (a test, a future caller)
 //! cannot escape its place either. Positive allowlists, never denylists: a refusal names the
 //! first character that is not allowed so the user can find it.
+
+use std::time::Duration;
 
 /// How a character is shown in messages: `';' (semicolon)`, `newline`, `U+0007`.
 pub fn describe_char(c: char) -> String {
@@ -173,6 +175,125 @@ pub fn check_container_dir(what: &str, dir: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Largest `client_max_body_size` a route may ask for (64 GiB); 0 means no limit.
+pub const MAX_BODY_SIZE: u64 = 64 << 30;
+/// Bounds of a route's `read_timeout` and `send_timeout`. Below a second, ordinary requests
+/// fail on a busy release; a day is longer than any WebSocket should stay silent.
+pub const MIN_PROXY_TIMEOUT: Duration = Duration::from_secs(1);
+pub const MAX_PROXY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// At most this many extra request headers per route, with names and values this long.
+pub const MAX_HEADERS: usize = 32;
+pub const MAX_HEADER_NAME: usize = 64;
+pub const MAX_HEADER_VALUE: usize = 1024;
+/// Request headers a route may not set: stackctl sets them itself (a second
+/// `proxy_set_header` would send the header twice), or they are hop-by-hop and would change
+/// what the proxied request means. Lowercase; `x-stackctl-*` is reserved as a whole.
+const RESERVED_HEADERS: [&str; 12] = [
+    "host",
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "content-length",
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+];
+
+/// `client_max_body_size` in bytes: at most [`MAX_BODY_SIZE`].
+pub fn check_body_size(bytes: u64) -> Result<(), String> {
+    if bytes > MAX_BODY_SIZE {
+        return Err(format!("client_max_body_size {bytes} bytes is larger than the limit of 64g (0: no limit)"));
+    }
+    Ok(())
+}
+
+/// `read_timeout` and `send_timeout`: between [`MIN_PROXY_TIMEOUT`] and [`MAX_PROXY_TIMEOUT`].
+pub fn check_proxy_timeout(what: &str, timeout: Duration) -> Result<(), String> {
+    if timeout < MIN_PROXY_TIMEOUT || timeout > MAX_PROXY_TIMEOUT {
+        return Err(format!("{what} {timeout:?} is out of range; write a duration from 1s to 24h"));
+    }
+    Ok(())
+}
+
+/// Extra request header names: an HTTP token of `[A-Za-z0-9-]`, at most [`MAX_HEADER_NAME`]
+/// characters, none that stackctl sets itself or that is hop-by-hop ([`RESERVED_HEADERS`]).
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name is empty".into());
+    }
+    check_chars("header name", name, |c| c.is_ascii_alphanumeric() || c == '-', "header names may contain only A-Z, a-z, 0-9 and '-'")?;
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(format!("header name {name:?} must start and end with a letter or digit"));
+    }
+    if name.len() > MAX_HEADER_NAME {
+        return Err(format!("header name {name:?} is {} characters long; the limit is {MAX_HEADER_NAME}", name.len()));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-stackctl-") {
+        return Err(format!("header {name:?} is set by stackctl or by nginx itself and cannot be set by a route"));
+    }
+    Ok(())
+}
+
+fn is_header_value_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " !%&()*+,-./:<=>?@[]^_|~".contains(c)
+}
+
+/// Extra request header values, rendered inside double quotes: letters, digits, spaces and
+/// `!%&()*+,-./:<=>?@[]^_|~`, at most [`MAX_HEADER_VALUE`] characters, no leading or trailing
+/// space. No `$` (nginx would read a variable), no quote or backslash (they end or escape the
+/// string), none of `;{}#'` either. Empty is allowed: it removes the header the client sent.
+pub fn check_header_value(name: &str, value: &str) -> Result<(), String> {
+    let what = format!("value of header {name}");
+    check_chars(
+        &what,
+        value,
+        is_header_value_char,
+        "header values may contain only A-Z, a-z, 0-9, spaces and !%&()*+,-./:<=>?@[]^_|~",
+    )?;
+    if value.len() > MAX_HEADER_VALUE {
+        return Err(format!("{what} is {} characters long; the limit is {MAX_HEADER_VALUE}", value.len()));
+    }
+    if value.starts_with(' ') || value.ends_with(' ') {
+        return Err(format!("{what} {value:?} starts or ends with a space; remove it"));
+    }
+    Ok(())
+}
+
+/// A whole set of extra headers: each name and value as above, at most [`MAX_HEADERS`], no
+/// name twice (names are case-insensitive, and nginx would send both).
+pub fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
+    if headers.len() > MAX_HEADERS {
+        return Err(format!("{} headers; the limit is {MAX_HEADERS} per route", headers.len()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, value) in headers {
+        check_header_name(name)?;
+        check_header_value(name, value)?;
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(format!("header {name:?} is set twice (header names are case-insensitive)"));
+        }
+    }
+    Ok(())
+}
+
+/// Every setting of a route, as the renderer re-checks them.
+pub fn check_route_settings(s: &super::RouteSettings) -> Result<(), String> {
+    if let Some(bytes) = s.client_max_body_size {
+        check_body_size(bytes)?;
+    }
+    for (what, timeout) in [("read_timeout", s.read_timeout), ("send_timeout", s.send_timeout)] {
+        if let Some(t) = timeout {
+            check_proxy_timeout(what, t)?;
+        }
+    }
+    check_headers(&s.headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +390,63 @@ mod tests {
             assert!(check_stack_name(bad).is_err(), "{bad}");
         }
         assert!(check_service_name(&"a".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn header_values_refuse_every_dangerous_character() {
+        for (c, name) in DANGEROUS.into_iter().filter(|(c, _)| *c != ' ').chain([('\\', "backslash"), ('`', "backtick")]) {
+            let err = check_header_value("X-A", &format!("a{c}b")).expect_err(name);
+            assert!(err.contains(name) && err.contains("value of header X-A"), "{c:?}: {err}");
+        }
+        for ok in ["", "1", "on", "https://example.com/a?b=c&d=e", "Bearer abc.def-ghi_jkl~", "a b (c) [d] <e> @f |g ^h !i %20 +j *k"] {
+            assert_eq!(check_header_value("X-A", ok), Ok(()), "{ok}");
+        }
+        assert!(check_header_value("X-A", " a").is_err());
+        assert!(check_header_value("X-A", "a ").is_err());
+        assert!(check_header_value("X-A", &"a".repeat(MAX_HEADER_VALUE + 1)).unwrap_err().contains("limit is 1024"));
+        assert!(check_header_value("X-A", "caf\u{e9}").unwrap_err().contains("'\u{e9}'"));
+    }
+
+    #[test]
+    fn header_names() {
+        for ok in ["X-Request-Source", "x-a", "Authorization", "X1"] {
+            assert_eq!(check_header_name(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("X A", "a space"),
+            ("X_A", "'_'"),
+            ("X:A", "':'"),
+            ("-X", "start and end"),
+            ("Host", "set by stackctl"),
+            ("CONNECTION", "set by stackctl"),
+            ("Upgrade", "set by stackctl"),
+            ("X-Stackctl-Preview", "set by stackctl"),
+            ("x-forwarded-for", "set by stackctl"),
+            ("Transfer-Encoding", "set by stackctl"),
+        ] {
+            let err = check_header_name(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert!(check_header_name(&"a".repeat(MAX_HEADER_NAME + 1)).unwrap_err().contains("limit is 64"));
+        let pairs = |names: &[&str]| names.iter().map(|n| (n.to_string(), "1".to_string())).collect::<Vec<_>>();
+        assert_eq!(check_headers(&pairs(&["X-A", "X-B"])), Ok(()));
+        assert!(check_headers(&pairs(&["X-A", "x-a"])).unwrap_err().contains("set twice"));
+        let many: Vec<String> = (0..=MAX_HEADERS).map(|i| format!("X-{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(check_headers(&pairs(&many)).unwrap_err().contains("limit is 32"));
+    }
+
+    #[test]
+    fn settings_bounds() {
+        assert_eq!(check_body_size(0), Ok(()));
+        assert_eq!(check_body_size(MAX_BODY_SIZE), Ok(()));
+        assert!(check_body_size(MAX_BODY_SIZE + 1).unwrap_err().contains("64g"));
+        for ok in [MIN_PROXY_TIMEOUT, MAX_PROXY_TIMEOUT, Duration::from_secs(75)] {
+            assert_eq!(check_proxy_timeout("read_timeout", ok), Ok(()));
+        }
+        for bad in [Duration::ZERO, Duration::from_millis(999), MAX_PROXY_TIMEOUT + Duration::from_millis(1)] {
+            assert!(check_proxy_timeout("read_timeout", bad).unwrap_err().contains("read_timeout"));
+        }
     }
 }

@@ -90,6 +90,35 @@ pub struct Route {
     /// How long the old release keeps its full scale after a switch (a standby), so that a
     /// rollback within it is a verified flip in nginx instead of a scale-up. Zero: none.
     pub rollback_window: Duration,
+    /// How nginx handles this route's requests (body size, timeouts, buffering, headers).
+    pub settings: RouteSettings,
+}
+
+/// Per-route nginx settings (`x-stackctl.route`), each checked against [`super::allow`]'s
+/// bounds when loading and again when rendering. `None` leaves nginx's own default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSettings {
+    /// `client_max_body_size`: the largest request body in bytes (nginx's default is 1m, which
+    /// turns most uploads into a 413). 0: no limit.
+    pub client_max_body_size: Option<u64>,
+    /// `read_timeout`: the longest wait between two reads from the release (nginx's default
+    /// 60s). For a WebSocket or an event stream, how long it may stay silent before nginx
+    /// closes it.
+    pub read_timeout: Option<Duration>,
+    /// `send_timeout`: the longest wait between two writes of a request to the release.
+    pub send_timeout: Option<Duration>,
+    /// `buffering: false` passes each part of a response to the client as it arrives, which
+    /// server-sent events and long polls need; nginx buffers by default (`true`).
+    pub buffering: bool,
+    /// `headers`: extra request headers set on the way to the release, in the order of the
+    /// file's keys (sorted). An empty value removes a header the client sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for RouteSettings {
+    fn default() -> Self {
+        RouteSettings { client_max_body_size: None, read_timeout: None, send_timeout: None, buffering: true, headers: Vec::new() }
+    }
 }
 
 /// The HTTP probe sent through nginx (preview route) before the switch.

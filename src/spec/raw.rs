@@ -812,6 +812,11 @@ pub struct RawRoute {
     pub watch: Option<Text>,
     pub rollback_window: Option<Text>,
     pub keep: Option<Num<u32>>,
+    pub client_max_body_size: Option<Text>,
+    pub read_timeout: Option<Text>,
+    pub send_timeout: Option<Text>,
+    pub buffering: Option<Flag>,
+    pub headers: Option<BTreeMap<String, Text>>,
 }
 
 #[derive(Debug, Deserialize)]

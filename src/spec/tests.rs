@@ -160,6 +160,7 @@ fn demo_stack_loads_into_the_exact_model() {
             watch: ms(5000),
             keep: 2,
             rollback_window: ms(30_000),
+            settings: RouteSettings::default(),
         }),
         environment: BTreeMap::from([("GREETING".into(), "hello".into())]),
         stop_grace_period: Some(ms(5000)),
@@ -1141,6 +1142,7 @@ fn x_stackctl_defaults_and_spellings() {
             watch: ms(10_000),
             keep: 5,
             rollback_window: ms(0),
+            settings: RouteSettings::default(),
         })
     );
     assert_eq!(stack.services["db"].role, Role::Stateful);
@@ -1272,4 +1274,45 @@ proptest! {
         text.replace_range(at..end, &insert);
         assert_never_panics_and_locates(&text);
     }
+}
+
+#[test]
+fn route_settings_load_and_refusals_are_located() {
+    let route = |body: &str| web(&format!("    x-stackctl:\n      route:\n        port: 80\n{body}"));
+    let text = route(
+        "        client_max_body_size: 50m\n        read_timeout: 1h\n        send_timeout: 90s\n        buffering: false\n        headers:\n          X-Source: edge 1\n          Authorization: \"\"\n",
+    );
+    let Role::Routed(r) = &load(&text).unwrap().stack.services["web"].role else { panic!("routed") };
+    let want = RouteSettings {
+        client_max_body_size: Some(50 << 20),
+        read_timeout: Some(ms(3_600_000)),
+        send_timeout: Some(ms(90_000)),
+        buffering: false,
+        headers: vec![("Authorization".into(), String::new()), ("X-Source".into(), "edge 1".into())],
+    };
+    assert_eq!(r.settings, want);
+    let Role::Routed(r) = &load(&route("")).unwrap().stack.services["web"].role else { panic!("routed") };
+    assert_eq!(r.settings, RouteSettings::default(), "nginx's defaults unless the file says otherwise");
+    assert!(r.settings.buffering);
+
+    let at = |key: &str| format!("services.web.x-stackctl.route.{key}");
+    let cases: &[(String, usize, usize, String, &str)] = &[
+        (route("        client_max_body_size: 65g\n"), 12, 9, at("client_max_body_size"), "larger than the limit of 64g"),
+        (route("        client_max_body_size: 10 mb; x\n"), 12, 9, at("client_max_body_size"), "is not a size"),
+        (route("        read_timeout: 500ms\n"), 12, 9, at("read_timeout"), "read_timeout 500ms is out of range"),
+        (route("        send_timeout: 25h\n"), 12, 9, at("send_timeout"), "from 1s to 24h"),
+        (route("        read_timeout: 10\n"), 12, 9, at("read_timeout"), "missing a unit"),
+        (route("        headers:\n          X-A: \"a$$b\"\n"), 13, 11, at("headers.X-A"), "'$' (dollar sign)"),
+        (route("        headers:\n          X-A: \"a\\\"; evil\"\n"), 13, 11, at("headers.X-A"), "'\"' (double quote)"),
+        (route("        headers:\n          \"X A\": b\n"), 13, 11, at("headers.X A"), "header name \"X A\" contains a space"),
+        (route("        headers:\n          Host: evil.example.com\n"), 13, 11, at("headers.Host"), "set by stackctl"),
+        (route("        headers:\n          X-A: \"1\"\n          x-a: \"2\"\n"), 14, 11, at("headers.x-a"), "set twice"),
+    ];
+    for (text, line, column, field, needle) in cases {
+        let (l, c, f, message) = the_error(text);
+        assert!(message.contains(needle), "{text}\nmessage {message:?} should contain {needle:?}");
+        assert_eq!((l, c, f.as_str()), (*line, *column, field.as_str()), "location of {message:?}");
+    }
+    let many: String = (0..=32).map(|i| format!("          X-{i}: \"1\"\n")).collect();
+    assert_error(&route(&format!("        headers:\n{many}")), 12, 9, "services.web.x-stackctl.route.headers", "limit is 32");
 }

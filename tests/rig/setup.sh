@@ -23,11 +23,12 @@ REGISTRY="127.0.0.1:5000"
 REBUILD="${STACKCTL_RIG_REBUILD:-0}"
 SUITE="bookworm"
 HASH_LABEL="io.stackctl.rig.hash"
-APT_PKGS=(docker.io busybox-static debootstrap docker-registry apache2-utils curl ca-certificates socat openssl)
+APT_PKGS=(docker.io busybox-static debootstrap docker-registry apache2-utils curl ca-certificates socat openssl websocketd)
 DEMO_IMAGES=(stackctl-demo:v1 stackctl-demo:v2 stackctl-demo:broken stackctl-demo:flaky stackctl-demo:dies)
 NGINX_IMAGE="stackctl-nginx:latest"
 NGINX_NORELOAD_IMAGE="stackctl-nginx:noreload"   # `nginx -s reload` can silently do nothing
-ALL_IMAGES=("${DEMO_IMAGES[@]}" "$NGINX_IMAGE" "$NGINX_NORELOAD_IMAGE")
+WS_IMAGES=(stackctl-ws:v1 stackctl-ws:v2)          # websocketd echo servers (WebSocket tests)
+ALL_IMAGES=("${DEMO_IMAGES[@]}" "$NGINX_IMAGE" "$NGINX_NORELOAD_IMAGE" "${WS_IMAGES[@]}")
 # Registry with login: fixed user, password generated once (kept in $AUTH_DIR/password, 0600).
 AUTH_REGISTRY="127.0.0.1:5001"
 AUTH_DIR="$RIG/registry-auth"
@@ -363,19 +364,67 @@ selftest_demo() { # REF VERSION
   die "$ref: health status '$st', expected '$want'"
 }
 
+# busybox_rootfs DIR: a root filesystem of busybox-static with every applet as a symlink (sh,
+# httpd, wget, sleep, cat, echo, nslookup, nc, ...), root and nobody, and a /tmp.
+busybox_rootfs() {
+  local r="$1" a
+  mkdir -p "$r/bin" "$r/etc" "$r/tmp"
+  chmod 1777 "$r/tmp"
+  cp -L /bin/busybox "$r/bin/busybox"
+  for a in $(/bin/busybox --list); do
+    [[ $a == busybox || $a == */* ]] || ln -s busybox "$r/bin/$a"
+  done
+  printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$r/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
+}
+
+# busybox_dockerfile CTX VERSION HEALTH-PATH CMD: the Dockerfile of an image of CTX/rootfs
+# serving port 80, healthy while HEALTH-PATH answers; CMD is the inside of the JSON array.
+busybox_dockerfile() {
+  cat >"$1/Dockerfile" <<EOF
+FROM scratch
+COPY rootfs/ /
+LABEL org.opencontainers.image.version=$2
+EXPOSE 80
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=1s --timeout=2s --start-period=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","-","http://127.0.0.1$3"]
+CMD [$4]
+EOF
+}
+
+# docker_build REF HASH CTX LOG: build CTX as REF labelled with HASH, dropping the image REF
+# named before.
+docker_build() {
+  local ref="$1" hash="$2" ctx="$3" log="$RIG/logs/$4.log" old
+  old=$(image_id "$ref")
+  docker build -q $([[ $REBUILD == 1 ]] && echo --no-cache) --label "$HASH_LABEL=$hash" -t "$ref" "$ctx" >"$log" 2>&1 \
+    || { tailf "$log"; die "docker build $ref failed"; }
+  drop_old_image "$old" "$ref"
+}
+
+# ensure_image IMG CTX LOG SELFTEST...: as image_action decides from CTX's content, build CTX
+# as $REGISTRY/IMG, run SELFTEST... and push it; or only push it; or nothing.
+ensure_image() {
+  local img="$1" ctx="$2" log="$3" ref="$REGISTRY/$1" hash
+  shift 3
+  hash=$(ctx_hash "$ctx")
+  case $(image_action "$img" "$hash") in
+    skip) log "image: $ref up to date" ;;
+    push) push_image "$ref"; log "image: $ref pushed (local image was current)" ;;
+    build)
+      docker_build "$ref" "$hash" "$ctx" "$log"
+      "$@"
+      push_image "$ref"
+      log "image: $ref built, self-tested, pushed" ;;
+  esac
+}
+
 build_demo() { # VERSION  (v1 | v2 | broken | flaky | dies)
   local ver="$1" img="stackctl-demo:$1" ref="$REGISTRY/stackctl-demo:$1"
-  local ctx="$RIG/build/demo-$ver" a hash action old
+  local ctx="$RIG/build/demo-$ver"
   rm -rf "$ctx"
-  mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/www/cgi-bin" "$ctx/rootfs/etc" "$ctx/rootfs/tmp"
-  chmod 1777 "$ctx/rootfs/tmp"
-  cp -L /bin/busybox "$ctx/rootfs/bin/busybox"
-  # every applet as a symlink (sh, httpd, wget, sleep, cat, echo, nslookup, nc, ...)
-  for a in $(/bin/busybox --list); do
-    [[ $a == busybox || $a == */* ]] || ln -s busybox "$ctx/rootfs/bin/$a"
-  done
-  printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$ctx/rootfs/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$ctx/rootfs/etc/group"
+  busybox_rootfs "$ctx/rootfs"
+  mkdir -p "$ctx/rootfs/www/cgi-bin"
   printf '%s\n' "$ver" >"$ctx/rootfs/www/index.html"
   # "broken" has no /healthz -> 404 -> HEALTHCHECK never passes
   [[ $ver == broken ]] || printf 'ok\n' >"$ctx/rootfs/www/healthz"
@@ -409,29 +458,8 @@ EOF
     chmod 755 "$ctx/rootfs/bin/faults.sh"
     check=/ping cmd="\"/bin/sh\",\"/bin/faults.sh\",\"$ver\""
   fi
-  cat >"$ctx/Dockerfile" <<EOF
-FROM scratch
-COPY rootfs/ /
-LABEL org.opencontainers.image.version=$ver
-EXPOSE 80
-STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=1s --timeout=2s --start-period=1s --retries=2 CMD ["/bin/busybox","wget","-q","-O","-","http://127.0.0.1$check"]
-CMD [$cmd]
-EOF
-  hash=$(ctx_hash "$ctx")
-  action=$(image_action "$img" "$hash")
-  case $action in
-    skip) log "image: $ref up to date" ;;
-    push) push_image "$ref"; log "image: $ref pushed (local image was current)" ;;
-    build)
-      old=$(image_id "$ref")
-      docker build -q $([[ $REBUILD == 1 ]] && echo --no-cache) --label "$HASH_LABEL=$hash" -t "$ref" "$ctx" \
-        >"$RIG/logs/build-demo-$ver.log" 2>&1 || { tailf "$RIG/logs/build-demo-$ver.log"; die "docker build $ref failed"; }
-      drop_old_image "$old" "$ref"
-      selftest_demo "$ref" "$ver"
-      push_image "$ref"
-      log "image: $ref built, self-tested, pushed" ;;
-  esac
+  busybox_dockerfile "$ctx" "$ver" "$check" "$cmd"
+  ensure_image "$img" "$ctx" "build-demo-$ver" selftest_demo "$ref" "$ver"
   rm -rf "$ctx"
 }
 
@@ -628,7 +656,70 @@ EOF
   rm -rf "$ctx"
 }
 
+# stackctl-ws:VERSION: Debian's websocketd on busybox. On port 80, a WebSocket on any path
+# echoes each message back as "VERSION <message>" ("headers" gets the request's headers);
+# plain HTTP gets /healthz ("ok") and / (the version). On port 81, busybox httpd serves
+# server-sent events: /cgi-bin/events writes "data: VERSION N" for N = 1 2 3, one a second.
+# websocketd links only libc, which is copied from this (bookworm) machine.
+build_ws() { # VERSION
+  local ver="$1" img="stackctl-ws:$1" ref="$REGISTRY/stackctl-ws:$1" ctx="$RIG/build/ws-$1" lib
+  rm -rf "$ctx"
+  busybox_rootfs "$ctx/rootfs"
+  mkdir -p "$ctx/rootfs/www"
+  cp -L /usr/bin/websocketd "$ctx/rootfs/bin/websocketd"
+  for lib in $(ldd /usr/bin/websocketd | grep -o '/[^ ]*'); do
+    mkdir -p "$ctx/rootfs$(dirname "$lib")"; cp -L "$lib" "$ctx/rootfs$lib"
+  done
+  printf '%s\n' "$ver" >"$ctx/rootfs/www/index.html"
+  printf 'ok\n' >"$ctx/rootfs/www/healthz"
+  cat >"$ctx/rootfs/bin/echo.sh" <<EOF
+#!/bin/sh
+# One per WebSocket: every line (message) read is written back with the version in front;
+# the message "headers" is answered with the request headers websocketd was given (HTTP_*).
+while read -r line; do
+  case "\$line" in
+    headers) echo "$ver \$(env | grep '^HTTP_' | sort | tr '\\n' ' ')" ;;
+    *) echo "$ver \$line" ;;
+  esac
+done
+EOF
+  chmod 755 "$ctx/rootfs/bin/echo.sh"
+  mkdir -p "$ctx/rootfs/sse/cgi-bin"
+  printf 'ok\n' >"$ctx/rootfs/sse/healthz"
+  cat >"$ctx/rootfs/sse/cgi-bin/events" <<EOF
+#!/bin/sh
+printf 'Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n'
+for n in 1 2 3; do printf 'data: $ver %s\n\n' "\$n"; [ "\$n" = 3 ] || sleep 1; done
+EOF
+  chmod 755 "$ctx/rootfs/sse/cgi-bin/events"
+  cat >"$ctx/rootfs/bin/start.sh" <<'EOF'
+#!/bin/sh
+/bin/busybox httpd -p 81 -h /sse
+exec /bin/websocketd --port=80 --staticdir=/www --loglevel=error /bin/sh /bin/echo.sh
+EOF
+  chmod 755 "$ctx/rootfs/bin/start.sh"
+  busybox_dockerfile "$ctx" "$ver" /healthz '"/bin/sh","/bin/start.sh"'
+  ensure_image "$img" "$ctx" "build-ws-$ver" selftest_ws "$ref"
+  rm -rf "$ctx"
+}
+
+# Self-test of a websocketd image: it serves /healthz over plain HTTP (the WebSocket echo is
+# tested by cargo, tests/e2e_edge.rs).
+selftest_ws() { # REF
+  local ref="$1" c out="" i
+  c=$(docker run -d "$ref") || die "cannot run $ref"
+  SELFTEST_CONTAINER=$c
+  for ((i = 0; i < 40; i++)); do
+    out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz 2>/dev/null) && break; sleep 0.25
+  done
+  [[ $out == ok ]] || die "$ref: /healthz returned '$out'"
+  out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1:81/cgi-bin/events) || die "$ref: events failed"
+  [[ $out == *"data: ${ref##*:} 3"* ]] || die "$ref: /cgi-bin/events on port 81 returned '$out'"
+  docker rm -f "$c" >/dev/null; SELFTEST_CONTAINER=""
+}
+
 for v in v1 v2 broken flaky dies; do build_demo "$v"; done
+for v in v1 v2; do build_ws "$v"; done
 build_nginx
 build_nginx_noreload
 rm -rf "$RIG/build"/demo-* 2>/dev/null || true
@@ -733,6 +824,8 @@ STACKCTL_RIG_DEMO_V1=$REGISTRY/stackctl-demo:v1
 STACKCTL_RIG_DEMO_V2=$REGISTRY/stackctl-demo:v2
 STACKCTL_RIG_DEMO_BROKEN=$REGISTRY/stackctl-demo:broken
 STACKCTL_RIG_NGINX=$REGISTRY/$NGINX_IMAGE
+STACKCTL_RIG_WS_V1=$REGISTRY/stackctl-ws:v1
+STACKCTL_RIG_WS_V2=$REGISTRY/stackctl-ws:v2
 STACKCTL_AUTH_REGISTRY=$AUTH_REGISTRY
 STACKCTL_AUTH_USER=$AUTH_USER
 STACKCTL_AUTH_PASSWORD_FILE=$AUTH_DIR/password

@@ -641,7 +641,8 @@ impl Cx<'_, '_> {
         }
     }
 
-    fn route(&mut self, field: &str, raw: RawRoute, default_keep: u32) -> Option<Route> {
+    fn route(&mut self, field: &str, mut raw: RawRoute, default_keep: u32) -> Option<Route> {
+        let settings = self.route_settings(field, &mut raw);
         let port = match raw.port {
             Some(n) => self.port(&key_path(field, "port"), n.0),
             None => {
@@ -666,7 +667,46 @@ impl Cx<'_, '_> {
             self.diag.error(&key_path(field, "rollback_window"), "rollback_window must be at most 24h (0s: no standby)");
         }
         let keep = raw.keep.map_or(default_keep, |n| n.0);
-        Some(Route { port: port?, hosts: hosts?, path: path?, health: health?, drain, watch, keep, rollback_window })
+        Some(Route { port: port?, hosts: hosts?, path: path?, health: health?, drain, watch, keep, rollback_window, settings })
+    }
+
+    /// The route's nginx settings, each refused at its own key when outside
+    /// [`crate::spec::allow`]'s bounds (the default stays in its place, so one error is reported
+    /// once and the rest of the route is still checked).
+    fn route_settings(&mut self, field: &str, raw: &mut RawRoute) -> RouteSettings {
+        let mut settings = RouteSettings::default();
+        if let Some(text) = raw.client_max_body_size.take() {
+            let at = key_path(field, "client_max_body_size");
+            let bytes = self.ok(&at, parse_bytes(&text.0)).and_then(|n| u64::try_from(n).ok());
+            settings.client_max_body_size = bytes.and_then(|n| self.ok(&at, check_body_size(n)).map(|()| n));
+        }
+        for (key, text, slot) in [
+            ("read_timeout", raw.read_timeout.take(), &mut settings.read_timeout),
+            ("send_timeout", raw.send_timeout.take(), &mut settings.send_timeout),
+        ] {
+            let at = key_path(field, key);
+            *slot = self.duration(&at, text).and_then(|t| self.ok(&at, check_proxy_timeout(key, t)).map(|()| t));
+        }
+        settings.buffering = raw.buffering.is_none_or(|f| f.0);
+        let headers = raw.headers.take().unwrap_or_default();
+        let at = key_path(field, "headers");
+        if headers.len() > MAX_HEADERS {
+            self.diag.error(&at, format!("{} headers; the limit is {MAX_HEADERS} per route", headers.len()));
+            return settings;
+        }
+        for (name, value) in headers {
+            let key = key_path(&at, &name);
+            let checked = check_header_name(&name).and_then(|()| check_header_value(&name, &value.0));
+            if self.ok(&key, checked).is_none() {
+                continue;
+            }
+            if settings.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                self.diag.error(&key, format!("header {name:?} is set twice (header names are case-insensitive)"));
+                continue;
+            }
+            settings.headers.push((name, value.0));
+        }
+        settings
     }
 
     fn route_hosts(&mut self, field: &str, host: Option<String>, hosts: Option<Vec<String>>) -> Option<Vec<String>> {
