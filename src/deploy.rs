@@ -14,12 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bollard::models::{ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated};
+use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::cancel::Cancel;
 use crate::desired::{self, ObjectKind};
 use crate::engine::describe::ObjectRefs;
-use crate::engine::{Engine, EngineError, NetworkRequest};
+use crate::engine::{Engine, EngineError, NetworkRequest, TaskInfo};
 use crate::faults;
 use crate::health::{self, Expect, Probe};
 use crate::history;
@@ -1159,26 +1160,44 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         })
     }
 
+    /// Wait until every green's tasks run and are healthy: one listing of the stack's tasks per
+    /// look serves all of them, so the wait costs the same engine calls for 1 green as for 30.
+    /// The first green that will not get there (a crash loop, its deadline) ends the wait.
     async fn wait_greens(&self, greens: &mut [GreenRelease]) -> Result<(), String> {
-        for g in greens.iter_mut() {
-            let route = route_of(self.stack, &g.service).expect("greens are routed");
-            let deadline = Instant::now() + self.opts.timeout.unwrap_or(route.health.deadline);
-            let name = g.swarm_name.clone();
-            if faults::armed("waiting-health") {
-                // Test-only: stop inside the health wait, once green's tasks were polled.
-                let _ = self.engine.tasks(&g.id).await;
-                faults::pause("waiting-health", &self.opts.cancel).await;
-            }
-            let mut last = (usize::MAX, 0);
-            let tasks = health::wait_running(self.engine, &g.id, g.replicas, deadline, |running, wanted| {
-                if (running, wanted) != last {
-                    last = (running, wanted);
-                    self.ev.progress(&format!("{name}: {running}/{wanted} tasks running and healthy"));
+        let started = Instant::now();
+        let deadlines: Vec<Instant> = (greens.iter())
+            .map(|g| started + self.opts.timeout.unwrap_or(route_of(self.stack, &g.service).expect("greens are routed").health.deadline))
+            .collect();
+        if faults::armed("waiting-health") {
+            // Test-only: stop inside the health wait, once green's tasks were polled.
+            let _ = self.engine.stack_tasks(&self.stack.name).await;
+            faults::pause("waiting-health", &self.opts.cancel).await;
+        }
+        let mut healthy: Vec<Option<Vec<TaskInfo>>> = vec![None; greens.len()];
+        let mut last = vec![(usize::MAX, 0); greens.len()];
+        while healthy.iter().any(Option::is_none) {
+            let all = self.engine.stack_tasks(&self.stack.name).await.map_err(|e| e.to_string())?;
+            for (i, g) in greens.iter().enumerate() {
+                if healthy[i].is_some() {
+                    continue;
                 }
-            })
-            .await
-            .map_err(|e| e.named(&g.swarm_name).to_string())?;
-            g.target = self.target_of(&g.service, &g.swarm_name, g.release, &tasks).await.map_err(|e| e.to_string())?;
+                let tasks: Vec<TaskInfo> = all.iter().filter(|t| t.service_id == g.id).cloned().collect();
+                let running = tasks.iter().filter(|t| t.is_running()).count();
+                if (running, g.replicas) != last[i] {
+                    last[i] = (running, g.replicas);
+                    self.ev.progress(&format!("{}: {running}/{} tasks running and healthy", g.swarm_name, g.replicas));
+                }
+                healthy[i] = health::judge_tasks(&g.swarm_name, &tasks, g.replicas, started, deadlines[i]).map_err(|e| e.to_string())?;
+            }
+            if healthy.iter().any(Option::is_none) {
+                tokio::time::sleep(health::TASK_POLL).await;
+            }
+        }
+        let healthy: Vec<Vec<TaskInfo>> = healthy.into_iter().flatten().collect();
+        let wanted: Vec<_> = greens.iter().zip(&healthy).map(|(g, t)| (g.service.as_str(), g.swarm_name.as_str(), g.release, t.as_slice())).collect();
+        let targets = self.targets(&wanted).await.map_err(|e| e.to_string())?;
+        for ((g, target), tasks) in greens.iter_mut().zip(targets).zip(&healthy) {
+            g.target = target;
             self.ev.info(&format!("{}: {} tasks healthy at {}", g.swarm_name, tasks.len(), g.target.servers.join(" ")));
         }
         Ok(())
@@ -1192,30 +1211,68 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         release: u64,
         running: &[crate::engine::TaskInfo],
     ) -> Result<Target, EngineError> {
-        let network = route_network(self.stack, service).map_err(EngineError::Other)?;
-        let ids: BTreeSet<&str> = running.iter().map(|t| t.id.as_str()).collect();
+        let mut targets = self.targets(&[(service, swarm_name, release, running)]).await?;
+        Ok(targets.remove(0))
+    }
+
+    /// [`Self::target_of`] for many releases, each `(service, swarm name, release, running
+    /// tasks)`, in that order: one look at each network nginx shares with them serves all.
+    async fn targets(&self, wanted: &[(&str, &str, u64, &[TaskInfo])]) -> Result<Vec<Target>, EngineError> {
+        let mut networks: Vec<String> = Vec::new();
+        for (service, ..) in wanted {
+            networks.push(route_network(self.stack, service).map_err(EngineError::Other)?);
+        }
+        let mut missing = None;
         // Endpoint data appears in the network a moment after the task reports running.
         for _ in 0..50 {
-            let servers = observe::task_servers(self.engine, self.stack, service, swarm_name, &ids).await?;
-            if servers.len() == ids.len() {
-                return Ok(Target { release, servers });
+            let mut seen: BTreeMap<&str, BTreeMap<String, BTreeMap<String, String>>> = BTreeMap::new();
+            for network in &networks {
+                if !seen.contains_key(network.as_str()) {
+                    seen.insert(network, self.engine.network_addresses(network).await?);
+                }
+            }
+            let mut targets = Vec::new();
+            missing = None;
+            for ((service, swarm_name, release, running), network) in wanted.iter().zip(&networks) {
+                let port = route_of(self.stack, service).map(|r| r.port).ok_or_else(|| EngineError::Other(format!("{service} is not routed")))?;
+                let ids: BTreeSet<&str> = running.iter().map(|t| t.id.as_str()).collect();
+                let addrs = seen[network.as_str()].get(*swarm_name).into_iter().flatten();
+                let servers: Vec<String> = addrs.filter(|(id, _)| ids.contains(id.as_str())).map(|(_, ip)| format!("{ip}:{port}")).collect();
+                if servers.len() != ids.len() && missing.is_none() {
+                    missing = Some(format!("could not find the addresses of {swarm_name}'s tasks on network {network}"));
+                }
+                targets.push(Target { release: *release, servers });
+            }
+            if missing.is_none() {
+                return Ok(targets);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(EngineError::Other(format!("could not find the addresses of {swarm_name}'s tasks on network {network}")))
+        Err(EngineError::Other(missing.unwrap_or_default()))
     }
 
-    /// Targets for the given live releases plus previews.
+    /// Targets for the given live releases plus previews: one listing of the stack's services
+    /// and one of its tasks, whatever the number of services.
     async fn routing(&self, live: &BTreeMap<String, u64>, previews: &[&GreenRelease]) -> Result<Vec<ServiceRouting>, String> {
+        let names: Vec<(&String, String, u64)> = routed(self.stack)
+            .filter_map(|(name, _)| live.get(name).map(|n| (name, release::versioned_name(&self.stack.name, name, *n), *n)))
+            .collect();
+        let mut running: Vec<Vec<TaskInfo>> = Vec::new();
+        if !names.is_empty() {
+            let services = self.engine.services(&self.stack.name).await.map_err(|e| e.to_string())?;
+            let tasks = self.engine.stack_tasks(&self.stack.name).await.map_err(|e| e.to_string())?;
+            for (_, swarm_name, _) in &names {
+                let id = &services.iter().find(|s| &s.name == swarm_name).ok_or_else(|| format!("not found: service {swarm_name}"))?.id;
+                running.push(tasks.iter().filter(|t| &t.service_id == id && t.is_running()).cloned().collect());
+            }
+        }
+        let wanted: Vec<_> = names.iter().zip(&running).map(|((s, swarm_name, n), t)| (s.as_str(), swarm_name.as_str(), *n, t.as_slice())).collect();
+        let mut targets = self.targets(&wanted).await.map_err(|e| e.to_string())?.into_iter();
         let mut routing = Vec::new();
         for (name, svc) in routed(self.stack) {
             let Role::Routed(route) = &svc.role else { continue };
             let live_target = match live.get(name) {
-                Some(n) => {
-                    let swarm_name = release::versioned_name(&self.stack.name, name, *n);
-                    let tasks: Vec<_> = self.engine.tasks(&swarm_name).await.map_err(|e| e.to_string())?.into_iter().filter(|t| t.is_running()).collect();
-                    self.target_of(name, &swarm_name, *n, &tasks).await.map_err(|e| e.to_string())?
-                }
+                Some(_) => targets.next().expect("one target per live release"),
                 // Nothing live yet (first deploy): users get 502 until the switch.
                 None => Target { release: 0, servers: Vec::new() },
             };
@@ -1247,7 +1304,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// Prove that requests through the live route of each of `services` are answered by its
     /// live target: a few passes in a row, on new connections.
     async fn verify(&self, routing: &[ServiceRouting], services: &[String], token: &str, after: &str) -> Result<(), String> {
-        for r in routing.iter().filter(|r| services.contains(&r.service)) {
+        let checks = (routing.iter().filter(|r| services.contains(&r.service))).map(|r| async move {
             let probe = self.probe(&r.route, vec![("x-stackctl-verify".into(), token.to_string())]);
             let expect = Expect { status: r.route.health.status, upstreams: r.live.servers.iter().cloned().collect() };
             // A reload takes effect when nginx's new workers start; a few tries in a row on new
@@ -1257,8 +1314,9 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 .await
                 .map_err(|e| format!("verification after {after} failed for {}: {e}", r.service))?;
             self.ev.info(&format!("verified: {} answered by release r{}", r.service, r.live.release));
-        }
-        Ok(())
+            Ok(())
+        });
+        at_once(checks.collect()).await
     }
 
     fn probe(&self, route: &Route, headers: Vec<(String, String)>) -> Probe {
@@ -1321,7 +1379,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 self.install_preview(greens, live).await?;
             }
         }
-        for g in greens {
+        let probes = greens.iter().map(|g| async move {
             let route = route_of(self.stack, &g.service).expect("routed");
             let headers = vec![
                 ("x-stackctl-preview".to_string(), format!("{}.r{}", self.preview_token, g.release)),
@@ -1340,8 +1398,9 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 .ok_or_else(|| format!("{}: interrupted", g.swarm_name))?
                 .map_err(|e| format!("{}: {e}", g.swarm_name))?;
             self.ev.info(&format!("{}: {} probes in a row passed ({} sent)", g.swarm_name, route.health.successes, attempts));
-        }
-        Ok(())
+            Ok(())
+        });
+        at_once(probes.collect()).await
     }
 
     /// The watch window: after the switch, while blue still runs, probe each green through the
@@ -1561,6 +1620,26 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             }
         }
     }
+}
+
+/// Requests a deploy has in flight at once while it gates or verifies services through nginx,
+/// or writes their switch files into it: a stack of up to 16 routed services in one round, so
+/// 12 take about as long as one, and few enough not to crowd nginx, the engine or a small
+/// machine (each is one small GET or one file upload).
+pub(crate) const AT_ONCE: usize = 16;
+
+/// Run `work`, [`AT_ONCE`] at a time. The first error ends it (work still in flight is
+/// dropped) and is returned; each error names what it was about. A `Vec`, not a lazy
+/// iterator: a closure in the stream's type would keep the deploy's future from being `Send`.
+pub(crate) async fn at_once<Fut, Er>(work: Vec<Fut>) -> Result<(), Er>
+where
+    Fut: std::future::Future<Output = Result<(), Er>>,
+{
+    let mut running = futures_util::stream::iter(work).buffer_unordered(AT_ONCE);
+    while let Some(done) = running.next().await {
+        done?;
+    }
+    Ok(())
 }
 
 /// `spec` with `replicas` replicas.

@@ -50,38 +50,57 @@ pub async fn wait_running<E: Engine>(
     mut progress: impl FnMut(usize, u64),
 ) -> Result<Vec<TaskInfo>, HealthError> {
     let started = Instant::now();
-    // A crash-looping image fails fast instead of burning the whole deadline.
-    let give_up_after = (2 * replicas as usize).max(3);
     loop {
         let tasks = engine.tasks(service).await?;
-        let running: Vec<TaskInfo> = tasks.iter().filter(|t| t.is_running()).cloned().collect();
-        progress(running.len(), replicas);
-        if running.len() as u64 >= replicas {
+        let running = tasks.iter().filter(|t| t.is_running()).count();
+        progress(running, replicas);
+        if let Some(running) = judge_tasks(service, &tasks, replicas, started, deadline)? {
             return Ok(running);
         }
-        let failed: Vec<&TaskInfo> =
-            tasks.iter().filter(|t| matches!(t.state.as_str(), "failed" | "rejected")).collect();
-        let last_error = failed.first().and_then(|t| t.error.clone().or_else(|| t.message.clone()));
-        if failed.len() >= give_up_after {
-            return Err(HealthError::TasksFailing {
-                service: service.to_string(),
-                failed: failed.len(),
-                last_error: last_error.unwrap_or_else(|| "unknown".into()),
-            });
-        }
-        if Instant::now() >= deadline {
-            return Err(HealthError::TasksNotRunning {
-                service: service.to_string(),
-                running: running.len(),
-                wanted: replicas,
-                waited: started.elapsed(),
-                last_error,
-            });
-        }
-        // Every poll late is time users wait for a rollback or a deploy: poll often, a task
-        // listing is cheap.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(TASK_POLL).await;
     }
+}
+
+/// How often a wait for tasks looks at them again. Every poll late is time users wait for a
+/// rollback or a deploy; a task listing is cheap (one per look for a whole deploy).
+pub const TASK_POLL: Duration = Duration::from_millis(150);
+
+/// One look at a service's tasks (newest first) during a wait that began at `started`: its
+/// running tasks once there are `replicas` of them, `None` to look again later, or why it
+/// will not get there (a crash loop, or `deadline` passed). [`wait_running`] polls one service
+/// with it; a deploy judges all its greens from one listing of the stack's tasks.
+pub fn judge_tasks(
+    service: &str,
+    tasks: &[TaskInfo],
+    replicas: u64,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Option<Vec<TaskInfo>>, HealthError> {
+    let running: Vec<TaskInfo> = tasks.iter().filter(|t| t.is_running()).cloned().collect();
+    if running.len() as u64 >= replicas {
+        return Ok(Some(running));
+    }
+    // A crash-looping image fails fast instead of burning the whole deadline.
+    let give_up_after = (2 * replicas as usize).max(3);
+    let failed: Vec<&TaskInfo> = tasks.iter().filter(|t| matches!(t.state.as_str(), "failed" | "rejected")).collect();
+    let last_error = failed.first().and_then(|t| t.error.clone().or_else(|| t.message.clone()));
+    if failed.len() >= give_up_after {
+        return Err(HealthError::TasksFailing {
+            service: service.to_string(),
+            failed: failed.len(),
+            last_error: last_error.unwrap_or_else(|| "unknown".into()),
+        });
+    }
+    if Instant::now() >= deadline {
+        return Err(HealthError::TasksNotRunning {
+            service: service.to_string(),
+            running: running.len(),
+            wanted: replicas,
+            waited: started.elapsed(),
+            last_error,
+        });
+    }
+    Ok(None)
 }
 
 /// One HTTP GET, on a fresh connection, with a deadline on the whole exchange.

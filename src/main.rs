@@ -8,6 +8,7 @@ use stackctl::cli::{self, Cli, Command, StackArgs};
 use stackctl::history;
 use stackctl::deploy::{self, DeployError};
 use stackctl::dry_run;
+use stackctl::engine::counting::Counting;
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::retry::{Backoff, Retrying};
 use stackctl::events::{Events, Format};
@@ -18,7 +19,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = runtime.block_on(run(cli));
+    write_calls();
     ExitCode::from(code as u8)
+}
+
+/// For benchmarks: `STACKCTL_ENGINE_CALLS=FILE` writes the Docker API calls the command made
+/// to FILE (`total N`, then one `operation N` line each). Unset, nothing is written.
+const CALLS_ENV: &str = "STACKCTL_ENGINE_CALLS";
+
+/// The call counter of the command's engine (every clone of it shares the count).
+static CALLS: std::sync::OnceLock<Counting<DockerEngine>> = std::sync::OnceLock::new();
+
+fn write_calls() {
+    let (Some(path), Some(counting)) = (std::env::var_os(CALLS_ENV), CALLS.get()) else { return };
+    let calls = counting.calls();
+    let mut text = format!("total {}\n", calls.total());
+    for (op, n) in calls.by_op() {
+        text.push_str(&format!("{op} {n}\n"));
+    }
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("stackctl: cannot write {CALLS_ENV}={}: {e}", path.to_string_lossy());
+    }
 }
 
 fn load(args: &StackArgs, images: std::collections::BTreeMap<String, String>, out: &Events) -> Result<spec::Stack, DeployError> {
@@ -113,7 +134,8 @@ async fn run(cli: Cli) -> i32 {
     }
 }
 
-type Engine = Retrying<DockerEngine>;
+/// Counted inside the retries, so a retried request counts as the request it is.
+type Engine = Retrying<Counting<DockerEngine>>;
 
 /// The engine, and the options of a deploy or rollback. SIGINT/SIGTERM stop it safely instead of
 /// killing it (see stackctl::cancel).
@@ -195,7 +217,8 @@ async fn history(args: &cli::HistoryArgs) -> i32 {
 }
 
 async fn engine() -> Result<Engine, DeployError> {
-    let engine = DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?;
+    let engine = Counting::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?);
+    let _ = CALLS.set(engine.clone());
     Ok(Retrying::new(engine, Backoff::default()))
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{remove_stack, stderr, stdout, REGISTRY};
+use common::{bench_stack_yaml, remove_stack, stderr, stdout, RemovedOnDrop};
 
 use stackctl::dry_run::{self, PlanReport};
 use stackctl::engine::counting::{Calls, Counting};
@@ -30,40 +30,6 @@ const FIRST_PORT: u16 = 18900;
 /// Plans measured per stack and cluster state; the table shows the median.
 const RUNS: usize = 5;
 
-/// The stack file: nginx, and `n` routed services of the demo image, each on its own host name
-/// (the demo answers `/healthz` at its root, so routes differ by host, not by path).
-fn stack_yaml(name: &str, port: u16, n: usize) -> String {
-    let mut yaml = format!(
-        r#"name: {name}
-x-stackctl:
-  proxy: {{ service: proxy, url: "http://127.0.0.1:{port}", listen: 8080 }}
-  keep: 1
-services:
-  proxy:
-    image: {REGISTRY}/stackctl-nginx:latest
-    ports:
-      - {{ target: 8080, published: {port}, mode: host }}
-"#
-    );
-    for i in 1..=n {
-        yaml.push_str(&format!(
-            r#"  s{i:02}:
-    image: {REGISTRY}/stackctl-demo:v1
-    deploy: {{ replicas: 1 }}
-    stop_grace_period: 1s
-    x-stackctl:
-      route:
-        port: 80
-        hosts: [s{i:02}.bench.test]
-        health: {{ path: /healthz, interval: 300ms, timeout: 2s, successes: 2, deadline: 120s }}
-        drain: 0s
-        watch: 0s
-"#
-        ));
-    }
-    yaml
-}
-
 /// One plan measured both ways.
 struct Sample {
     binary: Duration,
@@ -71,16 +37,6 @@ struct Sample {
     calls: Calls,
     /// Where the in-process plan spent its time, by phase (preflight, resolve, observe, nginx).
     phases: Vec<PhaseTime>,
-}
-
-/// Removes the stack when the benchmark ends, however it ends: a failed assertion must not
-/// leave 20 services running on the rig.
-struct Deployed<'a>(&'a str);
-
-impl Drop for Deployed<'_> {
-    fn drop(&mut self) {
-        remove_stack(self.0);
-    }
 }
 
 fn stackctl(args: &[&str]) -> (Option<i32>, String, String, Duration) {
@@ -173,9 +129,9 @@ fn plan_cost_by_stack_size() {
     for (i, n) in SIZES.into_iter().enumerate() {
         let name = format!("bench-plan-{n}");
         remove_stack(&name);
-        let _cleanup = Deployed(&name);
+        let _cleanup = RemovedOnDrop(&name);
         let file = dir.join(format!("{name}.yml"));
-        std::fs::write(&file, stack_yaml(&name, FIRST_PORT + i as u16, n)).unwrap();
+        std::fs::write(&file, bench_stack_yaml(&name, FIRST_PORT + i as u16, n, "v1")).unwrap();
         let opts = LoadOptions { env: std::env::vars().collect(), ..Default::default() };
         let stack = spec::load(&file, &opts).expect("the generated stack file loads").stack;
         assert_eq!(stack.services.len(), n + 1);

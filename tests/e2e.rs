@@ -340,3 +340,93 @@ fn a_live_release_removed_by_hand_is_replaced_by_the_next_deploy() {
     assert_eq!(s.get("/").as_deref(), Ok("v1"));
     assert_eq!(s.status_json()["live"]["web"], 2);
 }
+
+/// A stack of six routed services released v1 → v2 together under load on every route: the
+/// preview gate probes all six greens at once and the switch verifies all six at once, and no
+/// request fails. `s1` is the default route (`/`, whose page is the image's version); `s2`–`s6`
+/// are path routes (`/sN/`) whose page, mounted from a config, names the service, so each load
+/// also proves that its route reaches its own service. Six new releases, one per service, are
+/// live afterwards and recorded.
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn six_services_v1_to_v2_under_load_drop_nothing() {
+    let _g = serial();
+    let s = TestStack::new("flate2esix", 18960);
+    const N: usize = 6;
+    let file = |image: &str| {
+        let mut yaml = format!(
+            "name: {name}\nx-stackctl:\n  proxy: {{ service: proxy, url: \"http://127.0.0.1:{port}\", listen: 8080 }}\n  keep: 1\nconfigs:\n",
+            name = s.name,
+            port = s.port
+        );
+        for i in 2..=N {
+            std::fs::write(s.dir.join(format!("s{i}.txt")), format!("s{i}\n")).unwrap();
+            yaml.push_str(&format!("  page{i}: {{ file: ./s{i}.txt }}\n"));
+        }
+        yaml.push_str(&format!(
+            "services:\n  proxy:\n    image: {REGISTRY}/stackctl-nginx:latest\n    ports: [{{ target: 8080, published: {}, mode: host }}]\n",
+            s.port
+        ));
+        for i in 1..=N {
+            let (path, health, configs) = match i {
+                1 => (String::new(), "/healthz".to_string(), String::new()),
+                _ => (format!("path: /s{i}, "), format!("/s{i}/"), format!("    configs: [{{ source: page{i}, target: /www/s{i}/index.html }}]\n")),
+            };
+            yaml.push_str(&format!(
+                "  s{i}:\n    image: {REGISTRY}/stackctl-demo:{image}\n{configs}    deploy: {{ replicas: 1 }}\n    stop_grace_period: 2s\n    x-stackctl:\n      route: {{ port: 80, {path}health: {{ path: {health}, interval: 300ms, timeout: 2s, successes: 3, deadline: 60s }}, watch: 1s, drain: 1s }}\n"
+            ));
+        }
+        let path = s.dir.join(format!("six-{image}.yml"));
+        std::fs::write(&path, yaml).unwrap();
+        path
+    };
+    let v1 = file("v1");
+    let out = s.stackctl(&["deploy", v1.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+    for i in 2..=N {
+        assert_eq!(s.get(&format!("/s{i}/")), Ok(format!("s{i}")), "route /s{i}/ reaches s{i}");
+    }
+
+    let authority = format!("127.0.0.1:{}", s.port);
+    let paths: Vec<String> = (1..=N).map(|i| if i == 1 { "/".to_string() } else { format!("/s{i}/") }).collect();
+    // One kept-alive and one new-connection client per route.
+    let runs: Vec<(&str, usize, usize, Duration)> = paths.iter().map(|p| (p.as_str(), 1, 1, Duration::from_secs(5))).collect();
+    let load = Load::start(&authority, &runs);
+    let v2 = file("v2");
+    let out = s.stackctl(&["deploy", v2.to_str().unwrap(), "--output", "json"]);
+    let returned_at = load.now();
+    load.wait_answers_since(returned_at, 20);
+    let samples = load.stop();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut switched: Vec<(String, u64, u64)> = (report["switched"].as_array().unwrap().iter())
+        .map(|x| (x["service"].as_str().unwrap().to_string(), x["from"].as_u64().unwrap(), x["to"].as_u64().unwrap()))
+        .collect();
+    switched.sort();
+    assert_eq!(switched, (1..=N).map(|i| (format!("s{i}"), 1, 2)).collect::<Vec<_>>(), "every service released r1 → r2");
+    let phase = |name: &str| report["phases"].as_array().unwrap().iter().find(|p| p["phase"] == name).map(|p| p["seconds"].as_f64().unwrap());
+    eprintln!("phases: preview {:?} s, switch {:?} s, total {} s", phase("preview"), phase("switch"), report["total_seconds"]);
+
+    for (path, samples) in paths.iter().zip(&samples) {
+        let sum = loadgen::summarize(samples);
+        eprintln!("LOAD {path}: requests {} failures {} retried {} versions {:?}", sum.requests, sum.failures, sum.retried, sum.versions);
+        // Each route has its own kept-alive client, and each reload may close its idle
+        // connection: README's bound holds per load, as in the other load tests.
+        assert_load_clean(&sum, 20, 1);
+        let want: Vec<&str> = if path == "/" { vec!["v1", "v2"] } else { vec![path.trim_matches('/')] };
+        assert_eq!(sum.versions.keys().map(String::as_str).collect::<Vec<_>>(), want, "{path} answered only by its own service");
+    }
+    assert!(loadgen::backwards(&samples[0], "v1", "v2").is_empty(), "no v1 answer after v2 was seen");
+    let late: Vec<_> = samples[0].iter().filter(|x| x.sent > returned_at).collect();
+    assert!(!late.is_empty() && late.iter().all(|x| x.result.as_deref() == Ok("v2")), "only v2 once the deploy returned");
+
+    let out = s.stackctl(&["status", v2.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for i in 1..=N {
+        assert_eq!(status["live"][format!("s{i}")], 2, "{status}");
+        assert_eq!(docker(&["service", "inspect", &format!("{}_s{i}-r1", s.name), "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim(), "0");
+    }
+}

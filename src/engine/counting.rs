@@ -100,8 +100,16 @@ impl<E: Engine> Engine for Counting<E> {
         self.count("tasks").tasks(service_id).await
     }
 
+    async fn stack_tasks(&self, stack: &str) -> Result<Vec<TaskInfo>> {
+        self.count("stack_tasks").stack_tasks(stack).await
+    }
+
     async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
         self.count("task_addresses").task_addresses(network, service_name).await
+    }
+
+    async fn network_addresses(&self, network: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        self.count("network_addresses").network_addresses(network).await
     }
 
     async fn create_service(&self, spec: ServiceSpec) -> Result<String> {
@@ -211,6 +219,12 @@ mod tests {
             Err(away())
         }
         async fn task_addresses(&self, _: &str, _: &str) -> Result<BTreeMap<String, String>> {
+            Err(away())
+        }
+        async fn stack_tasks(&self, _: &str) -> Result<Vec<TaskInfo>> {
+            Err(away())
+        }
+        async fn network_addresses(&self, _: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
             Err(away())
         }
         async fn create_service(&self, _: ServiceSpec) -> Result<String> {

@@ -54,6 +54,36 @@ impl DockerEngine {
         Ok(DockerEngine { docker, host, auth: DockerConfig::from_env(), credentials: Default::default() })
     }
 
+    /// Tasks matching `filters`, newest first, so callers reporting "the last error" see the
+    /// latest attempt.
+    async fn list_tasks(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<TaskInfo>> {
+        let list = self
+            .docker
+            .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
+            .await
+            .map_err(|e| self.map("list tasks", e))?;
+        let mut tasks: Vec<TaskInfo> = list
+            .into_iter()
+            .map(|t| {
+                let status = t.status.unwrap_or_default();
+                TaskInfo {
+                    id: t.id.unwrap_or_default(),
+                    service_id: t.service_id.unwrap_or_default(),
+                    slot: t.slot,
+                    state: status.state.map(|s| s.to_string()).unwrap_or_default(),
+                    desired_state: t.desired_state.map(|s| s.to_string()).unwrap_or_default(),
+                    error: status.err,
+                    message: status.message,
+                    container_id: status.container_status.and_then(|c| c.container_id),
+                    node_id: t.node_id,
+                    timestamp: status.timestamp.map(|t| t.to_string()),
+                }
+            })
+            .collect();
+        tasks.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        Ok(tasks)
+    }
+
     /// Credentials for the registry of `image`, looked up once per registry.
     async fn credentials_for(&self, image: &str) -> Result<Option<Credentials>> {
         if image.is_empty() {
@@ -219,49 +249,33 @@ impl Engine for DockerEngine {
     }
 
     async fn tasks(&self, service_id: &str) -> Result<Vec<TaskInfo>> {
-        let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
-        let list = self
-            .docker
-            .list_tasks(Some(ListTasksOptions { filters: Some(filters) }))
-            .await
-            .map_err(|e| self.map("list tasks", e))?;
-        let mut tasks: Vec<TaskInfo> = list
-            .into_iter()
-            .map(|t| {
-                let status = t.status.unwrap_or_default();
-                TaskInfo {
-                    id: t.id.unwrap_or_default(),
-                    slot: t.slot,
-                    state: status.state.map(|s| s.to_string()).unwrap_or_default(),
-                    desired_state: t.desired_state.map(|s| s.to_string()).unwrap_or_default(),
-                    error: status.err,
-                    message: status.message,
-                    container_id: status.container_status.and_then(|c| c.container_id),
-                    node_id: t.node_id,
-                    timestamp: status.timestamp.map(|t| t.to_string()),
-                }
-            })
-            .collect();
-        // Newest first, so callers reporting "the last error" see the latest attempt.
-        tasks.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
-        Ok(tasks)
+        self.list_tasks(HashMap::from([("service".to_string(), vec![service_id.to_string()])])).await
+    }
+
+    async fn stack_tasks(&self, stack: &str) -> Result<Vec<TaskInfo>> {
+        // Swarm matches a task's `label` filter against its service's labels.
+        self.list_tasks(label_filter(crate::release::STACK, stack)).await
     }
 
     async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
+        Ok(self.network_addresses(network).await?.remove(service_name).unwrap_or_default())
+    }
+
+    async fn network_addresses(&self, network: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         // bollard's Task model drops `NetworksAttachments`; the verbose network inspect lists
         // every task endpoint of every service on a swarm-scoped network instead.
         let opts = InspectNetworkOptions { verbose: true, scope: Some("swarm".into()) };
         let net = self.docker.inspect_network(network, Some(opts)).await.map_err(|e| self.map("inspect network", e))?;
-        let mut out = BTreeMap::new();
-        let Some(svc) = net.services.as_ref().and_then(|s| s.get(service_name)) else {
-            return Ok(out);
-        };
-        for task in svc.get("Tasks").and_then(|t| t.as_array()).into_iter().flatten() {
-            let name = task.get("Name").and_then(|v| v.as_str()).unwrap_or_default();
-            let ip = task.get("EndpointIP").and_then(|v| v.as_str()).unwrap_or_default();
-            // Task names are `<service>.<slot>.<task id>`.
-            if let (Some(id), false) = (name.rsplit('.').next(), ip.is_empty()) {
-                out.insert(id.to_string(), ip.to_string());
+        let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (service_name, svc) in net.services.iter().flatten() {
+            let addrs = out.entry(service_name.clone()).or_default();
+            for task in svc.get("Tasks").and_then(|t| t.as_array()).into_iter().flatten() {
+                let name = task.get("Name").and_then(|v| v.as_str()).unwrap_or_default();
+                let ip = task.get("EndpointIP").and_then(|v| v.as_str()).unwrap_or_default();
+                // Task names are `<service>.<slot>.<task id>`.
+                if let (Some(id), false) = (name.rsplit('.').next(), ip.is_empty()) {
+                    addrs.insert(id.to_string(), ip.to_string());
+                }
             }
         }
         Ok(out)

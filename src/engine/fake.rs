@@ -223,6 +223,7 @@ impl State {
                 address: format!("10.0.{}.{}", k / 250, k % 250 + 2),
                 info: TaskInfo {
                     id: id.clone(),
+                    service_id: service_id.to_string(),
                     slot: None,
                     state: state.into(),
                     desired_state: desired.into(),
@@ -258,6 +259,21 @@ impl State {
         }
         let missing = want.saturating_sub(self.active(service_id));
         self.start_tasks(service_id, &image, missing as u64);
+    }
+
+    /// The tasks of `ids` as a listing finds them, newest first. Swarm restarts a crashing
+    /// task: each look finds another failed attempt.
+    fn look_at_tasks(&mut self, ids: &[String]) -> Vec<TaskInfo> {
+        for id in ids {
+            let image = self.services.get(id).map(|s| image_of(&s.spec)).unwrap_or_default();
+            if image.contains("broken") {
+                let want = replicas_of(&self.services[id].spec);
+                self.start_tasks(id, &image, want);
+            }
+        }
+        let mut tasks: Vec<TaskInfo> = self.tasks.iter().filter(|t| ids.contains(&t.service_id)).map(|t| t.info.clone()).collect();
+        tasks.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        tasks
     }
 
     fn running_containers(&self) -> impl Iterator<Item = &FakeTask> {
@@ -611,21 +627,31 @@ impl Engine for FakeEngine {
         let name = self.service(service_id).await?.map(|s| s.name).unwrap_or_default();
         self.gate(Op::Tasks, &name).await?;
         let mut st = self.lock();
-        let Some((id, image)) = st.find_service(service_id).map(|s| (s.id.clone(), image_of(&s.spec))) else { return Ok(Vec::new()) };
-        if image.contains("broken") {
-            // Swarm restarts a crashing task: each look finds another failed attempt.
-            let want = replicas_of(&st.services[&id].spec);
-            st.start_tasks(&id, &image, want);
-        }
-        let mut tasks: Vec<TaskInfo> = st.tasks.iter().filter(|t| t.service_id == id).map(|t| t.info.clone()).collect();
-        tasks.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
-        Ok(tasks)
+        let Some(id) = st.find_service(service_id).map(|s| s.id.clone()) else { return Ok(Vec::new()) };
+        Ok(st.look_at_tasks(&[id]))
     }
 
-    async fn task_addresses(&self, _network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
+    async fn stack_tasks(&self, stack: &str) -> Result<Vec<TaskInfo>> {
+        let services = self.services(stack).await?;
+        // One listing for all: a fault on any of its services' tasks hits it.
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        self.gate(Op::Tasks, &names.join(" ")).await?;
+        let ids: Vec<String> = services.into_iter().map(|s| s.id).collect();
+        Ok(self.lock().look_at_tasks(&ids))
+    }
+
+    async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
+        Ok(self.network_addresses(network).await?.remove(service_name).unwrap_or_default())
+    }
+
+    async fn network_addresses(&self, _network: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         let st = self.lock();
-        let Some(id) = st.find_service(service_name).map(|s| s.id.clone()) else { return Ok(BTreeMap::new()) };
-        Ok(st.running_containers().filter(|t| t.service_id == id).map(|t| (t.info.id.clone(), t.address.clone())).collect())
+        let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for t in st.running_containers() {
+            let Some(name) = st.services.get(&t.service_id).and_then(|s| s.spec.name.clone()) else { continue };
+            out.entry(name).or_default().insert(t.info.id.clone(), t.address.clone());
+        }
+        Ok(out)
     }
 
     async fn create_service(&self, spec: ServiceSpec) -> Result<String> {

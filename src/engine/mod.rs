@@ -45,6 +45,8 @@ impl ServiceInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskInfo {
     pub id: String,
+    /// The Swarm service it belongs to, so one listing of a stack's tasks serves every service.
+    pub service_id: String,
     pub slot: Option<i64>,
     /// Swarm's observed state: `running`, `starting`, `failed`, …
     pub state: String,
@@ -153,12 +155,21 @@ pub trait Engine: Send + Sync {
     fn services(&self, stack: &str) -> impl Future<Output = Result<Vec<ServiceInfo>>> + Send;
     fn service(&self, id_or_name: &str) -> impl Future<Output = Result<Option<ServiceInfo>>> + Send;
     fn tasks(&self, service_id: &str) -> impl Future<Output = Result<Vec<TaskInfo>>> + Send;
+    /// Every task of every service carrying `io.stackctl.stack=<stack>`, newest first: one
+    /// request where [`Engine::tasks`] per service would be one per service.
+    fn stack_tasks(&self, stack: &str) -> impl Future<Output = Result<Vec<TaskInfo>>> + Send;
     /// IP addresses of the service's tasks on `network`, by task id.
     fn task_addresses(
         &self,
         network: &str,
         service_name: &str,
     ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
+    /// [`Engine::task_addresses`] of every service on `network` at once, by service name: the
+    /// engine answers both with the same request.
+    fn network_addresses(
+        &self,
+        network: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, BTreeMap<String, String>>>> + Send;
     fn create_service(&self, spec: ServiceSpec) -> impl Future<Output = Result<String>> + Send;
     fn update_service(
         &self,

@@ -84,8 +84,16 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
         retry(self.backoff, || self.inner.tasks(service_id)).await.0
     }
 
+    async fn stack_tasks(&self, stack: &str) -> Result<Vec<TaskInfo>> {
+        retry(self.backoff, || self.inner.stack_tasks(stack)).await.0
+    }
+
     async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
         retry(self.backoff, || self.inner.task_addresses(network, service_name)).await.0
+    }
+
+    async fn network_addresses(&self, network: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        retry(self.backoff, || self.inner.network_addresses(network)).await.0
     }
 
     async fn create_service(&self, spec: ServiceSpec) -> Result<String> {
@@ -324,6 +332,12 @@ mod tests {
             unimplemented!()
         }
         async fn task_addresses(&self, _: &str, _: &str) -> Result<BTreeMap<String, String>> {
+            unimplemented!()
+        }
+        async fn stack_tasks(&self, _: &str) -> Result<Vec<TaskInfo>> {
+            unimplemented!()
+        }
+        async fn network_addresses(&self, _: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
             unimplemented!()
         }
         async fn remove_service(&self, _: &str) -> Result<()> {

@@ -123,10 +123,10 @@ impl<E: Engine> Proxy for NginxProxy<'_, E> {
 
 impl<E: Engine> NginxProxy<'_, E> {
     async fn create_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
-        for f in files {
-            self.engine.put_file(container, &self.config_dir, f, b"").await?;
-        }
-        Ok(())
+        // One upload per file, all at once (bounded): a switch of 12 services is not 12
+        // uploads in a row.
+        let uploads = files.iter().map(|f| async move { self.engine.put_file(container, &self.config_dir, f, b"").await.map_err(ProxyError::from) });
+        crate::deploy::at_once(uploads.collect()).await
     }
 
     /// Deleting needs `rm` in the image (the official one has it); the Docker API cannot.

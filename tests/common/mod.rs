@@ -101,6 +101,51 @@ pub fn remove_stack(stack: &str) {
     let _ = docker_maybe(&["volume", "rm", "-f", &format!("{stack}_stackctl-proxy")]);
 }
 
+/// The benchmarks' stack file: nginx, and `n` routed services of the demo image at `tag`, one
+/// replica each, each on its own host name (the demo answers `/healthz` at its root, so routes
+/// differ by host, not by path), probed every 300 ms until 2 pass; no watch, no drain.
+pub fn bench_stack_yaml(name: &str, port: u16, n: usize, tag: &str) -> String {
+    let mut yaml = format!(
+        r#"name: {name}
+x-stackctl:
+  proxy: {{ service: proxy, url: "http://127.0.0.1:{port}", listen: 8080 }}
+  keep: 1
+services:
+  proxy:
+    image: {REGISTRY}/stackctl-nginx:latest
+    ports:
+      - {{ target: 8080, published: {port}, mode: host }}
+"#
+    );
+    for i in 1..=n {
+        yaml.push_str(&format!(
+            r#"  s{i:02}:
+    image: {REGISTRY}/stackctl-demo:{tag}
+    deploy: {{ replicas: 1 }}
+    stop_grace_period: 1s
+    x-stackctl:
+      route:
+        port: 80
+        hosts: [s{i:02}.bench.test]
+        health: {{ path: /healthz, interval: 300ms, timeout: 2s, successes: 2, deadline: 120s }}
+        drain: 0s
+        watch: 0s
+"#
+        ));
+    }
+    yaml
+}
+
+/// Removes a stack when dropped, however the test or benchmark ends: a failed assertion must
+/// not leave dozens of services running on the rig.
+pub struct RemovedOnDrop<'a>(pub &'a str);
+
+impl Drop for RemovedOnDrop<'_> {
+    fn drop(&mut self) {
+        remove_stack(self.0);
+    }
+}
+
 /// GET through nginx on a loopback port: the body on 200, else the status or error.
 pub fn get(port: u16, path: &str) -> Result<String, String> {
     let probe = Probe { authority: format!("127.0.0.1:{port}"), path: path.into(), host: None, headers: vec![], timeout: Duration::from_secs(3) };
