@@ -443,12 +443,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.phase("retire");
         self.clear_switches(flipped_at).await;
         let mut switched = Vec::new();
-        for (service, from, release) in wanted {
+        for (service, from, _) in &wanted {
             if let Some(from) = from {
-                let name = release::versioned_name(&self.stack.name, &service, from);
+                let name = release::versioned_name(&self.stack.name, service, *from);
                 self.scale_down(&name, &name).await;
             }
-            self.retire(&service, release).await;
+        }
+        self.retire(&wanted.iter().map(|(s, _, r)| (s.clone(), *r)).collect::<Vec<_>>()).await;
+        for (service, from, release) in wanted {
             let name = release::versioned_name(&self.stack.name, &service, release);
             // Live again: no longer anyone's standby (a later window starts afresh).
             if let Err(e) = self.label_standby(&name, None).await {
@@ -592,16 +594,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             if let (Some(window), Some(blue)) = (self.standby_window(g), g.blue) {
                 self.keep_standby(&g.service, blue, window).await;
             }
-            self.retire(&g.service, g.release).await;
+        }
+        // After the standby labels: retention reads them.
+        let mut live_now: Vec<(String, u64)> = greens.iter().map(|g| (g.service.clone(), g.release)).collect();
+        live_now.extend(retirements(plan));
+        self.retire(&live_now).await;
+        for g in &greens {
             // A rollback leaves the release it came from retained at zero, ready to go
             // forward again (a deploy of the same spec adopts it).
             if let Some(from) = g.blue.filter(|b| *b > g.release) {
                 let name = release::versioned_name(&self.stack.name, &g.service, from);
                 self.scale_down(&name, &name).await;
             }
-        }
-        for (service, live) in retirements(plan) {
-            self.retire(&service, live).await;
         }
         Ok(greens
             .iter()
@@ -819,9 +823,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             self.ev.phase("drain");
             self.drain(leftovers.iter().filter_map(|(s, _)| route_of(self.stack, s).map(|r| r.drain)).max()).await;
             self.ev.phase("retire");
-            for (service, live) in &leftovers {
-                self.retire(service, *live).await;
-            }
+            self.retire(&leftovers).await;
         }
         // Whatever reload this run made, switch files an interrupted deploy left are read by
         // no config from now on.
@@ -1595,16 +1597,28 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     /// After the switch: scale the previous releases to zero, keeping the newest `keep` of
     /// them for rollback, and remove older ones.
-    async fn retire(&mut self, service: &str, live: u64) {
-        let keep = route_of(self.stack, service).map(|r| r.keep).unwrap_or(self.stack.x.keep);
-        let releases: Vec<Existing> = match self.engine.services(&self.stack.name).await {
-            Ok(s) => s.iter().filter_map(Existing::from_info).filter(|e| e.service == service && e.release.is_some()).collect(),
+    async fn retire(&mut self, live: &[(String, u64)]) {
+        if live.is_empty() {
+            return;
+        }
+        // One listing for every service: retention only touches each service's own releases.
+        let existing: Vec<Existing> = match self.engine.services(&self.stack.name).await {
+            Ok(s) => s.iter().filter_map(Existing::from_info).filter(|e| e.release.is_some()).collect(),
             Err(e) => {
-                self.ev.warn(&format!("could not list old releases of {service} ({e}); the next deploy retires them"));
+                let services = live.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", ");
+                self.ev.warn(&format!("could not list old releases of {services} ({e}); the next deploy retires them"));
                 return;
             }
         };
-        let plan = plan::retention(&releases, live, keep, record::now_unix());
+        for (service, release) in live {
+            let releases: Vec<Existing> = existing.iter().filter(|e| &e.service == service).cloned().collect();
+            self.retire_one(service, *release, &releases).await;
+        }
+    }
+
+    async fn retire_one(&mut self, service: &str, live: u64, releases: &[Existing]) {
+        let keep = route_of(self.stack, service).map(|r| r.keep).unwrap_or(self.stack.x.keep);
+        let plan = plan::retention(releases, live, keep, record::now_unix());
         for (n, id) in plan.scale_down {
             let name = release::versioned_name(&self.stack.name, service, n);
             self.scale_down(&id, &name).await;
