@@ -220,7 +220,7 @@ pub async fn down<E: Engine + Clone + 'static>(engine: &E, stack: &str, lock_wai
 async fn remove_all<E: Engine>(engine: &E, stack: &str, ev: &Events, report: &mut DownReport) -> Result<(), DeployError> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let failed = |what: &str, e: &dyn std::fmt::Display| {
-        DeployError::Refused(format!("down of stack {stack} stopped while {what}: {e}; run `stackctl down` again to finish"))
+        DeployError::Unfinished(format!("down of stack {stack} stopped while {what}: {e}"))
     };
 
     ev.phase("removing services");
@@ -234,7 +234,13 @@ async fn remove_all<E: Engine>(engine: &E, stack: &str, ev: &Events, report: &mu
     ev.phase("waiting for tasks to stop");
     for s in &services {
         loop {
-            let tasks = engine.tasks(&s.id).await.map_err(|e| failed("listing tasks", &e))?;
+            let tasks = match engine.tasks(&s.id).await {
+                Ok(tasks) => tasks,
+                // Swarm has forgotten the service, and with it its tasks (a container still
+                // stopping is waited for by the network removals below).
+                Err(EngineError::NotFound(_)) => break,
+                Err(e) => return Err(failed("listing tasks", &e)),
+            };
             if tasks.is_empty() {
                 break;
             }
@@ -259,6 +265,19 @@ async fn remove_all<E: Engine>(engine: &E, stack: &str, ev: &Events, report: &mu
     let networks = engine.objects_labelled(ObjectType::Network, &label).await.map_err(|e| failed("listing networks", &e))?;
     let pending = networks.into_iter().map(|n| (ObjectType::Network, n)).collect();
     remove_until_gone(engine, pending, deadline, report).await.map_err(|e| failed("removing networks", &e))?;
+    // Swarm accepts the removal of a network its stopping containers still hold, and this node
+    // lists it until they let go: wait for that, so that what `down` reports is gone is gone.
+    loop {
+        let left = engine.objects_labelled(ObjectType::Network, &label).await.map_err(|e| failed("listing networks", &e))?;
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<String> = left.into_iter().map(|n| n.name).collect();
+            return Err(failed("waiting for networks to go", &format!("still there after {}s: {}", SETTLE_TIMEOUT.as_secs(), names.join(" "))));
+        }
+        tokio::time::sleep(POLL).await;
+    }
 
     ev.phase("removing the history");
     let history = engine
