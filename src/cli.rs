@@ -20,12 +20,14 @@ Examples:
   stackctl rollback stacks/demo.yml              # back to the release before the live one
   stackctl rollback stacks/demo.yml --to r3 --service web
   stackctl history stacks/demo.yml --service web
+  stackctl down stacks/demo.yml --yes            # remove the stack; named volumes are kept
 
 Exit codes:
   0  success (including \"nothing to do\"); plan: the deploy would change nothing
   1  the deploy (or rollback) was refused or failed; the live release is intact
      (status, history: the engine could not be read)
   2  usage or stack-file error; nothing was changed
+     (down: stdin is not a terminal and --yes was not given)
   3  the deploy failed and the live release needs attention (see the message)
   10 plan: the deploy would change something (nothing was changed)
 
@@ -56,6 +58,22 @@ pub enum Command {
     /// Show what `deploy` would do and the nginx config diff, changing nothing (exit 10: changes pending).
     #[command(after_help = EXAMPLES)]
     Plan(PlanArgs),
+    /// Remove the stack: every release, plain, stateful and nginx service, its configs,
+    /// secrets, networks and records. Named volumes are kept (and listed).
+    #[command(after_help = EXAMPLES)]
+    Down(DownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Do not ask. Required when stdin is not a terminal (else exit 2, nothing changed).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Wait this long for a deploy of the same stack to finish (default: don't wait).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +266,15 @@ mod tests {
         let cli = Cli::try_parse_from(["stackctl", "history", "s.yml", "--service", "web", "--name", "prod", "--output", "json"]).unwrap();
         let Command::History(h) = cli.command else { panic!("not history") };
         assert_eq!((h.service.as_deref(), h.stack.name.as_deref(), h.stack.output), (Some("web"), Some("prod"), Format::Json));
+    }
+
+    #[test]
+    fn cli_parses_down() {
+        let cli = Cli::try_parse_from(["stackctl", "down", "s.yml", "--yes", "--name", "x", "--output", "json"]).unwrap();
+        let Command::Down(d) = cli.command else { panic!("not down") };
+        assert_eq!((d.yes, d.stack.name.as_deref(), d.stack.output, d.lock_wait), (true, Some("x"), Format::Json, Duration::ZERO));
+        let Command::Down(d) = Cli::try_parse_from(["stackctl", "down", "s.yml"]).unwrap().command else { panic!("not down") };
+        assert!(!d.yes);
     }
 
     #[test]

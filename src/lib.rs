@@ -19,7 +19,8 @@
 //!   into the running nginx tasks through the Docker API, tests, reloads and verifies.
 //! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
 //! - [`deploy`] is the blue-green story in one readable function; [`status`] reports;
-//!   [`history`] keeps what each deploy did in the cluster (one Swarm config per entry).
+//!   [`history`] keeps what each deploy did in the cluster (one Swarm config per entry);
+//!   [`down`] removes a stack and everything stackctl created for it, keeping named volumes.
 //! - [`cli`] turns arguments into requests; `main.rs` maps errors to exit codes.
 //! - [`cancel`] turns SIGINT/SIGTERM into a flag the deploy checks; [`faults`] holds the
 //!   test-only pause points that integration tests kill the process at.
@@ -28,6 +29,7 @@ pub mod cancel;
 pub mod cli;
 pub mod deploy;
 pub mod desired;
+pub mod down;
 pub mod dry_run;
 pub mod engine;
 pub mod faults;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use stackctl::cli::{self, Cli, Command, StackArgs};
+use stackctl::down;
 use stackctl::history;
 use stackctl::deploy::{self, DeployError};
 use stackctl::dry_run;
@@ -54,6 +55,7 @@ fn load(args: &StackArgs, images: std::collections::BTreeMap<String, String>, ou
 async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::History(args) => history(&args).await,
+        Command::Down(args) => down(&args).await,
         Command::Deploy(args) => {
             let format = args.stack.output;
             let out = args.stack.events();
@@ -214,6 +216,81 @@ async fn history(args: &cli::HistoryArgs) -> i32 {
         Format::Text => print!("{}", history::table(&entries)),
     }
     0
+}
+
+/// Exit code of `down` when it would have to ask but cannot (stdin is not a terminal).
+const EXIT_NEEDS_YES: i32 = 2;
+
+/// The down command: survey, confirm (unless `--yes`), then remove under the stack's lock.
+async fn down(args: &cli::DownArgs) -> i32 {
+    let format = args.stack.output;
+    let out = args.stack.events();
+    let found = async {
+        let stack = load(&args.stack, Default::default(), &out)?;
+        let engine = engine().await?;
+        let found = down::survey(&engine, &stack.name).await.map_err(|e| DeployError::Refused(e.to_string()))?;
+        Ok::<_, DeployError>((engine, found))
+    }
+    .await;
+    let (engine, found) = match found {
+        Ok(f) => f,
+        Err(e) => {
+            report_error(format, &e, &out);
+            return e.exit_code();
+        }
+    };
+    let result = if found.is_empty() {
+        // Already gone: nothing to ask, nothing to lock.
+        Ok(down::DownReport { stack: found.stack.clone(), kept_volumes: found.volumes.clone(), ..Default::default() })
+    } else {
+        match confirm(args.yes, &found) {
+            Ok(()) => down::down(&engine, &found.stack, args.lock_wait, &out).await,
+            Err(code) => return code,
+        }
+    };
+    out.end_phase();
+    match result {
+        Ok(report) => {
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("down report serialises")),
+                Format::Text => print!("{}", report.to_text()),
+            }
+            0
+        }
+        Err(e) => {
+            report_error(format, &e, &out);
+            e.exit_code()
+        }
+    }
+}
+
+/// Go ahead with `--yes`; otherwise ask on a terminal (y/N). The exit code when not to.
+fn confirm(yes: bool, found: &down::Found) -> Result<(), i32> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if let Err(e) = down::refuse_if_locked(found) {
+        eprintln!("error: {e}");
+        eprintln!("next: {}", e.next_step());
+        return Err(e.exit_code());
+    }
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!("error: `stackctl down` removes stack {} and stdin is not a terminal to ask on", found.stack);
+        eprintln!("next: nothing was changed; run it again with --yes to remove:\n{}", found.summary());
+        return Err(EXIT_NEEDS_YES);
+    }
+    eprint!("stackctl down will remove stack {}:\n{}Remove it? [y/N] ", found.stack, found.summary());
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => {
+            eprintln!("not removed; nothing was changed");
+            Err(1)
+        }
+    }
 }
 
 async fn engine() -> Result<Engine, DeployError> {

@@ -55,6 +55,9 @@ pub enum DeployError {
     /// Stopped by a signal before the switch and undone; the live release is intact.
     #[error("deploy of stack {stack} interrupted by {signal} while {phase}: {detail}\nThe live release is intact and still serving.")]
     Interrupted { stack: String, phase: String, signal: String, detail: String },
+    /// `down` stopped part way; what is left is still labelled and the record still there.
+    #[error("{0}")]
+    Unfinished(String),
 }
 
 impl DeployError {
@@ -63,7 +66,7 @@ impl DeployError {
     pub fn exit_code(&self) -> i32 {
         match self {
             DeployError::Spec(_) => 2,
-            DeployError::Refused(_) | DeployError::Interrupted { .. } => 1,
+            DeployError::Refused(_) | DeployError::Interrupted { .. } | DeployError::Unfinished(_) => 1,
             DeployError::Failed { live_intact: true, .. } => 1,
             DeployError::Failed { live_intact: false, .. } => 3,
         }
@@ -82,6 +85,7 @@ impl DeployError {
                 "check `stackctl status` now; running the same command again repairs the stack, starting from where nginx sends users".into()
             }
             DeployError::Interrupted { .. } => "nothing is left to clean up; run the command again when you are ready".into(),
+            DeployError::Unfinished(_) => "part of the stack is removed; run the same command again, it carries on with what is left".into(),
         }
     }
 }

@@ -443,6 +443,27 @@ impl<E: Engine + Clone + 'static> Held<E> {
     }
 }
 
+impl<E: Engine + Clone + 'static> Held<E> {
+    /// Remove the record itself, with the lock in it (`down`, as its very last step): a deploy
+    /// that starts afterwards finds no record and begins a new stack. Refused when the lock is
+    /// no longer ours.
+    pub async fn remove_record(self) -> Result<(), LockError> {
+        self.heartbeat.abort();
+        let _guard = self.write.lock().await;
+        let name = record_name(&self.stack);
+        let Some(info) = self.engine.config(&name).await? else { return Ok(()) };
+        match Record::from_labels(&name, &info.labels)?.lock {
+            Some(l) if l.owner == self.owner => {}
+            other => {
+                let detail = other.map_or("the lock was released by someone else".into(), |l| format!("now held by {}", l.describe(now_unix())));
+                return Err(LockError::Lost { stack: self.stack.clone(), detail });
+            }
+        }
+        self.engine.remove_config(&info.id).await?;
+        Ok(())
+    }
+}
+
 fn random_id() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS has a random source");

@@ -149,6 +149,7 @@ fn ends(result: &Result<Report, DeployError>) -> (Ends, i32) {
         Err(e @ DeployError::Failed { .. }) => (Ends::Failed, e.exit_code()),
         Err(e @ DeployError::Interrupted { .. }) => (Ends::Interrupted, e.exit_code()),
         Err(e @ DeployError::Spec(_)) => panic!("the test's stack file is valid: {e}"),
+        Err(e @ DeployError::Unfinished(_)) => panic!("only `down` ends unfinished: {e}"),
     }
 }
 

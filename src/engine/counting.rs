@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use bollard::models::ServiceSpec;
 
-use super::{ConfigInfo, Engine, ExecOutput, NetworkRequest, Result, ServiceInfo, StoredConfig, TaskInfo};
+use super::{ConfigInfo, Engine, ExecOutput, Labelled, NetworkRequest, ObjectType, Result, ServiceInfo, StoredConfig, TaskInfo};
 
 /// Calls made, by [`Engine`] method name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,6 +172,14 @@ impl<E: Engine> Engine for Counting<E> {
         self.count("remove_config").remove_config(id).await
     }
 
+    async fn objects_labelled(&self, kind: ObjectType, label: &str) -> Result<Vec<Labelled>> {
+        self.count("objects_labelled").objects_labelled(kind, label).await
+    }
+
+    async fn remove_object(&self, kind: ObjectType, id: &str) -> Result<()> {
+        self.count("remove_object").remove_object(kind, id).await
+    }
+
     async fn exec(&self, container: &str, cmd: &[&str]) -> Result<ExecOutput> {
         self.count("exec").exec(container, cmd).await
     }
@@ -270,6 +278,12 @@ mod tests {
             Err(away())
         }
         async fn remove_config(&self, _: &str) -> Result<()> {
+            Err(away())
+        }
+        async fn objects_labelled(&self, _: ObjectType, _: &str) -> Result<Vec<Labelled>> {
+            Err(away())
+        }
+        async fn remove_object(&self, _: ObjectType, _: &str) -> Result<()> {
             Err(away())
         }
         async fn exec(&self, _: &str, _: &[&str]) -> Result<ExecOutput> {

@@ -18,7 +18,7 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ConfigSpec, ExecConfig, NetworkCreateRequest, SecretSpec, ServiceSpec};
 use bollard::query_parameters::{
     DownloadFromContainerOptions, InspectNetworkOptions, InspectServiceOptions, ListConfigsOptions,
-    ListNetworksOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions,
+    ListNetworksOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions, ListVolumesOptions,
     UpdateConfigOptions, UpdateServiceOptions, UploadToContainerOptions,
 };
 use bollard::{BollardRequest, Docker};
@@ -26,7 +26,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use hyper::header::HeaderValue;
 
 use super::auth::{self, Credentials, DockerConfig};
-use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, StoredConfig, TaskInfo};
+use super::{ConfigInfo, Engine, EngineError, ExecOutput, Labelled, NetworkRequest, ObjectType, Result, ServiceInfo, StoredConfig, TaskInfo};
 
 /// The real engine.
 #[derive(Clone)]
@@ -491,6 +491,60 @@ impl Engine for DockerEngine {
         match self.docker.delete_config(id).await {
             Ok(()) => Ok(()),
             Err(e) => match self.map(&format!("remove config {id}"), e) {
+                EngineError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn objects_labelled(&self, kind: ObjectType, label: &str) -> Result<Vec<Labelled>> {
+        let filters = Some(HashMap::from([("label".to_string(), vec![label.to_string()])]));
+        let what = format!("list {}s", kind.as_str());
+        let found = |id: Option<String>, name: Option<String>, labels| Labelled {
+            id: id.unwrap_or_default(),
+            name: name.unwrap_or_default(),
+            labels: to_btree(labels),
+        };
+        Ok(match kind {
+            ObjectType::Config => {
+                let list = self.docker.list_configs(Some(ListConfigsOptions { filters })).await.map_err(|e| self.map(&what, e))?;
+                list.into_iter()
+                    .map(|c| {
+                        let spec = c.spec.unwrap_or_default();
+                        found(c.id, spec.name, spec.labels)
+                    })
+                    .collect()
+            }
+            ObjectType::Secret => {
+                let list = self.docker.list_secrets(Some(ListSecretsOptions { filters })).await.map_err(|e| self.map(&what, e))?;
+                list.into_iter()
+                    .map(|c| {
+                        let spec = c.spec.unwrap_or_default();
+                        found(c.id, spec.name, spec.labels)
+                    })
+                    .collect()
+            }
+            ObjectType::Network => {
+                let list = self.docker.list_networks(Some(ListNetworksOptions { filters })).await.map_err(|e| self.map(&what, e))?;
+                list.into_iter().map(|n| found(n.id, n.name, n.labels)).collect()
+            }
+            ObjectType::Volume => {
+                let list = self.docker.list_volumes(Some(ListVolumesOptions { filters })).await.map_err(|e| self.map(&what, e))?;
+                list.volumes.unwrap_or_default().into_iter().map(|v| found(Some(v.name.clone()), Some(v.name), Some(v.labels))).collect()
+            }
+        })
+    }
+
+    async fn remove_object(&self, kind: ObjectType, id: &str) -> Result<()> {
+        let result = match kind {
+            ObjectType::Config => self.docker.delete_config(id).await,
+            ObjectType::Secret => self.docker.delete_secret(id).await,
+            ObjectType::Network => self.docker.remove_network(id).await,
+            ObjectType::Volume => return Err(EngineError::Other(format!("volume {id}: stackctl never removes volumes"))),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => match self.map(&format!("remove {} {id}", kind.as_str()), e) {
                 EngineError::NotFound(_) => Ok(()),
                 other => Err(other),
             },

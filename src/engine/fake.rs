@@ -26,7 +26,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 
-use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, StoredConfig, TaskInfo};
+use super::{ConfigInfo, Engine, EngineError, ExecOutput, Labelled, NetworkRequest, ObjectType, Result, ServiceInfo, StoredConfig, TaskInfo};
 use crate::cancel::Cancel;
 
 /// An operation a [`Fault`] can be attached to. The subject a fault may narrow it to is given
@@ -155,6 +155,8 @@ struct State {
     configs: BTreeMap<String, FakeConfig>,
     secrets: BTreeMap<String, String>,
     networks: BTreeMap<String, String>,
+    /// Labels of secrets and networks, by id (configs keep theirs in [`FakeConfig`]).
+    object_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Files in the nginx containers' config directory. One map for every replica: on one
     /// node they share the named volume, as the real ones do.
     files: BTreeMap<String, Vec<u8>>,
@@ -712,6 +714,7 @@ impl Engine for FakeEngine {
         }
         let id = format!("network{:04}", st.next());
         st.networks.insert(req.name.clone(), id.clone());
+        st.object_labels.insert(id.clone(), req.labels.clone());
         Ok(id)
     }
 
@@ -722,13 +725,14 @@ impl Engine for FakeEngine {
         self.create_config(name, data, labels).await.map(|c| c.id)
     }
 
-    async fn ensure_secret(&self, name: &str, _data: &[u8], _labels: &BTreeMap<String, String>) -> Result<String> {
+    async fn ensure_secret(&self, name: &str, _data: &[u8], labels: &BTreeMap<String, String>) -> Result<String> {
         let mut st = self.lock();
         if let Some(id) = st.secrets.get(name) {
             return Ok(id.clone());
         }
         let id = format!("secret{:04}", st.next());
         st.secrets.insert(name.to_string(), id.clone());
+        st.object_labels.insert(id.clone(), labels.clone());
         Ok(id)
     }
 
@@ -804,6 +808,61 @@ impl Engine for FakeEngine {
 
     async fn remove_config(&self, id: &str) -> Result<()> {
         self.lock().configs.retain(|_, c| c.id != id);
+        Ok(())
+    }
+
+    async fn objects_labelled(&self, kind: ObjectType, label: &str) -> Result<Vec<Labelled>> {
+        let st = self.lock();
+        let matches = |have: &BTreeMap<String, String>| match label.split_once('=') {
+            Some((k, v)) => have.get(k).map(String::as_str) == Some(v),
+            None => have.contains_key(label),
+        };
+        let by_name = |names: &BTreeMap<String, String>| -> Vec<Labelled> {
+            names
+                .iter()
+                .filter_map(|(name, id)| {
+                    let labels = st.object_labels.get(id).cloned().unwrap_or_default();
+                    matches(&labels).then(|| Labelled { id: id.clone(), name: name.clone(), labels })
+                })
+                .collect()
+        };
+        Ok(match kind {
+            ObjectType::Config => st
+                .configs
+                .iter()
+                .filter(|(_, c)| matches(&c.labels))
+                .map(|(name, c)| Labelled { id: c.id.clone(), name: name.clone(), labels: c.labels.clone() })
+                .collect(),
+            ObjectType::Secret => by_name(&st.secrets),
+            ObjectType::Network => by_name(&st.networks),
+            // Volumes live on nodes, not in this cluster model.
+            ObjectType::Volume => Vec::new(),
+        })
+    }
+
+    async fn remove_object(&self, kind: ObjectType, id: &str) -> Result<()> {
+        let mut st = self.lock();
+        let attached = |name: &str| {
+            st.services.values().any(|s| {
+                s.spec.task_template.as_ref().and_then(|t| t.networks.as_ref()).is_some_and(|nets| {
+                    nets.iter().any(|n| n.target.as_deref() == Some(id) || n.target.as_deref() == Some(name))
+                })
+            })
+        };
+        match kind {
+            ObjectType::Config => st.configs.retain(|_, c| c.id != id),
+            ObjectType::Secret => st.secrets.retain(|_, s| s != id),
+            ObjectType::Network => {
+                if let Some(name) = st.networks.iter().find(|(_, n)| *n == id).map(|(name, _)| name.clone()) {
+                    if attached(&name) {
+                        return Err(EngineError::Api { status: 403, message: format!("network {name} has active endpoints") });
+                    }
+                }
+                st.networks.retain(|_, n| n != id)
+            }
+            ObjectType::Volume => return Err(EngineError::Other(format!("volume {id}: stackctl never removes volumes"))),
+        }
+        st.object_labels.remove(id);
         Ok(())
     }
 

@@ -147,6 +147,37 @@ pub struct NetworkRequest {
     pub options: BTreeMap<String, String>,
 }
 
+/// Swarm objects other than services that a stack owns, listed by label (for `down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectType {
+    Config,
+    Secret,
+    Network,
+    /// Listed so `down` can say which it keeps; never removed by stackctl.
+    Volume,
+}
+
+impl ObjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectType::Config => "config",
+            ObjectType::Secret => "secret",
+            ObjectType::Network => "network",
+            ObjectType::Volume => "volume",
+        }
+    }
+}
+
+/// An object found by label: enough to name it in a report and to remove it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labelled {
+    /// The id to remove it by (a volume's is its name).
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// What the deploy needs from a Swarm cluster.
 pub trait Engine: Send + Sync {
     /// Fail fast with a clear reason when the engine is not a Swarm manager.
@@ -219,6 +250,12 @@ pub trait Engine: Send + Sync {
     fn configs_labelled(&self, labels: &[String]) -> impl Future<Output = Result<Vec<StoredConfig>>> + Send;
     /// Remove a config; one already gone is not an error.
     fn remove_config(&self, id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Every object of `kind` carrying the label `label` (`key=value`), as `docker <kind> ls
+    /// --filter label=...`.
+    fn objects_labelled(&self, kind: ObjectType, label: &str) -> impl Future<Output = Result<Vec<Labelled>>> + Send;
+    /// Remove a config, secret or network; one already gone is not an error, one still in use
+    /// is (the caller waits and tries again). Volumes are refused: stackctl keeps them.
+    fn remove_object(&self, kind: ObjectType, id: &str) -> impl Future<Output = Result<()>> + Send;
     fn exec(&self, container: &str, cmd: &[&str]) -> impl Future<Output = Result<ExecOutput>> + Send;
     /// Write one file into a running container (through a tar upload; no host access needed).
     fn put_file(

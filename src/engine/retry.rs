@@ -14,7 +14,7 @@ use std::time::Duration;
 use bollard::models::ServiceSpec;
 use tokio::time::Instant;
 
-use super::{ConfigInfo, Engine, EngineError, ExecOutput, NetworkRequest, Result, ServiceInfo, StoredConfig, TaskInfo};
+use super::{ConfigInfo, Engine, EngineError, ExecOutput, Labelled, NetworkRequest, ObjectType, Result, ServiceInfo, StoredConfig, TaskInfo};
 
 /// How long and how often to retry.
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +175,15 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
     async fn remove_config(&self, id: &str) -> Result<()> {
         // Removing twice is harmless: a removal that landed before the error reads as done.
         retry(self.backoff, || self.inner.remove_config(id)).await.0
+    }
+
+    async fn objects_labelled(&self, kind: ObjectType, label: &str) -> Result<Vec<Labelled>> {
+        retry(self.backoff, || self.inner.objects_labelled(kind, label)).await.0
+    }
+
+    async fn remove_object(&self, kind: ObjectType, id: &str) -> Result<()> {
+        // Like remove_config: a removal that landed before the error reads as done.
+        retry(self.backoff, || self.inner.remove_object(kind, id)).await.0
     }
 
     async fn exec(&self, container: &str, cmd: &[&str]) -> Result<ExecOutput> {
@@ -377,6 +386,12 @@ mod tests {
             unimplemented!()
         }
         async fn remove_config(&self, _: &str) -> Result<()> {
+            unimplemented!()
+        }
+        async fn objects_labelled(&self, _: ObjectType, _: &str) -> Result<Vec<Labelled>> {
+            unimplemented!()
+        }
+        async fn remove_object(&self, _: ObjectType, _: &str) -> Result<()> {
             unimplemented!()
         }
         async fn exec(&self, _: &str, _: &[&str]) -> Result<ExecOutput> {
