@@ -1374,12 +1374,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// Route green's preview through nginx (unless `installed` says that was done during the
     /// wait) and probe it there.
     async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, installed: Option<Result<(), String>>) -> Result<(), String> {
+        // Also when the config went in during the wait: nginx may have restarted since (a
+        // Docker daemon restart); its config lives in a volume and survives that.
+        self.wait_for_nginx().await?;
         match installed {
             Some(done) => done?,
-            None => {
-                self.wait_for_nginx().await?;
-                self.install_preview(greens, live).await?;
-            }
+            None => self.install_preview(greens, live).await?,
         }
         let probes = greens.iter().map(|g| async move {
             let route = route_of(self.stack, &g.service).expect("routed");
