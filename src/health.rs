@@ -31,16 +31,6 @@ pub enum HealthError {
     Engine(#[from] EngineError),
 }
 
-impl HealthError {
-    /// The same error naming the service `name` (the wait may have looked it up by its id).
-    pub fn named(mut self, name: &str) -> HealthError {
-        if let HealthError::TasksNotRunning { service, .. } | HealthError::TasksFailing { service, .. } = &mut self {
-            *service = name.to_string();
-        }
-        self
-    }
-}
-
 /// Wait until `replicas` tasks of the service are running (healthy), or fail with why not.
 pub async fn wait_running<E: Engine>(
     engine: &E,

@@ -104,10 +104,6 @@ impl<E: Engine> Engine for Counting<E> {
         self.count("stack_tasks").stack_tasks(stack).await
     }
 
-    async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
-        self.count("task_addresses").task_addresses(network, service_name).await
-    }
-
     async fn network_addresses(&self, network: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         self.count("network_addresses").network_addresses(network).await
     }
@@ -224,9 +220,6 @@ mod tests {
             Ok(None)
         }
         async fn tasks(&self, _: &str) -> Result<Vec<TaskInfo>> {
-            Err(away())
-        }
-        async fn task_addresses(&self, _: &str, _: &str) -> Result<BTreeMap<String, String>> {
             Err(away())
         }
         async fn stack_tasks(&self, _: &str) -> Result<Vec<TaskInfo>> {

@@ -257,10 +257,6 @@ impl Engine for DockerEngine {
         self.list_tasks(label_filter(crate::release::STACK, stack)).await
     }
 
-    async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
-        Ok(self.network_addresses(network).await?.remove(service_name).unwrap_or_default())
-    }
-
     async fn network_addresses(&self, network: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         // bollard's Task model drops `NetworksAttachments`; the verbose network inspect lists
         // every task endpoint of every service on a swarm-scoped network instead.

@@ -642,10 +642,6 @@ impl Engine for FakeEngine {
         Ok(self.lock().look_at_tasks(&ids))
     }
 
-    async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
-        Ok(self.network_addresses(network).await?.remove(service_name).unwrap_or_default())
-    }
-
     async fn network_addresses(&self, _network: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         let st = self.lock();
         let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();

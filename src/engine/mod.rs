@@ -189,12 +189,15 @@ pub trait Engine: Send + Sync {
     /// Every task of every service carrying `io.stackctl.stack=<stack>`, newest first: one
     /// request where [`Engine::tasks`] per service would be one per service.
     fn stack_tasks(&self, stack: &str) -> impl Future<Output = Result<Vec<TaskInfo>>> + Send;
-    /// IP addresses of the service's tasks on `network`, by task id.
+    /// IP addresses of the service's tasks on `network`, by task id: its part of
+    /// [`Engine::network_addresses`].
     fn task_addresses(
         &self,
         network: &str,
         service_name: &str,
-    ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
+    ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send {
+        async move { Ok(self.network_addresses(network).await?.remove(service_name).unwrap_or_default()) }
+    }
     /// [`Engine::task_addresses`] of every service on `network` at once, by service name: the
     /// engine answers both with the same request.
     fn network_addresses(

@@ -88,10 +88,6 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
         retry(self.backoff, || self.inner.stack_tasks(stack)).await.0
     }
 
-    async fn task_addresses(&self, network: &str, service_name: &str) -> Result<BTreeMap<String, String>> {
-        retry(self.backoff, || self.inner.task_addresses(network, service_name)).await.0
-    }
-
     async fn network_addresses(&self, network: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         retry(self.backoff, || self.inner.network_addresses(network)).await.0
     }
@@ -338,9 +334,6 @@ mod tests {
             unimplemented!()
         }
         async fn tasks(&self, _: &str) -> Result<Vec<TaskInfo>> {
-            unimplemented!()
-        }
-        async fn task_addresses(&self, _: &str, _: &str) -> Result<BTreeMap<String, String>> {
             unimplemented!()
         }
         async fn stack_tasks(&self, _: &str) -> Result<Vec<TaskInfo>> {
