@@ -307,12 +307,7 @@ fn baseline() {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this without it, and then
-    // nothing is measured: say so as libtest says it of an ignored test, not as a pass.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("\nrunning 1 test");
-        println!("test switch ... ignored, a benchmark: not run under `cargo test`; run `cargo bench --bench switch` with the rig up");
-        println!("\ntest result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out\n");
+    if common::bench_not_run_by_cargo_test("switch") {
         return;
     }
     assert!(docker(&["info"]).0, "no Docker engine: run tests/rig/setup.sh first");

@@ -136,6 +136,19 @@ services:
     yaml
 }
 
+/// A benchmark's `main` (harness = false) calls this first. `cargo bench` passes `--bench`;
+/// `cargo test --all-targets` runs the binary without it, and then nothing is measured: this
+/// says so as libtest says it of an ignored test, not as a pass, and returns true.
+pub fn bench_not_run_by_cargo_test(name: &str) -> bool {
+    if std::env::args().any(|a| a == "--bench") {
+        return false;
+    }
+    println!("\nrunning 1 test");
+    println!("test {name} ... ignored, a benchmark: not run under `cargo test`; run `cargo bench --bench {name}` with the rig up");
+    println!("\ntest result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out\n");
+    true
+}
+
 /// Removes a stack when dropped, however the test or benchmark ends: a failed assertion must
 /// not leave dozens of services running on the rig.
 pub struct RemovedOnDrop<'a>(pub &'a str);
