@@ -215,6 +215,16 @@ x-stackctl:
     fn remove(&self) {
         self.remove_hand_nginx();
         common::remove_stack(self.stack);
+        // nginx's volume stays in use until its container has exited (seconds after its service
+        // is removed), so remove_stack may have left it.
+        let volume = format!("{}_stackctl-proxy", self.stack);
+        for _ in 0..20 {
+            // `-f`: a volume already gone is no error.
+            if docker_maybe(&["volume", "rm", "-f", &volume]).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn up(&self) {
