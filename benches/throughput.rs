@@ -9,14 +9,19 @@
 //! A stack deployed by the real `stackctl deploy` (the rig's nginx image, two replicas of the
 //! backend, nothing throttled) and, beside it, a second nginx service of the same image
 //! (`<stack>hand_proxy`) on the same overlay network, whose hand-written config reaches the same
-//! two tasks of the same release two ways:
+//! two tasks of the same release three ways:
 //!
 //! - `upstream` listing the tasks' addresses, `keepalive 32`, `proxy_http_version 1.1` and an
 //!   empty `Connection` header: the textbook pooled proxy;
 //! - what stackctl's route does, written by hand: `resolver 127.0.0.11 valid=1s` and
 //!   `proxy_pass http://$variable` to `tasks.<release>` (a connection per request, no pool).
 //!   The difference between the two hand-written configs is the upstream block and its pool;
-//!   the one between this and stackctl's route is the rest of stackctl's config.
+//!   the one between this and stackctl's route is the rest of stackctl's config;
+//! - `proxy_pass http://$variable` where the variable (from a `map`, as stackctl's are) names
+//!   the `upstream` block: nginx then uses that block and its pool, so a route chosen per
+//!   request by variables, as stackctl's switch needs, can keep the pool.
+//!
+//! Ports: stackctl's nginx on the scenario's port, the hand-written one on the next three.
 //!
 //! A separate nginx rather than an extra server block in stackctl's: stackctl owns its nginx's
 //! config directory and its reloads (a deploy rewrites what it did not write), and the runs are
@@ -34,13 +39,13 @@
 //!   a socket in TIME_WAIT (60 s) in nginx's network namespace, holding a local port towards
 //!   that task; the count is printed after each run.
 //!
-//! For each: `wrk --latency -t2 -c16` on each of the three configs in two rounds of 6 s in
+//! For each: `wrk --latency -t2 -c16` on each of the four configs in two rounds of 5 s in
 //! rotated order (requests/s; wrk's p50/p99 include its coordinated-omission correction, which
 //! adds synthetic samples for every response slower than twice the mean interval, so one stalled
 //! second weighs as ~150 samples; its max is the slowest real response), then the project's load
-//! generator with as many kept-alive clients for 4 s each (every real request, uncorrected).
+//! generator with as many kept-alive clients for 3 s each (every real request, uncorrected).
 //!
-//! Then, on `tput`, a switch: `wrk` for 6 s on stackctl's route, and `wrk` from the start of a
+//! Then, on `tput`, a switch: `wrk` for 5 s on stackctl's route, and `wrk` from the start of a
 //! v1 → v2 `stackctl deploy` until it returns (stopped with SIGINT, on which wrk prints its
 //! report); and a v2 → (new v1 release) deploy under the load generator, which times every
 //! request, so latency is also given per phase (phase starts from `--events json`).
@@ -60,15 +65,16 @@ use common::{docker, docker_maybe, REGISTRY};
 
 const THREADS: usize = 2;
 const CONNECTIONS: usize = 16;
-const WRK_RUN: Duration = Duration::from_secs(6);
+const WRK_RUN: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 2;
-const LOADGEN_RUN: Duration = Duration::from_secs(4);
+const LOADGEN_RUN: Duration = Duration::from_secs(3);
 
 /// One stack and the hand-written nginx beside it.
 struct Scenario {
     stack: &'static str,
     what: &'static str,
-    /// stackctl's nginx; the hand-written one publishes `+1` (pool) and `+2` (variable).
+    /// stackctl's nginx; the hand-written one publishes `+1` (pool), `+2` (variable to
+    /// `tasks.<release>`) and `+3` (variable naming the pool).
     port: u16,
     /// The backend service's image line and anything else it needs (indented 4); empty: the
     /// demo app at the deploy's tag.
@@ -174,7 +180,9 @@ x-stackctl:
         let conf = format!(
             "upstream hand_web {{\n{servers}    keepalive 32;\n}}\n\
              server {{\n    listen 8080;\n    location / {{\n        proxy_pass http://hand_web;\n{headers}    }}\n}}\n\
-             server {{\n    listen 8081;\n    resolver 127.0.0.11 valid=1s ipv6=off;\n    set $hand_target tasks.{release}:80;\n    location / {{\n        proxy_pass http://$hand_target;\n{headers}    }}\n}}\n"
+             server {{\n    listen 8081;\n    resolver 127.0.0.11 valid=1s ipv6=off;\n    set $hand_target tasks.{release}:80;\n    location / {{\n        proxy_pass http://$hand_target;\n{headers}    }}\n}}\n\
+             map $host $hand_pool {{\n    default hand_web;\n}}\n\
+             server {{\n    listen 8082;\n    location / {{\n        proxy_pass http://$hand_pool;\n{headers}    }}\n}}\n"
         );
         let hand = self.hand();
         println!("hand-written nginx config (service {hand}_proxy, same image, network {network}; release {release}):\n{conf}");
@@ -187,10 +195,12 @@ x-stackctl:
             "service", "create", "-q", "--detach", "--name", &format!("{hand}_proxy"), "--label", &ns, "--network", &network,
             "--publish", &format!("mode=host,target=8080,published={}", self.port + 1),
             "--publish", &format!("mode=host,target=8081,published={}", self.port + 2),
+            "--publish", &format!("mode=host,target=8082,published={}", self.port + 3),
             "--config", &format!("source={config},target=/etc/nginx/conf.d/hand.conf"), &format!("{REGISTRY}/stackctl-nginx:latest"),
         ]);
         wait_for(self.port + 1, "v1");
         wait_for(self.port + 2, "v1");
+        wait_for(self.port + 3, "v1");
     }
 
     fn remove_hand_nginx(&self) {
@@ -234,7 +244,7 @@ x-stackctl:
         self.start_hand_nginx();
     }
 
-    /// The three configs, `ROUNDS` times each under wrk in rotated order, then once each under
+    /// The four configs, `ROUNDS` times each under wrk in rotated order, then once each under
     /// the load generator. Returns stackctl's wrk totals.
     fn steady(&self) -> Wrk {
         let (ours, hand) = (format!("{}_proxy", self.stack), format!("{}_proxy", self.hand()));
@@ -242,11 +252,12 @@ x-stackctl:
             ("stackctl's route", self.port, &ours),
             ("hand-written upstream + keepalive", self.port + 1, &hand),
             ("hand-written variable proxy_pass", self.port + 2, &hand),
+            ("hand-written variable naming the upstream", self.port + 3, &hand),
         ];
-        let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); 3];
+        let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); 4];
         for round in 0..ROUNDS {
-            for k in 0..3 {
-                let i = (k + round) % 3;
+            for k in 0..4 {
+                let i = (k + round) % 4;
                 let (name, port, nginx) = targets[i];
                 let mut w = wrk(port, WRK_RUN, &format!("{}: {name}, round {}", self.stack, round + 1));
                 w.time_wait = time_wait(nginx);
@@ -260,7 +271,7 @@ x-stackctl:
             self.stack,
             WRK_RUN.as_secs()
         );
-        let mut total = [Wrk::default(); 3];
+        let mut total = [Wrk::default(); 4];
         println!("  (TIME_WAIT: sockets in TIME_WAIT in that nginx's network namespace after the run; both hand-written configs are one nginx)");
         for (i, (name, _, _)) in targets.iter().enumerate() {
             for (r, w) in runs[i].iter().enumerate() {
@@ -294,6 +305,11 @@ x-stackctl:
             "  stackctl / hand-written variable proxy_pass: {:.3}x with wrk, {:.3}x with the load generator",
             total[0].rps / total[2].rps,
             raw[0].requests as f64 / raw[2].requests as f64
+        );
+        println!(
+            "  hand-written variable naming the upstream / upstream + keepalive: {:.3}x with wrk, {:.3}x with the load generator",
+            total[3].rps / total[1].rps,
+            raw[3].requests as f64 / raw[1].requests as f64
         );
         total[0]
     }
@@ -546,7 +562,7 @@ fn main() {
     let kept = Scenario::new(
         "tputka",
         "nginx (keeps connections alive)",
-        19023,
+        19025,
         // The rig's nginx image with its default server replaced by a fixed answer.
         format!("    image: {REGISTRY}/stackctl-nginx:latest\n    configs: [{{ source: backend, target: /etc/nginx/conf.d/default.conf }}]\n"),
         "configs:\n  backend: { file: ./backend.conf }\n",
