@@ -387,7 +387,8 @@ fn parse_wrk(out: &str) -> Wrk {
             ["99%", v] => w.p99 = wrk_ms(v),
             ["Requests/sec:", v] => w.rps = v.parse().unwrap(),
             [n, "requests", "in", ..] => w.requests = n.parse().unwrap(),
-            ["Non-2xx", "or", "non-3xx", "responses:", n] => w.errors += n.parse::<u64>().unwrap(),
+            // wrk 4.1 prints "Non-2xx or 3xx responses: N".
+            ["Non-2xx", "or", _, "responses:", n] => w.errors += n.parse::<u64>().unwrap(),
             ["Socket", "errors:", rest @ ..] => {
                 w.errors += rest.iter().filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
             }
