@@ -21,6 +21,8 @@ Examples:
   stackctl rollback stacks/demo.yml --to r3 --service web
   stackctl history stacks/demo.yml --service web
   stackctl down stacks/demo.yml --yes            # remove the stack; named volumes are kept
+  stackctl deploy stacks/shop.yml --env staging  # shop.yml with shop.staging.yml over it
+  stackctl status stacks/shop.yml --env production --context prod
 
 Exit codes:
   0  success (including \"nothing to do\"); plan: the deploy would change nothing
@@ -33,6 +35,7 @@ Exit codes:
 
 Environment:
   DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH   which engine (a Swarm manager) to use
+  DOCKER_CONTEXT, DOCKER_CONFIG                      a Docker context to use (after --context, DOCKER_HOST)
   any variable                                       interpolated into the stack file (${VAR:-default})";
 
 #[derive(Debug, Parser)]
@@ -114,9 +117,17 @@ pub fn parse_release(s: &str) -> Result<u64, String> {
 pub struct StackArgs {
     /// The stack file (Compose format with an x-stackctl block).
     pub file: PathBuf,
-    /// Stack name, overriding the file's top-level `name:`.
+    /// Stack name, overriding the file's top-level `name:` (and the environment's).
     #[arg(long)]
     pub name: Option<String>,
+    /// Environment: merge the overlay `<stem>.NAME.yml` beside FILE over it (Compose's merge
+    /// rules) and read `${VARIABLES}` also from `<stem>.NAME.env` there, if it exists.
+    #[arg(long = "env", value_name = "NAME", value_parser = parse_environment)]
+    pub env: Option<String>,
+    /// Docker context whose engine to use (`docker context ls`); before DOCKER_HOST,
+    /// DOCKER_CONTEXT and the file's `x-stackctl.context`.
+    #[arg(long, value_name = "NAME", value_parser = parse_context)]
+    pub context: Option<String>,
     /// Result format on stdout; progress always goes to stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Format,
@@ -168,6 +179,14 @@ pub struct PlanArgs {
     /// Also save the plan (JSON, with a fingerprint of what it observed) for `deploy --plan`.
     #[arg(long, value_name = "PLAN_FILE")]
     pub out: Option<PathBuf>,
+}
+
+fn parse_environment(s: &str) -> Result<String, String> {
+    crate::spec::check_environment_name(s).map(|()| s.to_string())
+}
+
+fn parse_context(s: &str) -> Result<String, String> {
+    crate::spec::check_context_name(s).map(|()| s.to_string())
 }
 
 fn parse_image(s: &str) -> Result<(String, String), String> {
@@ -275,6 +294,26 @@ mod tests {
         assert_eq!((d.yes, d.stack.name.as_deref(), d.stack.output, d.lock_wait), (true, Some("x"), Format::Json, Duration::ZERO));
         let Command::Down(d) = Cli::try_parse_from(["stackctl", "down", "s.yml"]).unwrap().command else { panic!("not down") };
         assert!(!d.yes);
+    }
+
+    #[test]
+    fn every_command_taking_a_file_takes_env_and_context() {
+        for command in ["deploy", "status", "plan", "rollback", "history", "down"] {
+            let cli = Cli::try_parse_from(["stackctl", command, "s.yml", "--env", "staging", "--context", "stage-1"]).unwrap();
+            let stack = match cli.command {
+                Command::Deploy(a) => a.stack,
+                Command::Status(a) => a,
+                Command::Plan(a) => a.stack,
+                Command::Rollback(a) => a.stack,
+                Command::History(a) => a.stack,
+                Command::Down(a) => a.stack,
+            };
+            assert_eq!((stack.env.as_deref(), stack.context.as_deref()), (Some("staging"), Some("stage-1")), "{command}");
+        }
+        for bad in ["../prod", "Prod", "a.b", ""] {
+            assert!(Cli::try_parse_from(["stackctl", "deploy", "s.yml", "--env", bad]).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["stackctl", "deploy", "s.yml", "--context", "../x"]).is_err());
     }
 
     #[test]

@@ -160,6 +160,9 @@ pub struct Entry {
     /// Why `specs` is empty although releases were live (too large for a Swarm config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specs_left_out: Option<String>,
+    /// The environment (`--env`) the stack file was loaded for; `status` shows the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
 }
 
 impl Entry {
@@ -405,6 +408,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         seconds: out.total().as_secs_f64(),
         specs,
         specs_left_out: None,
+        env: stack.environment.name.clone(),
     };
     match append(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => {
@@ -509,6 +513,7 @@ mod tests {
                 },
             )]),
             specs_left_out: None,
+            env: None,
         }
     }
 

@@ -21,12 +21,14 @@
 //! - [`deploy`] is the blue-green story in one readable function; [`status`] reports;
 //!   [`history`] keeps what each deploy did in the cluster (one Swarm config per entry);
 //!   [`down`] removes a stack and everything stackctl created for it, keeping named volumes.
-//! - [`cli`] turns arguments into requests; `main.rs` maps errors to exit codes.
+//! - [`cli`] turns arguments into requests; `main.rs` maps errors to exit codes; [`context`]
+//!   picks the engine (`--context`, `DOCKER_HOST`, `DOCKER_CONTEXT`, `x-stackctl.context`).
 //! - [`cancel`] turns SIGINT/SIGTERM into a flag the deploy checks; [`faults`] holds the
 //!   test-only pause points that integration tests kill the process at.
 
 pub mod cancel;
 pub mod cli;
+pub mod context;
 pub mod deploy;
 pub mod desired;
 pub mod down;

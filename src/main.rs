@@ -43,8 +43,10 @@ fn write_calls() {
     }
 }
 
+/// The one way a command reads its stack file: `--name`, `--image`, `--env` (the environment's
+/// overlay and variables) and the process's variables applied; warnings go to `out`.
 fn load(args: &StackArgs, images: std::collections::BTreeMap<String, String>, out: &Events) -> Result<spec::Stack, DeployError> {
-    let opts = LoadOptions { name: args.name.clone(), image_overrides: images, env: std::env::vars().collect() };
+    let opts = LoadOptions { name: args.name.clone(), image_overrides: images, env: std::env::vars().collect(), environment: args.env.clone() };
     let loaded = spec::load(&args.file, &opts)?;
     for w in &loaded.warnings {
         out.warn(&format!("{}: {}", w.location, w.message));
@@ -61,7 +63,7 @@ async fn run(cli: Cli) -> i32 {
             let out = args.stack.events();
             let result = async {
                 let stack = load(&args.stack, args.image_overrides(), &out)?;
-                let (engine, mut opts) = connect(args.timeout, args.lock_wait).await?;
+                let (engine, mut opts) = connect(&args.stack, &stack, args.timeout, args.lock_wait).await?;
                 if let Some(path) = &args.plan {
                     opts.saved = Some(read_plan(path)?);
                 }
@@ -75,7 +77,7 @@ async fn run(cli: Cli) -> i32 {
             let out = args.stack.events();
             let result = async {
                 let stack = load(&args.stack, Default::default(), &out)?;
-                let (engine, opts) = connect(args.timeout, args.lock_wait).await?;
+                let (engine, opts) = connect(&args.stack, &stack, args.timeout, args.lock_wait).await?;
                 deploy::rollback(&engine, &stack, &opts, args.to, args.service.clone(), &out).await
             }
             .await;
@@ -86,7 +88,7 @@ async fn run(cli: Cli) -> i32 {
             let out = args.stack.events();
             let result = async {
                 let stack = load(&args.stack, args.images.iter().cloned().collect(), &out)?;
-                let engine = engine().await?;
+                let engine = engine(&args.stack, &stack).await?;
                 let report = dry_run::plan(&engine, &stack, &out).await?;
                 if let Some(path) = &args.out {
                     let json = serde_json::to_string_pretty(&report).expect("plan serialises");
@@ -115,7 +117,7 @@ async fn run(cli: Cli) -> i32 {
             let out = args.events();
             let result = async {
                 let stack = load(&args, Default::default(), &out)?;
-                let engine = engine().await?;
+                let engine = engine(&args, &stack).await?;
                 status::status(&engine, &stack).await.map_err(|e| DeployError::Refused(e.to_string()))
             }
             .await;
@@ -141,8 +143,8 @@ type Engine = Retrying<Counting<DockerEngine>>;
 
 /// The engine, and the options of a deploy or rollback. SIGINT/SIGTERM stop it safely instead of
 /// killing it (see stackctl::cancel).
-async fn connect(timeout: Option<std::time::Duration>, lock_wait: std::time::Duration) -> Result<(Engine, deploy::Options), DeployError> {
-    let engine = engine().await?;
+async fn connect(args: &StackArgs, stack: &spec::Stack, timeout: Option<std::time::Duration>, lock_wait: std::time::Duration) -> Result<(Engine, deploy::Options), DeployError> {
+    let engine = engine(args, stack).await?;
     let cancel = stackctl::cancel::Cancel::new();
     cancel.listen_for_signals().map_err(|e| DeployError::Refused(format!("cannot handle signals: {e}")))?;
     Ok((engine, deploy::Options { timeout, lock_wait, cancel, saved: None }))
@@ -190,7 +192,7 @@ async fn history(args: &cli::HistoryArgs) -> i32 {
     let out = args.stack.events();
     let result = async {
         let stack = load(&args.stack, Default::default(), &out)?;
-        let engine = engine().await?;
+        let engine = engine(&args.stack, &stack).await?;
         let (entries, unreadable) = history::read(&engine, &stack.name)
             .await
             .map_err(|e| DeployError::Refused(format!("cannot read the release history of stack {}: {e}", stack.name)))?;
@@ -227,7 +229,7 @@ async fn down(args: &cli::DownArgs) -> i32 {
     let out = args.stack.events();
     let found = async {
         let stack = load(&args.stack, Default::default(), &out)?;
-        let engine = engine().await?;
+        let engine = engine(&args.stack, &stack).await?;
         let found = down::survey(&engine, &stack.name).await.map_err(|e| DeployError::Refused(e.to_string()))?;
         Ok::<_, DeployError>((engine, found))
     }
@@ -293,8 +295,15 @@ fn confirm(yes: bool, found: &down::Found) -> Result<(), i32> {
     }
 }
 
-async fn engine() -> Result<Engine, DeployError> {
-    let engine = Counting::new(DockerEngine::connect().await.map_err(|e| DeployError::Refused(e.to_string()))?);
+/// The engine of the stack's environment (see stackctl::context for the order of the sources).
+async fn engine(args: &StackArgs, stack: &spec::Stack) -> Result<Engine, DeployError> {
+    let target = stackctl::context::resolve(args.context.as_deref(), |name| std::env::var(name).ok(), stack.environment.context.as_deref())
+        .map_err(DeployError::Refused)?;
+    let connected = match &target.host {
+        Some(host) => DockerEngine::connect_to(host).await,
+        None => DockerEngine::connect().await,
+    };
+    let engine = Counting::new(connected.map_err(|e| DeployError::Refused(e.to_string()))?);
     let _ = CALLS.set(engine.clone());
     Ok(Retrying::new(engine, Backoff::default()))
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError};
+use crate::history;
 use crate::plan::{Existing, Kind};
 use crate::proxy::{self, nginx::NginxProxy, Proxy, RoutingSummary};
 use crate::record::{self, LockInfo};
@@ -43,6 +44,9 @@ pub struct ServiceStatus {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StatusReport {
     pub stack: String,
+    /// The environment the stack was last deployed as (`--env`, from the release history);
+    /// `None` when it was deployed without one, or never.
+    pub env: Option<String>,
     pub live: BTreeMap<String, u64>,
     pub services: Vec<ServiceStatus>,
     /// What the config installed in nginx routes to (`None` when it could not be read).
@@ -105,6 +109,24 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
         None => BTreeMap::new(),
     };
     let mut problems = Vec::new();
+    // The newest entry that names an outcome: what the stack is now.
+    let entries = match history::read(engine, &stack.name).await {
+        Ok((entries, _)) => entries,
+        Err(e) => {
+            problems.push(format!("the release history cannot be read ({e}), so the environment is not known"));
+            Vec::new()
+        }
+    };
+    let env = entries.first().and_then(|e| e.env.clone());
+    if !entries.is_empty() && env != stack.environment.name {
+        let name = |e: &Option<String>| e.as_deref().map_or("no environment".to_string(), |e| format!("environment {e}"));
+        problems.push(format!(
+            "stack {} was last deployed as {}, but this command loaded the file for {}; check --env and the stack name",
+            stack.name,
+            name(&env),
+            name(&stack.environment.name)
+        ));
+    }
     for (service, n) in &record.live {
         if !services.iter().any(|s| &s.service == service && s.release == Some(*n)) {
             problems.push(format!("the record says {service} r{n} is live, but that service does not exist"));
@@ -115,12 +137,15 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
             None => problems.push(format!("nginx has no route for {service}")),
         }
     }
-    Ok(StatusReport { stack: stack.name.clone(), live: record.live, services, routing, serving, lock: record.lock, problems })
+    Ok(StatusReport { stack: stack.name.clone(), env, live: record.live, services, routing, serving, lock: record.lock, problems })
 }
 
 impl StatusReport {
     pub fn to_text(&self) -> String {
-        let mut s = format!("stack {}\n", self.stack);
+        let mut s = match &self.env {
+            Some(env) => format!("stack {} (environment {env})\n", self.stack),
+            None => format!("stack {}\n", self.stack),
+        };
         if let Some(l) = &self.lock {
             s.push_str(&format!("deploy in progress: {}\n", l.describe(record::now_unix())));
         }

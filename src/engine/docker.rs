@@ -43,13 +43,14 @@ pub struct DockerEngine {
 impl DockerEngine {
     /// Connect as the Docker CLI would and negotiate the API version.
     pub async fn connect() -> Result<DockerEngine> {
-        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        Self::connect_to(&std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())).await
+    }
+
+    /// Connect to `host` (`unix://…`, `tcp://…`; a Docker context's endpoint).
+    pub async fn connect_to(host: &str) -> Result<DockerEngine> {
+        let host = host.to_string();
         let unreachable = |e: BollardError| EngineError::Unreachable { host: host.clone(), detail: e.to_string() };
-        let docker = if host.starts_with("unix://") {
-            Docker::connect_with_local_defaults().map_err(unreachable)?
-        } else {
-            Docker::connect_with_defaults().map_err(unreachable)?
-        };
+        let docker = Docker::connect_with_host(&host).map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?.with_request_modifier(registry_auth_base64url);
         Ok(DockerEngine { docker, host, auth: DockerConfig::from_env(), credentials: Default::default() })
     }

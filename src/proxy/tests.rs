@@ -49,6 +49,7 @@ fn stack() -> Stack {
             keep: 2,
             history: 100,
         },
+        environment: Default::default(),
     }
 }
 

@@ -9,6 +9,8 @@
 mod service;
 mod syntax;
 
+pub(super) use syntax::parse_env_file;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +48,11 @@ pub(super) fn build(raw: RawStack, opts: &LoadOptions, diag: &mut Diag) -> Optio
     let volumes = cx.volumes(&stack, raw.volumes.unwrap_or_default());
     let configs = cx.file_objects(ObjectKind::Config, &stack, raw.configs.unwrap_or_default());
     let secrets = cx.file_objects(ObjectKind::Secret, &stack, raw.secrets.unwrap_or_default());
+    let context = raw.x_stackctl.as_ref().and_then(|x| x.context.clone());
+    let context = match context {
+        Some(c) => cx.ok("x-stackctl.context", check_context_name(&c)).map(|()| Some(c)),
+        None => Some(None),
+    };
     let x = cx.stack_x(raw.x_stackctl);
 
     let raw_services = raw.services.unwrap_or_default();
@@ -81,7 +88,8 @@ pub(super) fn build(raw: RawStack, opts: &LoadOptions, diag: &mut Diag) -> Optio
         networks.insert("default".into(), default_network(&stack));
     }
 
-    Some(Stack { name: name?, source, services, networks, volumes, configs, secrets, x: x? })
+    let environment = Environment { name: opts.environment.clone(), context: context? };
+    Some(Stack { name: name?, source, services, networks, volumes, configs, secrets, x: x?, environment })
 }
 
 /// The implicit network of services that name none, as `docker stack deploy` creates it.

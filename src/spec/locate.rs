@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
+use super::overlay::Origins;
 use super::{bounded, Location, SpecError};
 
 /// `(line, column)`, both 1-based.
@@ -98,7 +99,7 @@ impl PositionIndex {
 }
 
 /// The path one level up: `a.b[2]` → `a.b` → `a` → `` → none.
-fn parent(path: &str) -> Option<&str> {
+pub(super) fn parent(path: &str) -> Option<&str> {
     if path.is_empty() {
         return None;
     }
@@ -124,34 +125,45 @@ pub fn item_path(parent: &str, index: usize) -> String {
     format!("{parent}[{index}]")
 }
 
-/// Turns paths into `Location`s for one file.
+/// Turns paths into `Location`s: in one file, or in a stack merged from a base file and an
+/// environment's overlay, in the file each value was written in.
 #[derive(Debug)]
 pub struct Locator {
-    file: PathBuf,
-    index: PositionIndex,
+    /// The base file first, then the overlay (if any), with the positions of each.
+    files: Vec<(PathBuf, PositionIndex)>,
+    /// For a merged stack: which file, and which path in it, each merged path came from.
+    origins: Origins,
 }
 
 impl Locator {
     pub fn new(file: &Path, text: &str) -> Self {
-        Locator { file: file.to_path_buf(), index: PositionIndex::build(text) }
+        Locator { files: vec![(file.to_path_buf(), PositionIndex::build(text))], origins: Origins::default() }
     }
 
+    /// The locator of a stack merged from `base` and `overlay` (each a one-file locator).
+    pub fn layered(base: Locator, overlay: Locator, origins: Origins) -> Self {
+        Locator { files: base.files.into_iter().chain(overlay.files).collect(), origins }
+    }
+
+    /// The base file: relative paths in the stack are relative to it.
     pub fn file(&self) -> &Path {
-        &self.file
+        &self.files[0].0
     }
 
     pub fn index(&self) -> &PositionIndex {
-        &self.index
+        &self.files[0].1
     }
 
     pub fn at(&self, field: &str) -> Location {
-        let (line, column) = self.index.locate(field);
-        Location { file: self.file.clone(), line, column, field: field.to_string() }
+        let (layer, path) = self.origins.resolve(field);
+        let (file, index) = &self.files[layer.min(self.files.len() - 1)];
+        let (line, column) = index.locate(&path);
+        Location { file: file.clone(), line, column, field: field.to_string() }
     }
 
     /// A location at an explicit position (YAML syntax errors), with no field.
     pub fn at_position(&self, line: usize, column: usize) -> Location {
-        Location { file: self.file.clone(), line: line.max(1), column: column.max(1), field: String::new() }
+        Location { file: self.file().to_path_buf(), line: line.max(1), column: column.max(1), field: String::new() }
     }
 
     pub fn error(&self, field: &str, message: impl Into<String>) -> SpecError {

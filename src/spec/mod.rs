@@ -16,6 +16,11 @@
 //!    allowlists (`convert.rs` and `convert/`; `allow.rs` for what reaches nginx, shared with
 //!    the renderer; `validate.rs` for the rest; `units.rs`).
 //!
+//! With `--env NAME`, steps 1 to 4 run on the base file and on the environment's overlay
+//! (`<stem>.NAME.yml` beside it) each, with the variables of `<stem>.NAME.env` too; the overlay
+//! is then merged over the base by Compose's rules (`overlay.rs`), and steps 5 and 6 run once
+//! on the merged tree, locating each error in the file its value was written in.
+//!
 //! Every error and warning is located: file, line, column and dotted field path. Steps 1, 2
 //! and 5 stop at their first error; steps 3, 4 and 6 report all errors at once.
 
@@ -25,6 +30,7 @@ mod convert;
 mod interpolate;
 mod locate;
 mod model;
+mod overlay;
 mod raw;
 mod tree;
 mod units;
@@ -36,6 +42,8 @@ pub(crate) mod tests;
 pub use model::*;
 /// The escaping of stack-file text for terminals.
 pub use validate::printable;
+/// The names `--context` and `--env` take.
+pub use validate::{check_context_name, check_environment_name};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,6 +61,9 @@ pub struct LoadOptions {
     /// Variables for interpolation (the caller passes `std::env::vars()`); also the source of
     /// `environment:` entries written as a bare `KEY`.
     pub env: BTreeMap<String, String>,
+    /// `--env NAME`: merge the overlay `<stem>.NAME.yml` (beside the file) over the file, and
+    /// read variables from `<stem>.NAME.env` there if it exists (`env` wins over them).
+    pub environment: Option<String>,
 }
 
 /// A loaded stack and what the user should know about it.
@@ -101,8 +112,56 @@ impl SpecError {
 
 pub use bounded::MAX_FILE_BYTES;
 
-/// Read and validate the stack file at `path`.
+/// Read and validate the stack file at `path`, merged with the overlay of
+/// `opts.environment` when one is named.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, SpecError> {
+    let text = read_text(path)?;
+    let Some(environment) = &opts.environment else { return load_str(path, &text, opts) };
+    let env_error = |message: String| SpecError::Invalid {
+        location: Location { file: path.to_path_buf(), line: 1, column: 1, field: String::new() },
+        message,
+    };
+    validate::check_environment_name(environment).map_err(|e| env_error(format!("--env: {e}")))?;
+    let overlay = beside(path, environment, "yml");
+    let overlay_text = match read_text(&overlay) {
+        Err(SpecError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(env_error(format!(
+                "environment {environment} has no overlay file: {} does not exist; create it (it may be empty: {{}}) or check --env",
+                overlay.display()
+            )));
+        }
+        other => other?,
+    };
+    let mut opts = opts.clone();
+    let variables = beside(path, environment, "env");
+    for (key, value) in read_env_file(&variables, &opts.env)? {
+        opts.env.entry(key).or_insert(value);
+    }
+    load_layers(&[(path, &text), (&overlay, &overlay_text)], &opts)
+}
+
+/// `<dir>/<stem>.<environment>.<ext>` for the stack file `<dir>/<stem>.yml`.
+fn beside(path: &Path, environment: &str, ext: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}.{environment}.{ext}"))
+}
+
+/// The variables of an environment's env file (none when it does not exist); a bare `KEY`
+/// line adds nothing, since `env` is consulted first anyway.
+fn read_env_file(path: &Path, env: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, SpecError> {
+    let text = match read_text(path) {
+        Err(SpecError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?,
+    };
+    let entries = convert::parse_env_file(&text).map_err(|(line, message)| SpecError::Invalid {
+        location: Location { file: path.to_path_buf(), line, column: 1, field: String::new() },
+        message,
+    })?;
+    Ok(entries.into_iter().filter_map(|(k, v)| Some((k.clone(), v.or_else(|| env.get(&k).cloned())?))).collect())
+}
+
+/// A file's text, at most [`MAX_FILE_BYTES`], UTF-8.
+fn read_text(path: &Path) -> Result<String, SpecError> {
     use std::io::Read;
     let read_error = |source| SpecError::Read { path: path.to_path_buf(), source };
     // Read one byte past the limit rather than trusting the size the file claims.
@@ -113,8 +172,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded, SpecError> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(too_large(path));
     }
-    let text = String::from_utf8(bytes).map_err(|e| not_utf8(path, &e))?;
-    load_str(path, &text, opts)
+    String::from_utf8(bytes).map_err(|e| not_utf8(path, &e))
 }
 
 fn too_large(path: &Path) -> SpecError {
@@ -136,19 +194,43 @@ fn not_utf8(path: &Path, e: &std::string::FromUtf8Error) -> SpecError {
 /// Validate stack file `text`; `source` is its path, used in messages and to resolve relative
 /// paths (`env_file`, `file:`, bind mounts).
 pub fn load_str(source: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, SpecError> {
+    load_layers(&[(source, text)], opts)
+}
+
+/// One file, parsed, merge keys applied, screened and interpolated: what Compose does to each
+/// file before merging them. The warnings go to `warnings`.
+fn read_layer(source: &Path, text: &str, opts: &LoadOptions, warnings: &mut Vec<Warning>) -> Result<(Locator, serde_yaml::Value), SpecError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(too_large(source));
     }
     let locator = Locator::new(source, text);
     let mut doc = parse_yaml(text, &locator)?;
     tree::apply_merge(&mut doc, "").map_err(|(field, message)| locator.error(&field, message))?;
-
     let mut diag = Diag::new(&locator);
     raw::screen(&mut doc, &mut diag);
     interpolate::interpolate_tree(&mut doc, "", &opts.env, &mut diag);
     diag.check()?;
+    warnings.append(&mut diag.warnings);
+    Ok((locator, doc))
+}
 
+/// The base file, or the base file and an environment's overlay: each read on its own, then
+/// merged (`overlay.rs`), then validated as one stack whose errors name the file they are in.
+fn load_layers(files: &[(&Path, &str)], opts: &LoadOptions) -> Result<Loaded, SpecError> {
+    let mut warnings = Vec::new();
+    let (locator, doc) = match files {
+        [(source, text)] => read_layer(source, text, opts, &mut warnings)?,
+        [(base, base_text), (overlay, overlay_text)] => {
+            let (base_locator, base_doc) = read_layer(base, base_text, opts, &mut warnings)?;
+            let (overlay_locator, overlay_doc) = read_layer(overlay, overlay_text, opts, &mut warnings)?;
+            let (doc, origins) = overlay::merge(base_doc, overlay_doc);
+            (Locator::layered(base_locator, overlay_locator, origins), doc)
+        }
+        _ => unreachable!("a stack is a base file and at most one overlay"),
+    };
     let raw = raw::deserialize(doc, &locator)?;
+    let mut diag = Diag::new(&locator);
+    diag.warnings = warnings;
     let stack = convert::build(raw, opts, &mut diag);
     let warnings = diag.finish()?;
     // `build` returns no stack only after reporting an error, so this is a safety net.
@@ -262,7 +344,8 @@ impl<'a> Diag<'a> {
     /// The warnings, or the errors if there were any.
     fn finish(mut self) -> Result<Vec<Warning>, SpecError> {
         self.check()?;
-        self.warnings.sort_by_key(|w| (w.location.line, w.location.column));
+        let base = self.locator.file().to_path_buf();
+        self.warnings.sort_by_key(|w| (w.location.file != base, w.location.line, w.location.column));
         Ok(self.warnings)
     }
 }

@@ -27,6 +27,19 @@ pub struct Stack {
     pub secrets: BTreeMap<String, FileObject>,
     /// The top-level `x-stackctl` block.
     pub x: StackX,
+    /// Which environment this is (`--env`) and the engine it names.
+    pub environment: Environment,
+}
+
+/// The environment a stack file was loaded for: `--env NAME` merged the overlay
+/// `<stem>.NAME.yml` over the file. Default: no environment, no context named.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Environment {
+    /// `--env NAME`; recorded in the release history and shown by `status`.
+    pub name: Option<String>,
+    /// `x-stackctl.context`: the Docker context (as `docker context ls` lists it) whose engine
+    /// this stack goes to, unless `--context` or `DOCKER_HOST`/`DOCKER_CONTEXT` say otherwise.
+    pub context: Option<String>,
 }
 
 /// Top-level `x-stackctl`.

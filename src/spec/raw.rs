@@ -780,6 +780,8 @@ pub struct RawFileObject {
 #[serde(deny_unknown_fields)]
 pub struct RawStackX {
     pub proxy: Option<RawProxy>,
+    /// A Docker context name; usually in an environment's overlay.
+    pub context: Option<String>,
     pub keep: Option<Num<u32>>,
     pub history: Option<Num<u32>>,
 }

@@ -202,6 +202,7 @@ fn demo_stack_loads_into_the_exact_model() {
             keep: 2,
             history: 100,
         },
+        environment: Environment::default(),
     };
     assert_eq!(loaded.stack, want);
 }
@@ -1315,4 +1316,148 @@ fn route_settings_load_and_refusals_are_located() {
     }
     let many: String = (0..=32).map(|i| format!("          X-{i}: \"1\"\n")).collect();
     assert_error(&route(&format!("        headers:\n{many}")), 12, 9, "services.web.x-stackctl.route.headers", "limit is 32");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environments: a base file and an overlay per environment
+
+/// A base file whose proxy publishes no port: each environment's overlay publishes its own.
+const SHOP: &str = r#"name: shop
+x-stackctl:
+  proxy: { service: proxy, url: "http://127.0.0.1:8080" }
+services:
+  proxy:
+    image: nginx
+  web:
+    image: ${WEB_IMAGE:-shop:v1}
+    environment: [MODE=base, LEVEL=info]
+    deploy: { replicas: 2 }
+    x-stackctl:
+      route: { port: 80, path: / }
+"#;
+
+const SHOP_STAGING: &str = r#"name: shop-staging
+x-stackctl:
+  proxy: { url: "http://127.0.0.1:19010" }
+  context: staging-engine
+services:
+  proxy:
+    ports: [{ target: 8080, published: 19010, mode: host }]
+  web:
+    environment: { MODE: staging }
+    deploy: { replicas: "${REPLICAS:-1}" }
+"#;
+
+/// `dir/shop.yml` and `dir/shop.<env>.yml` (and `.env` when given); the base file's path.
+fn shop_files(name: &str, env: &str, overlay: &str, variables: Option<&str>) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("shop.yml"), SHOP).unwrap();
+    std::fs::write(dir.join(format!("shop.{env}.yml")), overlay).unwrap();
+    if let Some(v) = variables {
+        std::fs::write(dir.join(format!("shop.{env}.env")), v).unwrap();
+    }
+    dir.join("shop.yml")
+}
+
+fn in_env(env: &str, vars: &[(&str, &str)]) -> LoadOptions {
+    LoadOptions { environment: Some(env.into()), ..opts_with_env(vars) }
+}
+
+#[test]
+fn an_environment_has_its_own_name_ports_variables_and_context() {
+    let base = shop_files("env-ok", "staging", SHOP_STAGING, Some("# staging\nWEB_IMAGE=shop:v2\nREPLICAS=3\n"));
+    let stack = super::load(&base, &in_env("staging", &[])).unwrap().stack;
+    assert_eq!(stack.name, "shop-staging");
+    assert_eq!(stack.x.proxy.url, "http://127.0.0.1:19010");
+    assert_eq!(stack.x.proxy.service, "proxy", "merged key by key");
+    assert_eq!(stack.environment, Environment { name: Some("staging".into()), context: Some("staging-engine".into()) });
+    let published: Vec<Option<u16>> = stack.services["proxy"].ports.iter().map(|p| p.published).collect();
+    assert_eq!(published, [Some(19010)]);
+    let web = &stack.services["web"];
+    assert_eq!((web.image.as_str(), web.deploy.replicas), ("shop:v2", 3));
+    assert_eq!(web.environment, BTreeMap::from([("MODE".into(), "staging".into()), ("LEVEL".into(), "info".into())]));
+    // The process's variables win over the env file's, as over Compose's `.env`.
+    let stack = super::load(&base, &in_env("staging", &[("REPLICAS", "4")])).unwrap().stack;
+    assert_eq!(stack.services["web"].deploy.replicas, 4);
+    // Without --env: the base file alone, no environment.
+    let stack = super::load(&base, &LoadOptions::default()).unwrap().stack;
+    assert_eq!((stack.name.as_str(), stack.environment.name.clone(), stack.services["proxy"].ports.len()), ("shop", None, 0));
+}
+
+#[test]
+fn errors_name_the_file_line_and_field_they_are_in() {
+    let overlay = "services:\n  web:\n    deploy:\n      replicas: many\n    environment:\n      - \"BAD KEY=1\"\n";
+    let base = shop_files("env-errors", "staging", overlay, None);
+    let err = super::load(&base, &in_env("staging", &[])).unwrap_err();
+    let overlay_file = base.with_file_name("shop.staging.yml");
+    let located: Vec<(PathBuf, usize, String)> =
+        err.locations().iter().map(|l| (l.file.clone(), l.line, l.field.clone())).collect();
+    assert_eq!(located, [(overlay_file.clone(), 4, "services.web.deploy.replicas".to_string())], "{err}");
+    assert!(err.to_string().starts_with(&format!("{}:4:", overlay_file.display())), "{err}");
+
+    // An environment entry of the overlay, after the lists were merged as mappings.
+    let overlay = "services:\n  web:\n    environment:\n      - \"OK=1\"\n      - \"BAD KEY=1\"\n";
+    let base = shop_files("env-errors-2", "staging", overlay, None);
+    let err = super::load(&base, &in_env("staging", &[])).unwrap_err();
+    let l = err.locations()[0].clone();
+    assert_eq!((l.file.file_name().unwrap().to_str(), l.line), (Some("shop.staging.yml"), 5), "{err}");
+
+    // A base value the overlay did not touch is still the base file's.
+    let overlay = "x-stackctl:\n  history: 0\nservices:\n  web:\n    deploy: { replicas: 1 }\n";
+    let base = shop_files("env-errors-3", "staging", overlay, None);
+    let bad_base = SHOP.replace("LEVEL=info", "LEVEL=info, \"X Y=1\"");
+    std::fs::write(&base, bad_base).unwrap();
+    let err = super::load(&base, &in_env("staging", &[])).unwrap_err();
+    let mut at: Vec<(String, usize)> =
+        err.locations().iter().map(|l| (l.file.file_name().unwrap().to_string_lossy().into_owned(), l.line)).collect();
+    at.sort();
+    assert_eq!(at, [("shop.staging.yml".to_string(), 2), ("shop.yml".to_string(), 9)], "{err}");
+
+    // Interpolation and YAML errors of the overlay are the overlay's.
+    let base = shop_files("env-errors-4", "staging", "name: ${NAME:?the staging name}\n", None);
+    let err = super::load(&base, &in_env("staging", &[])).unwrap_err();
+    assert_eq!(err.locations()[0].file, base.with_file_name("shop.staging.yml"), "{err}");
+    let base = shop_files("env-errors-5", "staging", "services: [\n", None);
+    let err = super::load(&base, &in_env("staging", &[])).unwrap_err();
+    assert_eq!(err.locations()[0].file, base.with_file_name("shop.staging.yml"), "{err}");
+}
+
+#[test]
+fn a_missing_overlay_or_a_bad_env_file_is_named() {
+    let base = shop_files("env-missing", "staging", SHOP_STAGING, None);
+    let err = super::load(&base, &in_env("production", &[])).unwrap_err().to_string();
+    assert!(err.contains(&format!("{} does not exist", base.with_file_name("shop.production.yml").display())), "{err}");
+    let base = shop_files("env-file", "staging", SHOP_STAGING, Some("A=1\nnot a key=2\n"));
+    let err = super::load(&base, &in_env("staging", &[])).unwrap_err();
+    let l = err.locations()[0].clone();
+    assert_eq!((l.file, l.line), (base.with_file_name("shop.staging.env"), 2), "{err}");
+}
+
+#[test]
+fn hostile_environment_and_context_names_are_refused() {
+    let base = shop_files("env-hostile", "staging", SHOP_STAGING, None);
+    std::fs::write(base.with_file_name("x.yml"), SHOP_STAGING).unwrap();
+    for bad in ["../x", "/etc/passwd", "Staging", "a.b", "", "a\u{1b}[2J"] {
+        let err = super::load(&base, &in_env(bad, &[])).unwrap_err().to_string();
+        assert!(err.contains("--env"), "{bad:?}: {err}");
+        assert!(!err.contains('\u{1b}'), "{err}");
+    }
+    let overlay = SHOP_STAGING.replace("staging-engine", "../../etc");
+    let base = shop_files("env-hostile-context", "staging", &overlay, None);
+    let err = super::load(&base, &in_env("staging", &[])).unwrap_err();
+    let l = err.locations()[0].clone();
+    assert_eq!((l.file.file_name().unwrap().to_str(), l.line, l.field.as_str()), (Some("shop.staging.yml"), 4, "x-stackctl.context"), "{err}");
+}
+
+#[test]
+fn checked_in_environments_load() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("stacks/shop.yml");
+    // (environment, stack name, nginx's published port, web replicas)
+    for (env, name, port, replicas) in [("staging", "shop-staging", 8081, 1), ("production", "shop", 8082, 2)] {
+        let stack = super::load(&base, &in_env(env, &[])).unwrap_or_else(|e| panic!("{env}: {e}")).stack;
+        let published: Vec<Option<u16>> = stack.services["proxy"].ports.iter().map(|p| p.published).collect();
+        assert_eq!((stack.name.as_str(), published, stack.services["web"].deploy.replicas), (name, vec![Some(port)], replicas), "{env}");
+        assert_eq!(stack.x.proxy.url, format!("http://127.0.0.1:{port}"));
+        assert_eq!(stack.environment.name.as_deref(), Some(env));
+    }
 }

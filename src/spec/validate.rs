@@ -36,6 +36,34 @@ pub fn check_object_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Docker context names (`--context`, `DOCKER_CONTEXT`, `x-stackctl.context`): the docker
+/// CLI's `[a-zA-Z0-9][a-zA-Z0-9_.+-]*`, at most 64 characters; the name selects a directory.
+pub fn check_context_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a Docker context name is 1 to 64 characters".into());
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '-');
+    check_chars("the Docker context name", name, allowed, "use only letters, digits, '_', '.', '+' and '-'")?;
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("a Docker context name starts with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// Environment names (`--env NAME`): `[a-z0-9][a-z0-9_-]*`, at most 32 characters. The name
+/// is part of file names beside the stack file (`shop.NAME.yml`), so no `/` or `.`.
+pub fn check_environment_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 32 {
+        return Err("an environment name is 1 to 32 characters".into());
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-');
+    check_chars("the environment name", name, allowed, "use only lowercase letters, digits, '_' and '-'")?;
+    if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err("an environment name starts with a letter or digit".into());
+    }
+    Ok(())
+}
+
 /// Image references: `[registry[:port]/]path[:tag][@sha256:<64 hex>]`, following the grammar
 /// of Docker's distribution/reference package.
 pub fn check_image_ref(image: &str) -> Result<(), String> {

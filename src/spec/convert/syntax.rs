@@ -124,7 +124,7 @@ type EnvEntry = (String, Option<String>);
 /// `KEY=VALUE` lines; `#` comments and blank lines skipped; `export ` prefixes allowed;
 /// matching quotes around a value removed; a bare `KEY` takes the value from the environment
 /// (`None`). Errors carry the 1-based line number.
-pub(super) fn parse_env_file(text: &str) -> Result<Vec<EnvEntry>, (usize, String)> {
+pub(in crate::spec) fn parse_env_file(text: &str) -> Result<Vec<EnvEntry>, (usize, String)> {
     let mut entries = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
