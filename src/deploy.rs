@@ -140,7 +140,6 @@ async fn run<E: Engine + Clone + 'static>(
         ev,
         lock: &lock,
         token: record::random_token(),
-        preview_token: record::random_token(),
         changes: Vec::new(),
         images: BTreeMap::new(),
         refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
@@ -181,14 +180,10 @@ struct Run<'a, E: Engine + Clone + 'static> {
     /// Where progress and warnings go (terminal, JSON lines, ...).
     ev: &'a Events,
     lock: &'a Held<E>,
-    /// Per-deploy secret gating nginx's verification header in the configs this run installs
-    /// once users are settled on a release (the settled config, a reroute, a switch back).
+    /// The secret gating nginx's preview and verification headers: the one the installed
+    /// config has (so the config this run would write is the same text, and needs no reload),
+    /// or a new one when there is none (see [`Run::adopt_token`]).
     token: String,
-    /// Another per-deploy secret for the preview config: its preview and verification headers
-    /// and the names of its switch files. A different secret from `token`, so the verification
-    /// after the settle reload passes only once nginx runs the settled config (a reload nginx
-    /// dropped leaves the preview config answering, which does not echo `token`).
-    preview_token: String,
     changes: Vec<String>,
     /// Image of each service, pinned to its digest (filled by the resolve phase).
     images: BTreeMap<String, String>,
@@ -214,6 +209,8 @@ struct GreenRelease {
     image: String,
     /// How to undo bringing it up when the deploy stops before (or switches back after) the switch.
     undo: Undo,
+    /// The colour it runs under: the one users are not on.
+    colour: Color,
     target: Target,
 }
 
@@ -554,7 +551,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let mut next = live.clone();
         next.extend(greens.iter().map(|g| (g.service.clone(), g.release)));
-        if let Err(e) = self.switch(&greens, &live, &next).await {
+        if let Err(e) = self.switch(&greens, &next).await {
             return Err(self.undo(Stop::AtSwitch(e), &greens, &live).await);
         }
         let recorded = self.lock.update(|r| r.live.extend(greens.iter().map(|g| (g.service.clone(), g.release)))).await;
@@ -631,9 +628,16 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         hashes: &BTreeMap<String, String>,
     ) -> Result<(), Stop> {
         self.ev.phase("create green");
+        // Green runs under the colour users are not on; an earlier release still running
+        // under it (the standby of the deploy before) makes way first.
+        let users_on = self.colours().await.map_err(|e| Stop::Failed("reading where nginx sends users", e))?;
+        let colour_of = |service: &str| users_on.get(service).copied().unwrap_or(Color::Blue).other();
+        let making_way = self.make_way(&wanted.iter().map(|(s, _, g)| (s.clone(), g.release(), colour_of(s))).collect::<Vec<_>>()).await;
+        let making_way = making_way.map_err(|e| Stop::Failed("stopping an older release of green's colour", e))?;
         for (service, blue, green) in wanted {
             let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
-            let g = self.start_green(&service, blue, &green, hash).await.map_err(|e| Stop::Failed("creating green", e.to_string()))?;
+            let colour = colour_of(&service);
+            let g = self.start_green(&service, blue, &green, hash, colour).await.map_err(|e| Stop::Failed("creating green", e.to_string()))?;
             let how = match (&green, g.created) {
                 (Green::Recreate { .. }, _) => "recreating from the history",
                 (_, true) => "created",
@@ -653,15 +657,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         // starts green: its reload overlaps the wait instead of following it. The preview
         // route needs this run's secret, so nothing looks green's name up (and nginx caches
         // no "not found") before the gate's first probe, which comes after the wait.
-        let starting = greens.clone();
-        let (healthy, early) = tokio::join!(self.opts.cancel.run(self.wait_greens(greens)), self.install_preview_early(&starting, live));
+        let wait = async {
+            self.wait_stopped(&making_way).await?;
+            self.wait_greens(greens).await
+        };
+        let (healthy, early) = tokio::join!(self.opts.cancel.run(wait), self.ensure_config_early());
         match healthy {
             Some(healthy) => healthy.map_err(|e| Stop::Failed(waiting, e))?,
             None => return Err(Stop::Signal(waiting)),
         }
 
         self.ev.phase("preview");
-        let probed = self.preview(greens, live, early).await;
+        let probed = self.preview(greens, early).await;
         // The preview config routes users to blue and nothing to leftovers: safe to remove them.
         self.remove_orphans(plan).await;
         self.stop_on_signal("probing green through nginx")?;
@@ -675,34 +682,16 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(())
     }
 
-    /// The switch itself, verified: users go from blue to green (`next`), then nginx settles
-    /// on the plain config for `next`.
-    async fn switch(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, next: &BTreeMap<String, u64>) -> Result<(), String> {
+    /// The switch itself, verified: users go from blue to green (`next`). The config nginx
+    /// runs names both colours, so the switch is one file per service, no reload: no moment
+    /// where workers of an old and a new config answer side by side, no kept-alive connection
+    /// closed under a client.
+    async fn switch(&self, greens: &[GreenRelease], next: &BTreeMap<String, u64>) -> Result<(), String> {
         let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
-        // The installed preview config already names green, and the existence of one file per
-        // service sends every nginx worker there on its next request. No reload, so no moment
-        // where workers of the old and the new config answer side by side (nginx overlaps them
-        // for 100 ms or more on a reload).
-        self.nginx().flip(&self.flips(greens), true).await.map_err(|e| e.to_string())?;
-        let mut routing = self.routing(next, &[]).await?;
-        self.verify(&routing, &services, &self.preview_token, "the switch").await?;
-        // A blue that stays up as a standby stays reachable in the settled config: as its
-        // preview, behind a switch file of its own, so a rollback is that file (see `flip_back`).
-        let standbys: Vec<&GreenRelease> = greens.iter().filter(|g| self.standby_window(g).is_some()).collect();
-        if !standbys.is_empty() {
-            let blue = self.routing(live, &[]).await?;
-            for r in routing.iter_mut().filter(|r| standbys.iter().any(|g| g.service == r.service)) {
-                r.preview = blue.iter().find(|b| b.service == r.service).map(|b| b.live.clone()).filter(|t| !t.servers.is_empty());
-            }
-        }
-        // Settle: the plain config (green live, no preview) replaces the preview config; both
-        // route users to green, so this reload mixes nothing. The switch files stay until the
-        // retire phase: workers of the preview generation keep answering for a moment after a
-        // reload, and without their file they would send users back to blue.
-        self.install_at(&routing, &self.token, Some("config-installed")).await?;
-        // Only the settled config echoes `token`: a reload nginx dropped without saying so
-        // fails this check, and the deploy switches back.
-        self.verify(&routing, &services, &self.token, "the reload").await
+        self.point_to(&greens.iter().map(|g| (g.service.clone(), g.colour)).collect::<Vec<_>>()).await?;
+        faults::pause("config-installed", &self.opts.cancel).await;
+        let routing = self.routing(next, &[]).await?;
+        self.verify(&routing, &services, &self.token, "the switch").await
     }
 
     /// The route's rollback window when `g`'s blue stays up as a standby after the switch: a
@@ -743,10 +732,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.engine.update_service(&current.id, current.version, spec).await.map(|_| true)
     }
 
-    fn flips(&self, greens: &[GreenRelease]) -> Vec<String> {
-        greens.iter().map(|g| proxy::flip_file(&self.preview_token, &g.service, g.release)).collect()
-    }
-
     /// Every way a release stops short, undone in one place, so that users stay on (or go
     /// back to) `blue` and nothing the run started is left behind:
     /// - before the switch (a failure or a signal): nginx routes to blue only, green is
@@ -761,7 +746,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.opts.cancel.cleaning_up();
         match stop {
             Stop::Failed(phase, reason) => {
-                self.abort(greens, blue).await;
+                self.abort(greens).await;
                 self.fail(phase, reason, true)
             }
             Stop::Signal(phase) => {
@@ -771,22 +756,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                     Verb::Deploy => ("removing the new release", "the new release was removed"),
                 };
                 self.ev.warn(&format!("interrupted by {signal} while {phase}: {doing}"));
-                self.abort(greens, blue).await;
+                self.abort(greens).await;
                 DeployError::Interrupted { stack: self.stack.name.clone(), phase: phase.into(), signal, detail: done.into() }
             }
             Stop::AtSwitch(reason) => {
-                let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
                 // Back to blue before removing green: users must never be routed to nothing.
-                let back = async {
-                    let routing = self.routing(blue, &[]).await?;
-                    // Under the preview secret: if nginx dropped the settle reload it may drop
-                    // this one too, and then the preview config answers; once the switch files
-                    // are gone it routes to blue as well, so either config proves users are back.
-                    self.install_at(&routing, &self.preview_token, None).await?;
-                    let _ = self.nginx().flip(&self.flips(greens), false).await;
-                    self.verify(&routing, &services, &self.preview_token, "switching back").await
-                };
-                let intact = back.await.is_ok();
+                let intact = self.point_back(greens, blue, "switching back").await.is_ok();
                 if intact {
                     self.remove_greens(greens).await;
                 }
@@ -1099,6 +1074,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         blue: Option<u64>,
         green: &Green,
         hash: &str,
+        colour: Color,
     ) -> Result<GreenRelease, EngineError> {
         let svc = &self.stack.services[service];
         let n = green.release();
@@ -1106,13 +1082,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let mut replicas = svc.deploy.replicas;
         let mut image = self.images.get(service).cloned().unwrap_or_default();
         let mut undo = Undo::Remove;
+        let paint = |spec: &ServiceSpec| release::coloured(spec, &self.stack.name, service, colour).unwrap_or_else(|| spec.clone());
         let (id, created) = match green {
             Green::Recreate { .. } => {
                 let spec = self.recorded_specs.get(&swarm_name).cloned().ok_or_else(|| EngineError::Other(format!("the history holds no spec of {swarm_name}")))?;
                 replicas = spec.labels.as_ref().and_then(|l| l.get(release::REPLICAS)).and_then(|r| r.parse().ok()).unwrap_or(replicas);
                 image = spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.image.clone()).unwrap_or_default();
-                // As it ran: same labels (release, color, spec hash), same pinned image.
-                (self.engine.create_service(scaled(&spec, replicas)).await?, true)
+                // As it ran (same labels, same pinned image), under the colour users are not on.
+                (self.engine.create_service(paint(&scaled(&spec, replicas))).await?, true)
             }
             Green::Adopt { id, .. } | Green::Existing { id, .. } => {
                 let current = self.engine.service(id).await?.ok_or_else(|| EngineError::Other(format!("{swarm_name} disappeared")))?;
@@ -1122,30 +1099,24 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                     image = current.spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.image.clone()).unwrap_or_default();
                     undo = Undo::ScaleTo(current.replicas);
                 }
-                // A retained release (or one a rollback left at zero) runs again.
-                if current.replicas < replicas {
-                    self.engine.update_service(id, current.version, scaled(&current.spec, replicas)).await?;
+                // A retained release (or one a rollback left at zero) runs again, under the
+                // colour users are not on. Its tasks are new either way: a release at zero has
+                // none, and one with tasks already has that colour (users are on the other).
+                let repainted = release::coloured(&current.spec, &self.stack.name, service, colour);
+                if current.replicas < replicas || repainted.is_some() {
+                    let spec = repainted.unwrap_or_else(|| current.spec.clone());
+                    self.engine.update_service(id, current.version, scaled(&spec, replicas.max(current.replicas))).await?;
                 }
                 (id.clone(), false)
             }
             Green::Create { .. } => {
-                let blue_color = match blue {
-                    Some(b) => self
-                        .engine
-                        .service(&release::versioned_name(&self.stack.name, service, b))
-                        .await?
-                        .and_then(|s| s.label(release::COLOR).and_then(Color::parse)),
-                    None => None,
-                };
-                let color = blue_color.map(Color::other).unwrap_or(Color::Blue);
                 let labels = BTreeMap::from([
                     (release::RELEASE.to_string(), n.to_string()),
-                    (release::COLOR.to_string(), color.as_str().to_string()),
                     (release::SPEC_HASH.to_string(), hash.to_string()),
                     (release::REPLICAS.to_string(), svc.deploy.replicas.to_string()),
                 ]);
                 let spec = self.describe(svc, &swarm_name, &labels, svc.deploy.replicas);
-                (self.engine.create_service(spec).await?, true)
+                (self.engine.create_service(paint(&spec)).await?, true)
             }
         };
         Ok(GreenRelease {
@@ -1158,8 +1129,44 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             replicas,
             image,
             undo,
+            colour,
             target: Target { release: n, servers: Vec::new() },
         })
+    }
+
+    /// Scale to zero every release that runs under the colour a green is about to take (for
+    /// each `(service, green's release, colour)`), so that the colour's name resolves to green
+    /// alone. They are never live (users are on the other colour): the standby of the deploy
+    /// before, a release a stopped run left up. Returns their ids, to wait for.
+    async fn make_way(&mut self, greens: &[(String, u64, Color)]) -> Result<Vec<String>, String> {
+        let existing: Vec<Existing> = self.engine.services(&self.stack.name).await.map_err(|e| e.to_string())?.iter().filter_map(Existing::from_info).collect();
+        let mut stopping = Vec::new();
+        for (service, release, colour) in greens {
+            let in_the_way = existing.iter().filter(|e| &e.service == service && e.release.is_some_and(|r| r != *release) && e.replicas > 0 && e.color == Some(*colour));
+            for e in in_the_way {
+                self.ev.info(&format!("{} runs under {}, the colour the new release takes: scaling it to 0", e.name, colour.as_str()));
+                self.scale_down(&e.id, &e.name).await;
+                stopping.push(e.id.clone());
+            }
+        }
+        Ok(stopping)
+    }
+
+    /// Wait until none of the services `ids` has a running task (so their addresses are out of
+    /// Docker's DNS before green is probed under their old colour).
+    async fn wait_stopped(&self, ids: &[String]) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ids.is_empty() {
+            let tasks = self.engine.stack_tasks(&self.stack.name).await.map_err(|e| e.to_string())?;
+            if !tasks.iter().any(|t| ids.contains(&t.service_id) && t.is_running()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("an older release of green's colour did not stop within 120s".into());
+            }
+            tokio::time::sleep(health::TASK_POLL).await;
+        }
+        Ok(())
     }
 
     /// Wait until every green's tasks run and are healthy: one listing of the stack's tasks per
@@ -1284,23 +1291,74 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(routing)
     }
 
-    async fn install(&self, routing: &[ServiceRouting]) -> Result<(), String> {
-        self.install_at(routing, &self.token, None).await
+    /// Keep the installed config's token, so the config this run would write is the same text
+    /// (and needs no reload); a new one when nginx has none.
+    async fn adopt_token(&mut self) {
+        if let Ok(Some(config)) = self.nginx().current().await {
+            if let Some(token) = proxy::token_in(&config) {
+                self.token = token;
+            }
+        }
     }
 
-    /// [`Self::install`] with a test-only pause point before the reload (see [`faults`]).
-    async fn install_at(&self, routing: &[ServiceRouting], token: &str, pause: Option<&str>) -> Result<(), String> {
-        let config = proxy::render(self.stack, routing, token).map_err(|e| e.to_string())?;
+    /// The config for the stack's routes, written and loaded in every nginx replica. A reload
+    /// happens only when nginx does not run exactly this text already: the routes changed (a
+    /// host, a path, a setting, a routed service added or removed), there was no config, or a
+    /// reload was lost. `pause`: a test-only pause point before the reload (see [`faults`]).
+    async fn ensure_config(&self, pause: Option<&str>) -> Result<(), String> {
+        let config = proxy::render(self.stack, &self.token).map_err(|e| e.to_string())?;
+        let nginx = self.nginx();
+        if nginx.has_everywhere(&config).await.map_err(|e| e.to_string())? && self.loaded_config().await == proxy::hash_in(&config) {
+            self.ev.progress("nginx runs this stack's routes already: no reload");
+            return Ok(());
+        }
         let pause = pause.map(|p| (p, &self.opts.cancel));
-        let installed = self.nginx().install_at(&config, pause).await.map_err(|e| e.to_string())?;
-        self.ev.progress(&format!("nginx config installed and reloaded in {} replica(s)", installed.replicas.len()));
+        let installed = nginx.install_at(&config, pause).await.map_err(|e| e.to_string())?;
+        self.ev.info(&format!("nginx config installed and reloaded in {} replica(s) (the routes changed)", installed.replicas.len()));
         Ok(())
     }
 
-    /// Install a config and prove that each of `services` is now answered by its live target.
-    async fn install_and_verify(&self, routing: &[ServiceRouting], services: &[String]) -> Result<(), String> {
-        self.install(routing).await?;
-        self.verify(routing, services, &self.token, "the reload").await
+    /// The hash of the config nginx has loaded, as it echoes it to a request carrying the
+    /// token; `None` when it echoes none (no stackctl config, or one with another token).
+    async fn loaded_config(&self) -> Option<String> {
+        let (_, route) = routed(self.stack).find_map(|(n, s)| match &s.role {
+            Role::Routed(r) => Some((n, r)),
+            _ => None,
+        })?;
+        let answer = self.probe(route, vec![("x-stackctl-verify".into(), self.token.clone())]).send().await.ok()?;
+        answer.config
+    }
+
+    /// The colour nginx sends each routed service's users to, from its files.
+    async fn colours(&self) -> Result<BTreeMap<String, Color>, String> {
+        let files: Vec<String> = routed(self.stack).map(|(n, _)| proxy::green_file(n)).collect();
+        let present = self.nginx().present(&files).await.map_err(|e| e.to_string())?;
+        let summary = proxy::RoutingSummary { green_files: routed(self.stack).map(|(n, _)| (n.clone(), proxy::green_file(n))).collect() };
+        Ok(summary.colours(&present))
+    }
+
+    /// Send the users of each service to the given colour: its green file created or removed,
+    /// one atomic file operation per nginx replica, no reload.
+    async fn point_to(&self, colours: &[(String, Color)]) -> Result<(), String> {
+        let files = |c: Color| colours.iter().filter(|(_, col)| *col == c).map(|(s, _)| proxy::green_file(s)).collect::<Vec<_>>();
+        let (green, blue) = (files(Color::Green), files(Color::Blue));
+        if !green.is_empty() {
+            self.nginx().flip(&green, true).await.map_err(|e| e.to_string())?;
+        }
+        if !blue.is_empty() {
+            self.nginx().flip(&blue, false).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Send users back to the colour of the release each service had before (`g.colour`'s
+    /// other), and prove they are there.
+    async fn point_back(&self, greens: &[GreenRelease], blue: &BTreeMap<String, u64>, after: &str) -> Result<(), String> {
+        let back: Vec<(String, Color)> = greens.iter().map(|g| (g.service.clone(), g.colour.other())).collect();
+        self.point_to(&back).await?;
+        let services: Vec<String> = greens.iter().filter(|g| blue.contains_key(&g.service)).map(|g| g.service.clone()).collect();
+        let routing = self.routing(blue, &[]).await?;
+        self.verify(&routing, &services, &self.token, after).await
     }
 
     /// Prove that requests through the live route of each of `services` are answered by its
@@ -1350,17 +1408,10 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         .map_err(|e| format!("nginx is not running: {e}"))
     }
 
-    /// The preview config: users stay on `live`, the preview route names each green.
-    async fn install_preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>) -> Result<(), String> {
-        let previews: Vec<&GreenRelease> = greens.iter().collect();
-        let routing = self.routing(live, &previews).await?;
-        self.install_at(&routing, &self.preview_token, Some("preview-installed")).await
-    }
-
-    /// [`Self::install_preview`] while green is still starting, when nginx runs now; `None`
-    /// when it does not (the preview then waits for it). Green's addresses are not known yet,
-    /// so the config's routing summary lists none for the preview until the settled config.
-    async fn install_preview_early(&self, starting: &[GreenRelease], live: &BTreeMap<String, u64>) -> Option<Result<(), String>> {
+    /// [`Self::ensure_config`] while green is still starting, when nginx runs now; `None` when
+    /// it does not (the preview then waits for it). nginx reaches a colour by its DNS name, so
+    /// the config needs nothing of green.
+    async fn ensure_config_early(&self) -> Option<Result<(), String>> {
         if let Some(proxy) = self.proxy_service() {
             let name = release::plain_name(&self.stack.name, &self.stack.x.proxy.service);
             let running = self.engine.tasks(&name).await.ok()?.iter().filter(|t| t.is_running()).count();
@@ -1368,24 +1419,24 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 return None;
             }
         }
-        Some(self.install_preview(starting, live).await)
+        Some(self.ensure_config(Some("preview-installed")).await)
     }
 
-    /// Route green's preview through nginx (unless `installed` says that was done during the
-    /// wait) and probe it there.
-    async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, installed: Option<Result<(), String>>) -> Result<(), String> {
+    /// Make sure nginx runs the stack's routes (unless `installed` says that was done during
+    /// the wait), and probe each green through them, under its colour's preview header.
+    async fn preview(&self, greens: &[GreenRelease], installed: Option<Result<(), String>>) -> Result<(), String> {
         // Also when the config went in during the wait: nginx may have restarted since (a
         // Docker daemon restart); its config lives in a volume and survives that.
         self.wait_for_nginx().await?;
         match installed {
             Some(done) => done?,
-            None => self.install_preview(greens, live).await?,
+            None => self.ensure_config(Some("preview-installed")).await?,
         }
         let probes = greens.iter().map(|g| async move {
             let route = route_of(self.stack, &g.service).expect("routed");
             let headers = vec![
-                ("x-stackctl-preview".to_string(), format!("{}.r{}", self.preview_token, g.release)),
-                ("x-stackctl-verify".to_string(), self.preview_token.clone()),
+                ("x-stackctl-preview".to_string(), format!("{}.{}", self.token, g.colour.as_str())),
+                ("x-stackctl-verify".to_string(), self.token.clone()),
             ];
             let probe = self.probe(route, headers);
             let expect = Expect { status: route.health.status, upstreams: g.target.servers.iter().cloned().collect() };
@@ -1490,12 +1541,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.warn(&format!("green failed after the switch: {reason}; switching back"));
         let phase = "watching green after the switch";
         let releases = greens.iter().filter_map(|g| g.blue.map(|b| format!("r{b}"))).collect::<Vec<_>>().join(", ");
-        let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
-        let back = async {
-            let routing = self.routing(blue, &[]).await?;
-            self.install_and_verify(&routing, &services).await
-        };
-        if let Err(e) = back.await {
+        if let Err(e) = self.point_back(greens, blue, "switching back").await {
             return self.fail(phase, format!("green failed after the switch: {reason}; switching back to {releases} failed: {e}"), false);
         }
         let recorded = self
@@ -1517,27 +1563,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.fail(phase, format!("green failed after the switch: {reason}; traffic is back on {releases}"), true)
     }
 
-    /// Undo a deploy before the switch: route nginx to blue only, then remove green.
-    async fn abort(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>) {
+    /// Undo a deploy before the switch: remove green. nginx needs nothing: users were never
+    /// sent to green's colour, and the preview route names colours, not green.
+    async fn abort(&self, greens: &[GreenRelease]) {
         // Signals from now on are reported and ignored: stopping halfway would leave a mess.
         // Before the phase line, so a signal sent on seeing "abort ..." is already reported as such.
         self.opts.cancel.cleaning_up();
         self.ev.phase("abort");
-        if self.nginx_has_config().await {
-            match self.routing(live, &[]).await {
-                Ok(routing) => {
-                    if let Err(e) = self.install(&routing).await {
-                        self.ev.warn(&format!("could not remove the preview route from nginx: {e}"));
-                    }
-                }
-                Err(e) => self.ev.warn(&format!("could not remove the preview route from nginx: {e}")),
-            }
-        }
         self.remove_greens(greens).await;
-    }
-
-    async fn nginx_has_config(&self) -> bool {
-        matches!(self.nginx().current().await, Ok(Some(_)))
     }
 
     async fn remove_greens(&self, greens: &[GreenRelease]) {

@@ -47,8 +47,8 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     /// What the config installed in nginx routes to (`None` when it could not be read).
     pub routing: Option<RoutingSummary>,
-    /// The release users of each routed service reach: the config's live target, or its
-    /// preview where an interrupted deploy left the switch file.
+    /// The release users of each routed service reach: the running release of the colour
+    /// nginx sends them to.
     pub serving: BTreeMap<String, u64>,
     /// Set while a deploy is running.
     pub lock: Option<LockInfo>,
@@ -99,8 +99,10 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
     // Where users really go: a switch file left by an interrupted deploy overrides the header.
     let serving = match &routing {
         Some(r) => {
-            let files: Vec<String> = r.switch.values().cloned().collect();
-            nginx.present(&files).await.map(|present| r.serving(&present)).unwrap_or_else(|_| r.serving(&Default::default()))
+            let files: Vec<String> = r.green_files.values().cloned().collect();
+            let colours = r.colours(&nginx.present(&files).await.unwrap_or_default());
+            let existing: Vec<Existing> = infos.iter().filter_map(Existing::from_info).collect();
+            crate::plan::serving(&existing, &colours, &record.live)
         }
         None => BTreeMap::new(),
     };
