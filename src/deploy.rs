@@ -241,6 +241,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         if let Verb::Rollback { to, service, asked_at } = self.verb.clone() {
             return self.execute_rollback(to, service, &asked_at).await;
         }
+        self.adopt_token().await;
         self.ev.phase("resolve");
         self.images = self.resolve_images().await?;
         self.check_saved_plan().await?;
@@ -303,6 +304,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         service: Option<String>,
         asked_at: &BTreeMap<String, u64>,
     ) -> Result<Outcome3, DeployError> {
+        self.adopt_token().await;
         self.ev.phase("plan");
         let observed = self.observe().await.map_err(refused)?;
         let services: Vec<String> = match service {
@@ -357,36 +359,41 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok((Outcome::Deployed, None, switched))
     }
 
-    /// A rollback to releases still up as standbys (a route's `rollback_window`): the config
-    /// nginx runs already routes to each as its preview, behind a switch file, so going back
-    /// is one probe through that route, the file, and a verification: users are back before
-    /// any reload. Then the plain config is installed for them, and the release they left is
-    /// scaled to zero. `None` when some release asked for is not such a standby, or does not
-    /// answer: the rollback then goes the deploy's whole way.
+    /// A rollback to releases still up as standbys (a route's `rollback_window`): a standby
+    /// runs under the colour users are not on, and the config nginx runs routes to both
+    /// colours, so going back is one probe through its preview route, its colour's file, and a
+    /// verification; no reload. Then the release users left is scaled to zero. `None` when
+    /// some release asked for is not such a standby, or does not answer: the rollback then
+    /// goes the deploy's whole way.
     async fn flip_back(&mut self, plan: &plan::Plan, observed: &Observed) -> Option<Result<Vec<Switched>, DeployError>> {
-        let running = |id: &str| observed.services.iter().any(|e| e.id == id && e.replicas > 0);
-        let wanted: Vec<(String, Option<u64>, u64)> = (plan.releases())
+        let users_on = self.colours().await.ok()?;
+        let standby = |service: &str, id: &str| {
+            let colour = users_on.get(service).copied().unwrap_or(Color::Blue).other();
+            observed.services.iter().any(|e| e.id == id && e.replicas > 0 && e.color == Some(colour)).then_some(colour)
+        };
+        let wanted: Vec<(String, Option<u64>, u64, Color)> = (plan.releases())
             .map(|(s, from, g)| match g {
-                Green::Existing { release, id } if running(id) => Some((s.to_string(), from, *release)),
+                Green::Existing { release, id } => standby(s, id).map(|c| (s.to_string(), from, *release, c)),
                 _ => None,
             })
             .collect::<Option<_>>()?;
         if wanted.is_empty() {
             return None;
         }
-        let config = self.nginx().current().await.ok()??;
-        let (summary, token) = (proxy::parse_summary(&config)?, proxy::token_in(&config)?);
-        let mut routing = Vec::new();
-        let mut files = Vec::new();
-        for (service, _, release) in &wanted {
-            let target = summary.preview.get(service).filter(|t| t.release == *release && !t.servers.is_empty())?;
-            files.push(summary.switch.get(service)?.clone());
-            let route = route_of(self.stack, service)?.clone();
-            routing.push(ServiceRouting { service: service.clone(), route, live: target.clone(), preview: None });
+        // Normally a no-op: the routes are what the last deploy installed.
+        if let Err(e) = self.ensure_config(None).await {
+            return Some(Err(self.fail("routing", e, true)));
         }
+        let to: BTreeMap<String, u64> = wanted.iter().map(|(s, _, r, _)| (s.clone(), *r)).collect();
+        let routing: Vec<ServiceRouting> = self.routing(&to, &[]).await.ok()?.into_iter().filter(|r| to.contains_key(&r.service)).collect();
+        if routing.iter().any(|r| r.live.servers.is_empty()) {
+            return None;
+        }
+        let token = self.token.clone();
+        let colour = |service: &str| wanted.iter().find(|w| w.0 == service).map(|w| w.3).unwrap_or(Color::Blue);
         self.ev.phase("flip back");
         for r in &routing {
-            let headers = vec![("x-stackctl-preview".into(), format!("{token}.r{}", r.live.release)), ("x-stackctl-verify".into(), token.clone())];
+            let headers = vec![("x-stackctl-preview".into(), format!("{token}.{}", colour(&r.service).as_str())), ("x-stackctl-verify".into(), token.clone())];
             let expect = Expect { status: r.route.health.status, upstreams: r.live.servers.iter().cloned().collect() };
             let deadline = Instant::now() + r.route.health.timeout;
             let answered = health::probe_until(&self.probe(&r.route, headers), &expect, 1, r.route.health.interval, deadline).await;
@@ -401,53 +408,41 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let services: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();
         let flipped = async {
-            self.nginx().flip(&files, true).await.map_err(|e| e.to_string())?;
+            self.point_to(&wanted.iter().map(|w| (w.0.clone(), w.3)).collect::<Vec<_>>()).await?;
             self.verify(&routing, &services, &token, "the flip").await
         };
         if let Err(e) = flipped.await {
             self.opts.cancel.cleaning_up();
-            let intact = self.nginx().flip(&files, false).await.is_ok();
+            let intact = self.point_to(&wanted.iter().map(|w| (w.0.clone(), w.3.other())).collect::<Vec<_>>()).await.is_ok();
             return Some(Err(self.fail("flipping back to the standby", e, intact)));
         }
         let flipped_at = Instant::now();
         let mut live = observed.live.clone();
-        live.extend(wanted.iter().map(|(s, _, r)| (s.clone(), *r)));
-        if let Err(e) = self.lock.update(|r| r.live.extend(wanted.iter().map(|(s, _, n)| (s.clone(), *n)))).await {
+        live.extend(wanted.iter().map(|(s, _, r, _)| (s.clone(), *r)));
+        if let Err(e) = self.lock.update(|r| r.live.extend(wanted.iter().map(|(s, _, n, _)| (s.clone(), *n)))).await {
             let reason = format!("{e}. nginx already routes to the standby; check `stackctl status`");
             return Some(Err(self.fail("recording the new live release", reason, false)));
         }
         self.ev.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
-        // Settle on the plain config for where users now are; the switch file keeps every
-        // worker of the old generation sending them there meanwhile.
-        let settle = async {
-            let settled = self.routing(&live, &[]).await?;
-            self.install_at(&settled, &self.token, None).await?;
-            self.verify(&settled, &services, &self.token, "the reload").await
-        };
-        if let Err(e) = settle.await {
-            let reason = format!("{e}; users are on the standby through its switch file and the record names it");
-            return Some(Err(self.fail("settling nginx after the flip", reason, true)));
-        }
         self.ev.phase("drain");
         let drain = routing.iter().map(|r| r.route.drain).max().unwrap_or_default();
         self.drain(Some(drain.saturating_sub(flipped_at.elapsed()))).await;
         let mut open_after_drain = BTreeMap::new();
-        for (service, from, _) in &wanted {
+        for (service, from, _, _) in &wanted {
             if let Some(from) = from {
                 open_after_drain.insert(service.clone(), self.open_after_drain(service, *from, false).await);
             }
         }
         self.ev.phase("retire");
-        self.clear_switches(flipped_at).await;
         let mut switched = Vec::new();
-        for (service, from, _) in &wanted {
+        for (service, from, _, _) in &wanted {
             if let Some(from) = from {
                 let name = release::versioned_name(&self.stack.name, service, *from);
                 self.scale_down(&name, &name).await;
             }
         }
-        self.retire(&wanted.iter().map(|(s, _, r)| (s.clone(), *r)).collect::<Vec<_>>()).await;
-        for (service, from, release) in wanted {
+        self.retire(&wanted.iter().map(|(s, _, r, _)| (s.clone(), *r)).collect::<Vec<_>>()).await;
+        for (service, from, release, _) in wanted {
             let name = release::versioned_name(&self.stack.name, &service, release);
             // Live again: no longer anyone's standby (a later window starts afresh).
             if let Err(e) = self.label_standby(&name, None).await {
@@ -540,7 +535,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         hashes: &BTreeMap<String, String>,
     ) -> Result<Vec<Switched>, DeployError> {
         let mut greens = Vec::new();
-        if let Err(stop) = self.bring_up(wanted, &mut greens, &live, plan, hashes).await {
+        if let Err(stop) = self.bring_up(wanted, &mut greens, plan, hashes).await {
             return Err(self.undo(stop, &greens, &live).await);
         }
 
@@ -586,7 +581,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
 
         self.ev.phase("retire");
-        self.clear_switches(switched_at).await;
         for g in &greens {
             if let (Some(window), Some(blue)) = (self.standby_window(g), g.blue) {
                 self.keep_standby(&g.service, blue, window).await;
@@ -623,17 +617,36 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         &mut self,
         wanted: Vec<(String, Option<u64>, Green)>,
         greens: &mut Vec<GreenRelease>,
-        live: &BTreeMap<String, u64>,
         plan: &plan::Plan,
         hashes: &BTreeMap<String, String>,
     ) -> Result<(), Stop> {
         self.ev.phase("create green");
-        // Green runs under the colour users are not on; an earlier release still running
-        // under it (the standby of the deploy before) makes way first.
-        let users_on = self.colours().await.map_err(|e| Stop::Failed("reading where nginx sends users", e))?;
-        let colour_of = |service: &str| users_on.get(service).copied().unwrap_or(Color::Blue).other();
-        let making_way = self.make_way(&wanted.iter().map(|(s, _, g)| (s.clone(), g.release(), colour_of(s))).collect::<Vec<_>>()).await;
-        let making_way = making_way.map_err(|e| Stop::Failed("stopping an older release of green's colour", e))?;
+        // Green runs under the other colour than blue's (blue's is where users are, unless an
+        // interrupted run left nginx's file out of step, which the switch puts right); an
+        // earlier release still running under it (the standby of the deploy before) makes way
+        // first.
+        let files = self.colours().await.map_err(|e| Stop::Failed("reading where nginx sends users", e))?;
+        let existing: Vec<Existing> = match self.engine.services(&self.stack.name).await {
+            Ok(s) => s.iter().filter_map(Existing::from_info).collect(),
+            Err(e) => return Err(Stop::Failed("listing the stack's services", e.to_string())),
+        };
+        let mut colours = BTreeMap::new();
+        let mut unpainted = Vec::new();
+        for (service, blue, _) in &wanted {
+            let file = files.get(service).copied().unwrap_or(Color::Blue);
+            let blue_colour = match blue.and_then(|b| existing.iter().find(|e| &e.service == service && e.release == Some(b))) {
+                Some(e) if e.color.is_none() && e.replicas > 0 => {
+                    unpainted.push((service.clone(), e.release.unwrap_or_default(), file));
+                    file
+                }
+                Some(e) => e.color.unwrap_or(file),
+                None => file,
+            };
+            colours.insert(service.clone(), blue_colour.other());
+        }
+        let colour_of = |service: &str| colours.get(service).copied().unwrap_or(Color::Green);
+        self.paint_live(&unpainted).await.map_err(|e| Stop::Failed("giving the live release its colour", e))?;
+        let making_way = self.make_way(&existing, &wanted.iter().map(|(s, _, g)| (s.clone(), g.release(), colour_of(s))).collect::<Vec<_>>()).await;
         for (service, blue, green) in wanted {
             let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
             let colour = colour_of(&service);
@@ -777,8 +790,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn finish_interrupted(&mut self, plan: &plan::Plan, live: &BTreeMap<String, u64>) -> Result<(), DeployError> {
         if plan.steps.iter().any(|s| matches!(s, Step::Reroute { .. } | Step::RemoveOrphan { .. })) {
             self.ev.phase("route");
-            let routing = self.routing(live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-            self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>()).await.map_err(|e| self.fail("routing", e, true))?;
+            self.route_to(live, &live.keys().cloned().collect::<Vec<_>>(), "rerouting").await.map_err(|e| self.fail("routing", e, true))?;
             self.remove_orphans(plan).await;
         }
         let leftovers = retirements(plan);
@@ -788,10 +800,9 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             // sends users back to blue instead of losing blue.
             let mut greens = self.unwatched_greens(&leftovers).await.map_err(refused)?;
             let blue: BTreeMap<String, u64> = greens.iter().filter_map(|g| Some((g.service.clone(), g.blue?))).collect();
-            // nginx echoes the answering backend only for this run's token: reinstall the
-            // (unchanged) routing under it before probing.
-            let routing = self.routing(live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-            self.install(&routing).await.map_err(|e| self.fail("routing", e, true))?;
+            // The watch reads which backend answered: nginx echoes it to the token of the
+            // config it runs (normally the one installed: no reload).
+            self.ensure_config(None).await.map_err(|e| self.fail("routing", e, true))?;
             if let Err(reason) = self.watch(&mut greens).await {
                 return Err(self.switch_back(&greens, &blue, &reason).await);
             }
@@ -800,15 +811,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             self.ev.phase("retire");
             self.retire(&leftovers).await;
         }
-        // Whatever reload this run made, switch files an interrupted deploy left are read by
-        // no config from now on.
-        self.clear_switches(Instant::now()).await;
         Ok(())
     }
 
     /// A deploy killed after its switch and before its record left users on a newer release
-    /// than the record names. Start from where users are: install the settled config for it
-    /// (verified), then record it. Returns the live release per service this run starts from.
+    /// than the record names. Start from where users are: verify they are answered by it,
+    /// then record it. Returns the live release per service this run starts from.
     /// If the release users are on fails verification, they go back to the recorded one, a
     /// switch back that says so, and the deploy stops.
     async fn catch_up(&mut self, plan: &plan::Plan, recorded: &BTreeMap<String, u64>) -> Result<BTreeMap<String, u64>, DeployError> {
@@ -828,17 +836,15 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.info(&format!("an interrupted deploy already sent users to {}; starting from there", names(&caught)));
         let services: Vec<String> = caught.keys().cloned().collect();
         let settle = async {
+            self.ensure_config(None).await?;
             let routing = self.routing(&live, &[]).await?;
-            self.install_and_verify(&routing, &services).await
+            self.verify(&routing, &services, &self.token, "catching up").await
         };
         if let Err(e) = settle.await {
             self.opts.cancel.cleaning_up();
             let reason = format!("users were on {} (left by an interrupted deploy), which failed verification: {e}", names(&caught));
             self.ev.warn(&format!("{reason}; switching back to {}", names(recorded)));
-            let back = async {
-                let routing = self.routing(recorded, &[]).await?;
-                self.install_and_verify(&routing, &services).await
-            };
+            let back = self.route_to(recorded, &services, "switching back");
             return Err(match back.await {
                 Ok(()) => self.fail("catching up with nginx", format!("{reason}; traffic is back on {}", names(recorded)), true),
                 Err(e2) => self.fail("catching up with nginx", format!("{reason}; switching back failed too: {e2}"), false),
@@ -852,15 +858,21 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(live)
     }
 
-    /// Remove the switch files (this run's and any an interrupted deploy left): the settled
-    /// config does not read them, but workers of the preview generation may still answer for
-    /// a moment after the settle reload, and without their file they would send users back.
-    /// nginx retires old workers ~100 ms after starting new ones; a second covers it.
-    async fn clear_switches(&self, settled_at: Instant) {
-        tokio::time::sleep(Duration::from_secs(1).saturating_sub(settled_at.elapsed())).await;
-        if let Err(e) = self.nginx().clear_switches().await {
-            self.ev.warn(&format!("could not remove nginx switch files ({e}); they are inert and the next deploy removes them"));
+    /// Send the users of `services` to the colours of the releases `live` names (the routes
+    /// installed and loaded first, normally without a reload), and prove they are there.
+    async fn route_to(&self, live: &BTreeMap<String, u64>, services: &[String], after: &str) -> Result<(), String> {
+        self.ensure_config(None).await?;
+        let existing: Vec<Existing> = self.engine.services(&self.stack.name).await.map_err(|e| e.to_string())?.iter().filter_map(Existing::from_info).collect();
+        let mut colours = Vec::new();
+        for service in services {
+            let Some(n) = live.get(service) else { continue };
+            let release = existing.iter().find(|e| &e.service == service && e.release == Some(*n));
+            let colour = release.and_then(|e| e.color).ok_or_else(|| format!("release r{n} of {service} has no colour (label {})", release::COLOR))?;
+            colours.push((service.clone(), colour));
         }
+        self.point_to(&colours).await?;
+        let routing = self.routing(live, &[]).await?;
+        self.verify(&routing, services, &self.token, after).await
     }
 
     fn fail(&self, phase: &str, reason: impl std::fmt::Display, live_intact: bool) -> DeployError {
@@ -1134,12 +1146,45 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         })
     }
 
+    /// Make each live release (`(service, release, colour)`) reachable by its
+    /// colour's name. Only a release made by a stackctl from before colours were aliases lacks
+    /// it: Swarm rolls its tasks (new ones first) to add the alias, once. Until the config that
+    /// names colours is loaded, nginx reaches the release by its own name, whose tasks these
+    /// are throughout.
+    async fn paint_live(&mut self, live: &[(String, u64, Color)]) -> Result<(), String> {
+        for (service, n, colour) in live {
+            let name = release::versioned_name(&self.stack.name, service, *n);
+            let Some(info) = self.engine.service(&name).await.map_err(|e| e.to_string())? else { continue };
+            let Some(mut spec) = release::coloured(&info.spec, &self.stack.name, service, *colour) else { continue };
+            let update = spec.update_config.get_or_insert_with(Default::default);
+            update.order = Some(bollard::models::ServiceSpecUpdateConfigOrderEnum::START_FIRST);
+            let running = |tasks: &[TaskInfo]| tasks.iter().filter(|t| t.is_running()).map(|t| t.id.clone()).collect::<BTreeSet<String>>();
+            let before = running(&self.engine.tasks(&info.id).await.map_err(|e| e.to_string())?);
+            self.ev.info(&format!("{name} is live without its colour's network alias (made by an earlier stackctl): rolling its tasks, new ones first, to add {}", release::colour_alias(&self.stack.name, service, *colour)));
+            self.engine.update_service(&info.id, info.version, spec).await.map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + route_of(self.stack, service).map(|r| r.health.deadline).unwrap_or(Duration::from_secs(60)) * 2;
+            loop {
+                let tasks = self.engine.tasks(&info.id).await.map_err(|e| e.to_string())?;
+                let now = running(&tasks);
+                let settled = tasks.iter().filter(|t| t.desired_state == "running").all(|t| t.is_running());
+                if now.len() as u64 >= info.replicas && now.is_disjoint(&before) && settled {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("{name}: its tasks did not roll to add the colour alias in time; see `docker service ps {name}`"));
+                }
+                tokio::time::sleep(health::TASK_POLL).await;
+            }
+            self.changes.push(format!("gave {name} the network alias of its colour"));
+        }
+        Ok(())
+    }
+
     /// Scale to zero every release that runs under the colour a green is about to take (for
     /// each `(service, green's release, colour)`), so that the colour's name resolves to green
     /// alone. They are never live (users are on the other colour): the standby of the deploy
     /// before, a release a stopped run left up. Returns their ids, to wait for.
-    async fn make_way(&mut self, greens: &[(String, u64, Color)]) -> Result<Vec<String>, String> {
-        let existing: Vec<Existing> = self.engine.services(&self.stack.name).await.map_err(|e| e.to_string())?.iter().filter_map(Existing::from_info).collect();
+    async fn make_way(&mut self, existing: &[Existing], greens: &[(String, u64, Color)]) -> Vec<String> {
         let mut stopping = Vec::new();
         for (service, release, colour) in greens {
             let in_the_way = existing.iter().filter(|e| &e.service == service && e.release.is_some_and(|r| r != *release) && e.replicas > 0 && e.color == Some(*colour));
@@ -1149,7 +1194,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 stopping.push(e.id.clone());
             }
         }
-        Ok(stopping)
+        stopping
     }
 
     /// Wait until none of the services `ids` has a running task (so their addresses are out of
@@ -1481,6 +1526,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 replicas: green.replicas,
                 image: String::new(),
                 undo: Undo::Remove,
+                colour: green.color.unwrap_or(Color::Blue),
                 target,
             });
         }

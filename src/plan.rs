@@ -103,7 +103,7 @@ impl Existing {
             release,
             hash: s.label(release::SPEC_HASH).unwrap_or_default().to_string(),
             replicas: s.replicas,
-            color: s.label(release::COLOR).and_then(release::Color::parse),
+            color: painted(s),
             standby_until: s.label(release::STANDBY_UNTIL).and_then(|t| t.parse().ok()),
             unreadable,
         })
@@ -128,6 +128,17 @@ pub fn serving(services: &[Existing], colours: &BTreeMap<String, release::Color>
         }
     }
     serving
+}
+
+/// The colour of a release: its label, when it also carries the colour's network alias (a
+/// release made before colours were aliases has the label alone, and nginx cannot reach it
+/// by its colour).
+fn painted(s: &ServiceInfo) -> Option<release::Color> {
+    let colour = s.label(release::COLOR).and_then(release::Color::parse)?;
+    let (stack, service) = (s.label(release::STACK)?, s.label(release::SERVICE)?);
+    let alias = release::colour_alias(stack, service, colour);
+    let networks = s.spec.task_template.as_ref()?.networks.as_ref()?;
+    networks.iter().any(|n| n.aliases.iter().flatten().any(|a| a == &alias)).then_some(colour)
 }
 
 /// The cluster as observed.

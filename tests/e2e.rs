@@ -214,21 +214,13 @@ services:
     let file = dir.join("render.yml");
     std::fs::write(&file, &yaml).unwrap();
     let stack = stackctl::spec::load(&file, &Default::default()).expect("valid stack").stack;
-    let t = |release, servers: &[&str]| stackctl::proxy::Target { release, servers: servers.iter().map(|s| s.to_string()).collect() };
     let route = |name: &str| match &stack.services[name].role {
-        stackctl::spec::Role::Routed(r) => r.clone(),
+        stackctl::spec::Role::Routed(r) => (name.to_string(), r.clone()),
         _ => unreachable!(),
     };
-    let cases = [
-        vec![stackctl::proxy::ServiceRouting { service: "web".into(), route: route("web"), live: t(0, &[]), preview: Some(t(1, &["10.0.0.2:80"])) }],
-        vec![
-            stackctl::proxy::ServiceRouting { service: "web".into(), route: route("web"), live: t(1, &["10.0.0.2:80", "10.0.0.3:80"]), preview: Some(t(2, &["10.0.0.4:80"])) },
-            stackctl::proxy::ServiceRouting { service: "api".into(), route: route("api"), live: t(5, &["10.0.0.5:8080"]), preview: None },
-            stackctl::proxy::ServiceRouting { service: "admin".into(), route: route("admin"), live: t(2, &["10.0.0.6:80"]), preview: None },
-        ],
-    ];
+    let cases = [vec![route("web")], vec![route("web"), route("api"), route("admin")]];
     for (i, routing) in cases.iter().enumerate() {
-        let conf = stackctl::proxy::render(&stack, routing, "0123456789abcdef0123").unwrap();
+        let conf = stackctl::proxy::render_routes(&stack, routing, "0123456789abcdef0123").unwrap();
         let path = dir.join(format!("case{i}.conf"));
         std::fs::write(&path, &conf).unwrap();
         let out = Command::new("docker")

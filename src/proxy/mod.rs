@@ -176,6 +176,17 @@ fn nginx_var(kind: &str, stack: &str, service: Option<&str>) -> String {
 /// secret that gates the preview and verification headers, so outsiders cannot reach a release
 /// that is not live yet; it is kept from one config to the next (see [`token_in`]).
 pub fn render(stack: &Stack, token: &str) -> Result<String, RenderError> {
+    let routes: Vec<(String, Route)> = (crate::spec::routed(stack))
+        .filter_map(|(n, s)| match &s.role {
+            crate::spec::Role::Routed(r) => Some((n.clone(), r.clone())),
+            _ => None,
+        })
+        .collect();
+    render_routes(stack, &routes, token)
+}
+
+/// [`render`] for the given `(service, route)` pairs of `stack`.
+pub fn render_routes(stack: &Stack, routed: &[(String, Route)], token: &str) -> Result<String, RenderError> {
     check_name("stack name", &stack.name, allow::check_stack_name)?;
     check_token(token)?;
     let mut routes = Vec::new();
@@ -184,10 +195,7 @@ pub fn render(stack: &Stack, token: &str) -> Result<String, RenderError> {
     let mut targets: BTreeMap<String, TargetView> = BTreeMap::new();
     let mut summary = RoutingSummary { green_files: BTreeMap::new() };
 
-    for (service, route) in crate::spec::routed(stack).filter_map(|(n, s)| match &s.role {
-        crate::spec::Role::Routed(r) => Some((n, r)),
-        _ => None,
-    }) {
+    for (service, route) in routed {
         check_name("service name", service, allow::check_service_name)?;
         let backend = |colour| format!("{}:{}", release::colour_alias(&stack.name, service, colour), route.port);
         let (blue, green) = (backend(Color::Blue), backend(Color::Green));
