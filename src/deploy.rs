@@ -634,17 +634,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let mut unpainted = Vec::new();
         for (service, blue, _) in &wanted {
             let file = files.get(service).copied().unwrap_or(Color::Blue);
-            let blue_colour = match blue.and_then(|b| existing.iter().find(|e| &e.service == service && e.release == Some(b))) {
+            let colour = match blue.and_then(|b| existing.iter().find(|e| &e.service == service && e.release == Some(b))) {
                 Some(e) if e.color.is_none() && e.replicas > 0 => {
                     unpainted.push((service.clone(), e.release.unwrap_or_default(), file));
-                    file
+                    file.other()
                 }
-                Some(e) => e.color.unwrap_or(file),
-                None => file,
+                Some(e) => e.color.unwrap_or(file).other(),
+                // A first release is blue, nginx's colour without the file.
+                None => Color::Blue,
             };
-            colours.insert(service.clone(), blue_colour.other());
+            colours.insert(service.clone(), colour);
         }
-        let colour_of = |service: &str| colours.get(service).copied().unwrap_or(Color::Green);
+        let colour_of = |service: &str| colours.get(service).copied().unwrap_or(Color::Blue);
         self.paint_live(&unpainted).await.map_err(|e| Stop::Failed("giving the live release its colour", e))?;
         let making_way = self.make_way(&existing, &wanted.iter().map(|(s, _, g)| (s.clone(), g.release(), colour_of(s))).collect::<Vec<_>>()).await;
         for (service, blue, green) in wanted {
@@ -702,7 +703,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn switch(&self, greens: &[GreenRelease], next: &BTreeMap<String, u64>) -> Result<(), String> {
         let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
         self.point_to(&greens.iter().map(|g| (g.service.clone(), g.colour)).collect::<Vec<_>>()).await?;
-        faults::pause("config-installed", &self.opts.cancel).await;
+        faults::pause("switch-file", &self.opts.cancel).await;
         let routing = self.routing(next, &[]).await?;
         self.verify(&routing, &services, &self.token, "the switch").await
     }
@@ -1464,7 +1465,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 return None;
             }
         }
-        Some(self.ensure_config(Some("preview-installed")).await)
+        Some(self.ensure_config(Some("config-installed")).await)
     }
 
     /// Make sure nginx runs the stack's routes (unless `installed` says that was done during
@@ -1475,7 +1476,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.wait_for_nginx().await?;
         match installed {
             Some(done) => done?,
-            None => self.ensure_config(Some("preview-installed")).await?,
+            None => self.ensure_config(Some("config-installed")).await?,
         }
         let probes = greens.iter().map(|g| async move {
             let route = route_of(self.stack, &g.service).expect("routed");

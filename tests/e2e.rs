@@ -49,7 +49,7 @@ fn first_deploy_serves_v1_and_is_visible_to_docker_stack() {
 
     let status = s.status_json();
     assert_eq!(status["live"]["web"], 1);
-    assert_eq!(status["routing"]["live"]["web"]["release"], 1);
+    assert_eq!(status["serving"]["web"], 1);
     assert_eq!(status["problems"].as_array().unwrap().len(), 0, "{status}");
     let web = status["services"].as_array().unwrap().iter().find(|x| x["name"] == "e2efirst_web-r1").unwrap();
     assert_eq!(web["live"], true);
@@ -96,7 +96,7 @@ fn v1_to_v2_under_load_drops_nothing() {
     let sum = loadgen::summarize(&samples);
     let window = loadgen::mixed_window(&samples, "v1", "v2");
     eprintln!("load during v1→v2: {sum:?}, mixed-version window {window:?}");
-    assert_load_clean(&sum, 200, 1);
+    assert_load_clean(&sum, 200, 0);
     assert!(sum.versions.get("v1").copied().unwrap_or(0) > 0 && sum.versions.get("v2").copied().unwrap_or(0) > 0, "{sum:?}");
     // The switch is one-way: no request sent after a client saw v2 is answered by v1.
     let back = loadgen::backwards(&samples, "v1", "v2");
@@ -111,6 +111,9 @@ fn v1_to_v2_under_load_drops_nothing() {
     assert_eq!(docker(&["service", "inspect", "e2eload_web-r1", "--format", "{{.Spec.Mode.Replicated.Replicas}}"]).trim(), "0");
     let labels = docker(&["service", "inspect", "e2eload_web-r2", "--format", "{{.Spec.Labels}}"]);
     assert!(labels.contains("io.stackctl.color:green"), "the second release is green: {labels}");
+    // nginx reaches it by its colour's network alias, which only it carries now.
+    let networks = docker(&["service", "inspect", "e2eload_web-r2", "--format", "{{json .Spec.TaskTemplate.Networks}}"]);
+    assert!(networks.contains("\"e2eload_web.green\"") && !networks.contains("e2eload_web.blue"), "{networks}");
 
     // A third release prunes r1 (keep: 1).
     assert_eq!(s.deploy("v1", &[]).status.code(), Some(0));
@@ -131,7 +134,7 @@ fn broken_release_is_refused_while_v1_keeps_serving() {
     assert!(err.contains("The live release is intact"), "{err}");
     let sum = loadgen::summarize(&samples);
     eprintln!("load during the refused deploy: {sum:?}");
-    assert_load_clean(&sum, 100, 1);
+    assert_load_clean(&sum, 100, 0);
     assert_eq!(sum.versions.keys().collect::<Vec<_>>(), vec!["v1"]);
     // Green is gone; blue untouched; the record still says r1.
     assert_eq!(s.services(), vec!["e2ebroken_proxy", "e2ebroken_web-r1"]);
@@ -167,7 +170,8 @@ fn killed_nginx_task_comes_back_serving_the_live_release() {
     let recovered = recovered.expect("nginx came back serving v2 within 60s");
     eprintln!("nginx task killed; serving v2 again after {recovered:?}");
     let status = s.status_json();
-    assert_eq!(status["routing"]["live"]["web"]["release"], 2, "{status}");
+    assert_eq!(status["serving"]["web"], 2, "{status}");
+    assert_eq!(status["colours"]["web"], "green", "{status}");
 }
 
 #[test]
@@ -406,7 +410,7 @@ fn six_services_v1_to_v2_under_load_drop_nothing() {
         eprintln!("LOAD {path}: requests {} failures {} retried {} versions {:?}", sum.requests, sum.failures, sum.retried, sum.versions);
         // Each route has its own kept-alive client, and each reload may close its idle
         // connection: README's bound holds per load, as in the other load tests.
-        assert_load_clean(&sum, 20, 1);
+        assert_load_clean(&sum, 20, 0);
         let want: Vec<&str> = if path == "/" { vec!["v1", "v2"] } else { vec![path.trim_matches('/')] };
         assert_eq!(sum.versions.keys().map(String::as_str).collect::<Vec<_>>(), want, "{path} answered only by its own service");
     }

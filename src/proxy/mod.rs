@@ -368,6 +368,8 @@ pub enum ProxyError {
     Rejected { container: String, output: String },
     #[error("nginx failed to reload in {container}: {output}")]
     ReloadFailed { container: String, output: String },
+    #[error("could not change the switch file in nginx's container {container}: {output}")]
+    SwitchFile { container: String, output: String },
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
 }

@@ -133,7 +133,7 @@ impl<E: Engine> NginxProxy<'_, E> {
         cmd.extend(paths.iter().map(String::as_str));
         let out = self.engine.exec(container, &cmd).await?;
         if out.exit_code != 0 {
-            return Err(ProxyError::ReloadFailed { container: container.to_string(), output: format!("rm: {}", out.output.trim()) });
+            return Err(ProxyError::SwitchFile { container: container.to_string(), output: format!("rm: {}", out.output.trim()) });
         }
         Ok(())
     }
