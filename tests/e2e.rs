@@ -121,6 +121,37 @@ fn v1_to_v2_under_load_drops_nothing() {
     assert_eq!(s.get("/").as_deref(), Ok("v1"));
 }
 
+/// Issue 7's goal, under the load generator: ten deploys in a row (v1 and v2 in turn, each a
+/// new release), under 4 kept-alive and 4 new-connection clients, with not one failed request
+/// and not one client retry: the switch is a file, and nginx is never reloaded.
+#[test]
+#[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
+fn ten_deploys_under_load_without_a_failure_or_a_retry() {
+    let _g = serial();
+    let s = TestStack::new("e2eten", 19040);
+    let file = |image: &str| {
+        let text = std::fs::read_to_string(s.file(image)).unwrap().replace("        drain: 1s\n", "        drain: 1s\n        watch: 1s\n");
+        let path = s.dir.join(format!("ten-{image}.yml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let deploy = |image: &str| s.stackctl(&["deploy", file(image).to_str().unwrap()]);
+    assert_eq!(deploy("v1").status.code(), Some(0));
+    let nginx = common::containers("e2eten_proxy").pop().expect("an nginx container");
+    let workers = common::wait_for_workers(&nginx);
+    let (outs, samples, _) = with_load(s.port, 100, || (0..10).map(|i| deploy(if i % 2 == 0 { "v2" } else { "v1" })).collect::<Vec<_>>());
+    for (i, out) in outs.iter().enumerate() {
+        assert_eq!(out.status.code(), Some(0), "deploy {}: {}", i + 1, stderr(out));
+        assert!(!stderr(out).contains("reloaded"), "deploy {} reloaded nginx: {}", i + 1, stderr(out));
+    }
+    let sum = loadgen::summarize(&samples);
+    eprintln!("TEN DEPLOYS: requests {} failures {} retried {} versions {:?}", sum.requests, sum.failures, sum.retried, sum.versions);
+    assert_load_clean(&sum, 1000, 0);
+    assert_eq!(common::wait_for_workers(&nginx), workers, "the same nginx workers throughout: no reload");
+    assert_eq!(s.status_json()["live"]["web"], 11);
+    assert_eq!(s.get("/").as_deref(), Ok("v1"));
+}
+
 #[test]
 #[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
 fn broken_release_is_refused_while_v1_keeps_serving() {
