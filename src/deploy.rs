@@ -140,7 +140,6 @@ async fn run<E: Engine + Clone + 'static>(
         ev,
         lock: &lock,
         token: record::random_token(),
-        preview_token: record::random_token(),
         changes: Vec::new(),
         images: BTreeMap::new(),
         refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
@@ -181,14 +180,10 @@ struct Run<'a, E: Engine + Clone + 'static> {
     /// Where progress and warnings go (terminal, JSON lines, ...).
     ev: &'a Events,
     lock: &'a Held<E>,
-    /// Per-deploy secret gating nginx's verification header in the configs this run installs
-    /// once users are settled on a release (the settled config, a reroute, a switch back).
+    /// The secret gating nginx's preview and verification headers: the one the installed
+    /// config has (so the config this run would write is the same text, and needs no reload),
+    /// or a new one when there is none (see [`Run::adopt_token`]).
     token: String,
-    /// Another per-deploy secret for the preview config: its preview and verification headers
-    /// and the names of its switch files. A different secret from `token`, so the verification
-    /// after the settle reload passes only once nginx runs the settled config (a reload nginx
-    /// dropped leaves the preview config answering, which does not echo `token`).
-    preview_token: String,
     changes: Vec<String>,
     /// Image of each service, pinned to its digest (filled by the resolve phase).
     images: BTreeMap<String, String>,
@@ -214,6 +209,8 @@ struct GreenRelease {
     image: String,
     /// How to undo bringing it up when the deploy stops before (or switches back after) the switch.
     undo: Undo,
+    /// The colour it runs under: the one users are not on.
+    colour: Color,
     target: Target,
 }
 
@@ -244,6 +241,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         if let Verb::Rollback { to, service, asked_at } = self.verb.clone() {
             return self.execute_rollback(to, service, &asked_at).await;
         }
+        self.adopt_token().await;
         self.ev.phase("resolve");
         self.images = self.resolve_images().await?;
         self.check_saved_plan().await?;
@@ -306,6 +304,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         service: Option<String>,
         asked_at: &BTreeMap<String, u64>,
     ) -> Result<Outcome3, DeployError> {
+        self.adopt_token().await;
         self.ev.phase("plan");
         let observed = self.observe().await.map_err(refused)?;
         let services: Vec<String> = match service {
@@ -360,36 +359,41 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok((Outcome::Deployed, None, switched))
     }
 
-    /// A rollback to releases still up as standbys (a route's `rollback_window`): the config
-    /// nginx runs already routes to each as its preview, behind a switch file, so going back
-    /// is one probe through that route, the file, and a verification: users are back before
-    /// any reload. Then the plain config is installed for them, and the release they left is
-    /// scaled to zero. `None` when some release asked for is not such a standby, or does not
-    /// answer: the rollback then goes the deploy's whole way.
+    /// A rollback to releases still up as standbys (a route's `rollback_window`): a standby
+    /// runs under the colour users are not on, and the config nginx runs routes to both
+    /// colours, so going back is one probe through its preview route, its colour's file, and a
+    /// verification; no reload. Then the release users left is scaled to zero. `None` when
+    /// some release asked for is not such a standby, or does not answer: the rollback then
+    /// goes the deploy's whole way.
     async fn flip_back(&mut self, plan: &plan::Plan, observed: &Observed) -> Option<Result<Vec<Switched>, DeployError>> {
-        let running = |id: &str| observed.services.iter().any(|e| e.id == id && e.replicas > 0);
-        let wanted: Vec<(String, Option<u64>, u64)> = (plan.releases())
+        let users_on = self.colours().await.ok()?;
+        let standby = |service: &str, id: &str| {
+            let colour = users_on.get(service).copied().unwrap_or(Color::Blue).other();
+            observed.services.iter().any(|e| e.id == id && e.replicas > 0 && e.color == Some(colour)).then_some(colour)
+        };
+        let wanted: Vec<(String, Option<u64>, u64, Color)> = (plan.releases())
             .map(|(s, from, g)| match g {
-                Green::Existing { release, id } if running(id) => Some((s.to_string(), from, *release)),
+                Green::Existing { release, id } => standby(s, id).map(|c| (s.to_string(), from, *release, c)),
                 _ => None,
             })
             .collect::<Option<_>>()?;
         if wanted.is_empty() {
             return None;
         }
-        let config = self.nginx().current().await.ok()??;
-        let (summary, token) = (proxy::parse_summary(&config)?, proxy::token_in(&config)?);
-        let mut routing = Vec::new();
-        let mut files = Vec::new();
-        for (service, _, release) in &wanted {
-            let target = summary.preview.get(service).filter(|t| t.release == *release && !t.servers.is_empty())?;
-            files.push(summary.switch.get(service)?.clone());
-            let route = route_of(self.stack, service)?.clone();
-            routing.push(ServiceRouting { service: service.clone(), route, live: target.clone(), preview: None });
+        // Normally a no-op: the routes are what the last deploy installed.
+        if let Err(e) = self.ensure_config(None).await {
+            return Some(Err(self.fail("routing", e, true)));
         }
+        let to: BTreeMap<String, u64> = wanted.iter().map(|(s, _, r, _)| (s.clone(), *r)).collect();
+        let routing: Vec<ServiceRouting> = self.routing(&to, &[]).await.ok()?.into_iter().filter(|r| to.contains_key(&r.service)).collect();
+        if routing.iter().any(|r| r.live.servers.is_empty()) {
+            return None;
+        }
+        let token = self.token.clone();
+        let colour = |service: &str| wanted.iter().find(|w| w.0 == service).map(|w| w.3).unwrap_or(Color::Blue);
         self.ev.phase("flip back");
         for r in &routing {
-            let headers = vec![("x-stackctl-preview".into(), format!("{token}.r{}", r.live.release)), ("x-stackctl-verify".into(), token.clone())];
+            let headers = vec![("x-stackctl-preview".into(), format!("{token}.{}", colour(&r.service).as_str())), ("x-stackctl-verify".into(), token.clone())];
             let expect = Expect { status: r.route.health.status, upstreams: r.live.servers.iter().cloned().collect() };
             let deadline = Instant::now() + r.route.health.timeout;
             let answered = health::probe_until(&self.probe(&r.route, headers), &expect, 1, r.route.health.interval, deadline).await;
@@ -404,53 +408,41 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let services: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();
         let flipped = async {
-            self.nginx().flip(&files, true).await.map_err(|e| e.to_string())?;
+            self.point_to(&wanted.iter().map(|w| (w.0.clone(), w.3)).collect::<Vec<_>>()).await?;
             self.verify(&routing, &services, &token, "the flip").await
         };
         if let Err(e) = flipped.await {
             self.opts.cancel.cleaning_up();
-            let intact = self.nginx().flip(&files, false).await.is_ok();
+            let intact = self.point_to(&wanted.iter().map(|w| (w.0.clone(), w.3.other())).collect::<Vec<_>>()).await.is_ok();
             return Some(Err(self.fail("flipping back to the standby", e, intact)));
         }
         let flipped_at = Instant::now();
         let mut live = observed.live.clone();
-        live.extend(wanted.iter().map(|(s, _, r)| (s.clone(), *r)));
-        if let Err(e) = self.lock.update(|r| r.live.extend(wanted.iter().map(|(s, _, n)| (s.clone(), *n)))).await {
+        live.extend(wanted.iter().map(|(s, _, r, _)| (s.clone(), *r)));
+        if let Err(e) = self.lock.update(|r| r.live.extend(wanted.iter().map(|(s, _, n, _)| (s.clone(), *n)))).await {
             let reason = format!("{e}. nginx already routes to the standby; check `stackctl status`");
             return Some(Err(self.fail("recording the new live release", reason, false)));
         }
         self.ev.info(&format!("live: {}", live.iter().map(|(s, r)| format!("{s}=r{r}")).collect::<Vec<_>>().join(", ")));
-        // Settle on the plain config for where users now are; the switch file keeps every
-        // worker of the old generation sending them there meanwhile.
-        let settle = async {
-            let settled = self.routing(&live, &[]).await?;
-            self.install_at(&settled, &self.token, None).await?;
-            self.verify(&settled, &services, &self.token, "the reload").await
-        };
-        if let Err(e) = settle.await {
-            let reason = format!("{e}; users are on the standby through its switch file and the record names it");
-            return Some(Err(self.fail("settling nginx after the flip", reason, true)));
-        }
         self.ev.phase("drain");
         let drain = routing.iter().map(|r| r.route.drain).max().unwrap_or_default();
         self.drain(Some(drain.saturating_sub(flipped_at.elapsed()))).await;
         let mut open_after_drain = BTreeMap::new();
-        for (service, from, _) in &wanted {
+        for (service, from, _, _) in &wanted {
             if let Some(from) = from {
                 open_after_drain.insert(service.clone(), self.open_after_drain(service, *from, false).await);
             }
         }
         self.ev.phase("retire");
-        self.clear_switches(flipped_at).await;
         let mut switched = Vec::new();
-        for (service, from, _) in &wanted {
+        for (service, from, _, _) in &wanted {
             if let Some(from) = from {
                 let name = release::versioned_name(&self.stack.name, service, *from);
                 self.scale_down(&name, &name).await;
             }
         }
-        self.retire(&wanted.iter().map(|(s, _, r)| (s.clone(), *r)).collect::<Vec<_>>()).await;
-        for (service, from, release) in wanted {
+        self.retire(&wanted.iter().map(|(s, _, r, _)| (s.clone(), *r)).collect::<Vec<_>>()).await;
+        for (service, from, release, _) in wanted {
             let name = release::versioned_name(&self.stack.name, &service, release);
             // Live again: no longer anyone's standby (a later window starts afresh).
             if let Err(e) = self.label_standby(&name, None).await {
@@ -543,7 +535,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         hashes: &BTreeMap<String, String>,
     ) -> Result<Vec<Switched>, DeployError> {
         let mut greens = Vec::new();
-        if let Err(stop) = self.bring_up(wanted, &mut greens, &live, plan, hashes).await {
+        if let Err(stop) = self.bring_up(wanted, &mut greens, plan, hashes).await {
             return Err(self.undo(stop, &greens, &live).await);
         }
 
@@ -554,7 +546,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let mut next = live.clone();
         next.extend(greens.iter().map(|g| (g.service.clone(), g.release)));
-        if let Err(e) = self.switch(&greens, &live, &next).await {
+        if let Err(e) = self.switch(&greens, &next).await {
             return Err(self.undo(Stop::AtSwitch(e), &greens, &live).await);
         }
         let recorded = self.lock.update(|r| r.live.extend(greens.iter().map(|g| (g.service.clone(), g.release)))).await;
@@ -589,7 +581,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
 
         self.ev.phase("retire");
-        self.clear_switches(switched_at).await;
         for g in &greens {
             if let (Some(window), Some(blue)) = (self.standby_window(g), g.blue) {
                 self.keep_standby(&g.service, blue, window).await;
@@ -626,14 +617,41 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         &mut self,
         wanted: Vec<(String, Option<u64>, Green)>,
         greens: &mut Vec<GreenRelease>,
-        live: &BTreeMap<String, u64>,
         plan: &plan::Plan,
         hashes: &BTreeMap<String, String>,
     ) -> Result<(), Stop> {
         self.ev.phase("create green");
+        // Green runs under the other colour than blue's (blue's is where users are, unless an
+        // interrupted run left nginx's file out of step, which the switch puts right); an
+        // earlier release still running under it (the standby of the deploy before) makes way
+        // first.
+        let files = self.colours().await.map_err(|e| Stop::Failed("reading where nginx sends users", e))?;
+        let existing: Vec<Existing> = match self.engine.services(&self.stack.name).await {
+            Ok(s) => s.iter().filter_map(Existing::from_info).collect(),
+            Err(e) => return Err(Stop::Failed("listing the stack's services", e.to_string())),
+        };
+        let mut colours = BTreeMap::new();
+        let mut unpainted = Vec::new();
+        for (service, blue, _) in &wanted {
+            let file = files.get(service).copied().unwrap_or(Color::Blue);
+            let colour = match blue.and_then(|b| existing.iter().find(|e| &e.service == service && e.release == Some(b))) {
+                Some(e) if e.color.is_none() && e.replicas > 0 => {
+                    unpainted.push((service.clone(), e.release.unwrap_or_default(), file));
+                    file.other()
+                }
+                Some(e) => e.color.unwrap_or(file).other(),
+                // A first release is blue, nginx's colour without the file.
+                None => Color::Blue,
+            };
+            colours.insert(service.clone(), colour);
+        }
+        let colour_of = |service: &str| colours.get(service).copied().unwrap_or(Color::Blue);
+        self.paint_live(&unpainted).await.map_err(|e| Stop::Failed("giving the live release its colour", e))?;
+        let making_way = self.make_way(&existing, &wanted.iter().map(|(s, _, g)| (s.clone(), g.release(), colour_of(s))).collect::<Vec<_>>()).await;
         for (service, blue, green) in wanted {
             let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
-            let g = self.start_green(&service, blue, &green, hash).await.map_err(|e| Stop::Failed("creating green", e.to_string()))?;
+            let colour = colour_of(&service);
+            let g = self.start_green(&service, blue, &green, hash, colour).await.map_err(|e| Stop::Failed("creating green", e.to_string()))?;
             let how = match (&green, g.created) {
                 (Green::Recreate { .. }, _) => "recreating from the history",
                 (_, true) => "created",
@@ -653,15 +671,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         // starts green: its reload overlaps the wait instead of following it. The preview
         // route needs this run's secret, so nothing looks green's name up (and nginx caches
         // no "not found") before the gate's first probe, which comes after the wait.
-        let starting = greens.clone();
-        let (healthy, early) = tokio::join!(self.opts.cancel.run(self.wait_greens(greens)), self.install_preview_early(&starting, live));
+        let wait = async {
+            self.wait_stopped(&making_way).await?;
+            self.wait_greens(greens).await
+        };
+        let (healthy, early) = tokio::join!(self.opts.cancel.run(wait), self.ensure_config_early());
         match healthy {
             Some(healthy) => healthy.map_err(|e| Stop::Failed(waiting, e))?,
             None => return Err(Stop::Signal(waiting)),
         }
 
         self.ev.phase("preview");
-        let probed = self.preview(greens, live, early).await;
+        let probed = self.preview(greens, early).await;
         // The preview config routes users to blue and nothing to leftovers: safe to remove them.
         self.remove_orphans(plan).await;
         self.stop_on_signal("probing green through nginx")?;
@@ -675,34 +696,16 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(())
     }
 
-    /// The switch itself, verified: users go from blue to green (`next`), then nginx settles
-    /// on the plain config for `next`.
-    async fn switch(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, next: &BTreeMap<String, u64>) -> Result<(), String> {
+    /// The switch itself, verified: users go from blue to green (`next`). The config nginx
+    /// runs names both colours, so the switch is one file per service, no reload: no moment
+    /// where workers of an old and a new config answer side by side, no kept-alive connection
+    /// closed under a client.
+    async fn switch(&self, greens: &[GreenRelease], next: &BTreeMap<String, u64>) -> Result<(), String> {
         let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
-        // The installed preview config already names green, and the existence of one file per
-        // service sends every nginx worker there on its next request. No reload, so no moment
-        // where workers of the old and the new config answer side by side (nginx overlaps them
-        // for 100 ms or more on a reload).
-        self.nginx().flip(&self.flips(greens), true).await.map_err(|e| e.to_string())?;
-        let mut routing = self.routing(next, &[]).await?;
-        self.verify(&routing, &services, &self.preview_token, "the switch").await?;
-        // A blue that stays up as a standby stays reachable in the settled config: as its
-        // preview, behind a switch file of its own, so a rollback is that file (see `flip_back`).
-        let standbys: Vec<&GreenRelease> = greens.iter().filter(|g| self.standby_window(g).is_some()).collect();
-        if !standbys.is_empty() {
-            let blue = self.routing(live, &[]).await?;
-            for r in routing.iter_mut().filter(|r| standbys.iter().any(|g| g.service == r.service)) {
-                r.preview = blue.iter().find(|b| b.service == r.service).map(|b| b.live.clone()).filter(|t| !t.servers.is_empty());
-            }
-        }
-        // Settle: the plain config (green live, no preview) replaces the preview config; both
-        // route users to green, so this reload mixes nothing. The switch files stay until the
-        // retire phase: workers of the preview generation keep answering for a moment after a
-        // reload, and without their file they would send users back to blue.
-        self.install_at(&routing, &self.token, Some("config-installed")).await?;
-        // Only the settled config echoes `token`: a reload nginx dropped without saying so
-        // fails this check, and the deploy switches back.
-        self.verify(&routing, &services, &self.token, "the reload").await
+        self.point_to(&greens.iter().map(|g| (g.service.clone(), g.colour)).collect::<Vec<_>>()).await?;
+        faults::pause("switch-file", &self.opts.cancel).await;
+        let routing = self.routing(next, &[]).await?;
+        self.verify(&routing, &services, &self.token, "the switch").await
     }
 
     /// The route's rollback window when `g`'s blue stays up as a standby after the switch: a
@@ -743,10 +746,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.engine.update_service(&current.id, current.version, spec).await.map(|_| true)
     }
 
-    fn flips(&self, greens: &[GreenRelease]) -> Vec<String> {
-        greens.iter().map(|g| proxy::flip_file(&self.preview_token, &g.service, g.release)).collect()
-    }
-
     /// Every way a release stops short, undone in one place, so that users stay on (or go
     /// back to) `blue` and nothing the run started is left behind:
     /// - before the switch (a failure or a signal): nginx routes to blue only, green is
@@ -761,7 +760,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.opts.cancel.cleaning_up();
         match stop {
             Stop::Failed(phase, reason) => {
-                self.abort(greens, blue).await;
+                self.abort(greens).await;
                 self.fail(phase, reason, true)
             }
             Stop::Signal(phase) => {
@@ -771,22 +770,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                     Verb::Deploy => ("removing the new release", "the new release was removed"),
                 };
                 self.ev.warn(&format!("interrupted by {signal} while {phase}: {doing}"));
-                self.abort(greens, blue).await;
+                self.abort(greens).await;
                 DeployError::Interrupted { stack: self.stack.name.clone(), phase: phase.into(), signal, detail: done.into() }
             }
             Stop::AtSwitch(reason) => {
-                let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
                 // Back to blue before removing green: users must never be routed to nothing.
-                let back = async {
-                    let routing = self.routing(blue, &[]).await?;
-                    // Under the preview secret: if nginx dropped the settle reload it may drop
-                    // this one too, and then the preview config answers; once the switch files
-                    // are gone it routes to blue as well, so either config proves users are back.
-                    self.install_at(&routing, &self.preview_token, None).await?;
-                    let _ = self.nginx().flip(&self.flips(greens), false).await;
-                    self.verify(&routing, &services, &self.preview_token, "switching back").await
-                };
-                let intact = back.await.is_ok();
+                let intact = self.point_back(greens, blue, "switching back").await.is_ok();
                 if intact {
                     self.remove_greens(greens).await;
                 }
@@ -802,8 +791,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn finish_interrupted(&mut self, plan: &plan::Plan, live: &BTreeMap<String, u64>) -> Result<(), DeployError> {
         if plan.steps.iter().any(|s| matches!(s, Step::Reroute { .. } | Step::RemoveOrphan { .. })) {
             self.ev.phase("route");
-            let routing = self.routing(live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-            self.install_and_verify(&routing, &live.keys().cloned().collect::<Vec<_>>()).await.map_err(|e| self.fail("routing", e, true))?;
+            self.route_to(live, &live.keys().cloned().collect::<Vec<_>>(), "rerouting").await.map_err(|e| self.fail("routing", e, true))?;
             self.remove_orphans(plan).await;
         }
         let leftovers = retirements(plan);
@@ -813,10 +801,9 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             // sends users back to blue instead of losing blue.
             let mut greens = self.unwatched_greens(&leftovers).await.map_err(refused)?;
             let blue: BTreeMap<String, u64> = greens.iter().filter_map(|g| Some((g.service.clone(), g.blue?))).collect();
-            // nginx echoes the answering backend only for this run's token: reinstall the
-            // (unchanged) routing under it before probing.
-            let routing = self.routing(live, &[]).await.map_err(|e| self.fail("routing", e, true))?;
-            self.install(&routing).await.map_err(|e| self.fail("routing", e, true))?;
+            // The watch reads which backend answered: nginx echoes it to the token of the
+            // config it runs (normally the one installed: no reload).
+            self.ensure_config(None).await.map_err(|e| self.fail("routing", e, true))?;
             if let Err(reason) = self.watch(&mut greens).await {
                 return Err(self.switch_back(&greens, &blue, &reason).await);
             }
@@ -825,15 +812,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             self.ev.phase("retire");
             self.retire(&leftovers).await;
         }
-        // Whatever reload this run made, switch files an interrupted deploy left are read by
-        // no config from now on.
-        self.clear_switches(Instant::now()).await;
         Ok(())
     }
 
     /// A deploy killed after its switch and before its record left users on a newer release
-    /// than the record names. Start from where users are: install the settled config for it
-    /// (verified), then record it. Returns the live release per service this run starts from.
+    /// than the record names. Start from where users are: verify they are answered by it,
+    /// then record it. Returns the live release per service this run starts from.
     /// If the release users are on fails verification, they go back to the recorded one, a
     /// switch back that says so, and the deploy stops.
     async fn catch_up(&mut self, plan: &plan::Plan, recorded: &BTreeMap<String, u64>) -> Result<BTreeMap<String, u64>, DeployError> {
@@ -853,17 +837,15 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.info(&format!("an interrupted deploy already sent users to {}; starting from there", names(&caught)));
         let services: Vec<String> = caught.keys().cloned().collect();
         let settle = async {
+            self.ensure_config(None).await?;
             let routing = self.routing(&live, &[]).await?;
-            self.install_and_verify(&routing, &services).await
+            self.verify(&routing, &services, &self.token, "catching up").await
         };
         if let Err(e) = settle.await {
             self.opts.cancel.cleaning_up();
             let reason = format!("users were on {} (left by an interrupted deploy), which failed verification: {e}", names(&caught));
             self.ev.warn(&format!("{reason}; switching back to {}", names(recorded)));
-            let back = async {
-                let routing = self.routing(recorded, &[]).await?;
-                self.install_and_verify(&routing, &services).await
-            };
+            let back = self.route_to(recorded, &services, "switching back");
             return Err(match back.await {
                 Ok(()) => self.fail("catching up with nginx", format!("{reason}; traffic is back on {}", names(recorded)), true),
                 Err(e2) => self.fail("catching up with nginx", format!("{reason}; switching back failed too: {e2}"), false),
@@ -877,15 +859,21 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(live)
     }
 
-    /// Remove the switch files (this run's and any an interrupted deploy left): the settled
-    /// config does not read them, but workers of the preview generation may still answer for
-    /// a moment after the settle reload, and without their file they would send users back.
-    /// nginx retires old workers ~100 ms after starting new ones; a second covers it.
-    async fn clear_switches(&self, settled_at: Instant) {
-        tokio::time::sleep(Duration::from_secs(1).saturating_sub(settled_at.elapsed())).await;
-        if let Err(e) = self.nginx().clear_switches().await {
-            self.ev.warn(&format!("could not remove nginx switch files ({e}); they are inert and the next deploy removes them"));
+    /// Send the users of `services` to the colours of the releases `live` names (the routes
+    /// installed and loaded first, normally without a reload), and prove they are there.
+    async fn route_to(&self, live: &BTreeMap<String, u64>, services: &[String], after: &str) -> Result<(), String> {
+        self.ensure_config(None).await?;
+        let existing: Vec<Existing> = self.engine.services(&self.stack.name).await.map_err(|e| e.to_string())?.iter().filter_map(Existing::from_info).collect();
+        let mut colours = Vec::new();
+        for service in services {
+            let Some(n) = live.get(service) else { continue };
+            let release = existing.iter().find(|e| &e.service == service && e.release == Some(*n));
+            let colour = release.and_then(|e| e.color).ok_or_else(|| format!("release r{n} of {service} has no colour (label {})", release::COLOR))?;
+            colours.push((service.clone(), colour));
         }
+        self.point_to(&colours).await?;
+        let routing = self.routing(live, &[]).await?;
+        self.verify(&routing, services, &self.token, after).await
     }
 
     fn fail(&self, phase: &str, reason: impl std::fmt::Display, live_intact: bool) -> DeployError {
@@ -1099,6 +1087,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         blue: Option<u64>,
         green: &Green,
         hash: &str,
+        colour: Color,
     ) -> Result<GreenRelease, EngineError> {
         let svc = &self.stack.services[service];
         let n = green.release();
@@ -1106,13 +1095,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let mut replicas = svc.deploy.replicas;
         let mut image = self.images.get(service).cloned().unwrap_or_default();
         let mut undo = Undo::Remove;
+        let paint = |spec: &ServiceSpec| release::coloured(spec, &self.stack.name, service, colour).unwrap_or_else(|| spec.clone());
         let (id, created) = match green {
             Green::Recreate { .. } => {
                 let spec = self.recorded_specs.get(&swarm_name).cloned().ok_or_else(|| EngineError::Other(format!("the history holds no spec of {swarm_name}")))?;
                 replicas = spec.labels.as_ref().and_then(|l| l.get(release::REPLICAS)).and_then(|r| r.parse().ok()).unwrap_or(replicas);
                 image = spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.image.clone()).unwrap_or_default();
-                // As it ran: same labels (release, color, spec hash), same pinned image.
-                (self.engine.create_service(scaled(&spec, replicas)).await?, true)
+                // As it ran (same labels, same pinned image), under the colour users are not on.
+                (self.engine.create_service(paint(&scaled(&spec, replicas))).await?, true)
             }
             Green::Adopt { id, .. } | Green::Existing { id, .. } => {
                 let current = self.engine.service(id).await?.ok_or_else(|| EngineError::Other(format!("{swarm_name} disappeared")))?;
@@ -1122,30 +1112,24 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                     image = current.spec.task_template.as_ref().and_then(|t| t.container_spec.as_ref()).and_then(|c| c.image.clone()).unwrap_or_default();
                     undo = Undo::ScaleTo(current.replicas);
                 }
-                // A retained release (or one a rollback left at zero) runs again.
-                if current.replicas < replicas {
-                    self.engine.update_service(id, current.version, scaled(&current.spec, replicas)).await?;
+                // A retained release (or one a rollback left at zero) runs again, under the
+                // colour users are not on. Its tasks are new either way: a release at zero has
+                // none, and one with tasks already has that colour (users are on the other).
+                let repainted = release::coloured(&current.spec, &self.stack.name, service, colour);
+                if current.replicas < replicas || repainted.is_some() {
+                    let spec = repainted.unwrap_or_else(|| current.spec.clone());
+                    self.engine.update_service(id, current.version, scaled(&spec, replicas.max(current.replicas))).await?;
                 }
                 (id.clone(), false)
             }
             Green::Create { .. } => {
-                let blue_color = match blue {
-                    Some(b) => self
-                        .engine
-                        .service(&release::versioned_name(&self.stack.name, service, b))
-                        .await?
-                        .and_then(|s| s.label(release::COLOR).and_then(Color::parse)),
-                    None => None,
-                };
-                let color = blue_color.map(Color::other).unwrap_or(Color::Blue);
                 let labels = BTreeMap::from([
                     (release::RELEASE.to_string(), n.to_string()),
-                    (release::COLOR.to_string(), color.as_str().to_string()),
                     (release::SPEC_HASH.to_string(), hash.to_string()),
                     (release::REPLICAS.to_string(), svc.deploy.replicas.to_string()),
                 ]);
                 let spec = self.describe(svc, &swarm_name, &labels, svc.deploy.replicas);
-                (self.engine.create_service(spec).await?, true)
+                (self.engine.create_service(paint(&spec)).await?, true)
             }
         };
         Ok(GreenRelease {
@@ -1158,8 +1142,77 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             replicas,
             image,
             undo,
+            colour,
             target: Target { release: n, servers: Vec::new() },
         })
+    }
+
+    /// Make each live release (`(service, release, colour)`) reachable by its
+    /// colour's name. Only a release made by a stackctl from before colours were aliases lacks
+    /// it: Swarm rolls its tasks (new ones first) to add the alias, once. Until the config that
+    /// names colours is loaded, nginx reaches the release by its own name, whose tasks these
+    /// are throughout.
+    async fn paint_live(&mut self, live: &[(String, u64, Color)]) -> Result<(), String> {
+        for (service, n, colour) in live {
+            let name = release::versioned_name(&self.stack.name, service, *n);
+            let Some(info) = self.engine.service(&name).await.map_err(|e| e.to_string())? else { continue };
+            let Some(mut spec) = release::coloured(&info.spec, &self.stack.name, service, *colour) else { continue };
+            let update = spec.update_config.get_or_insert_with(Default::default);
+            update.order = Some(bollard::models::ServiceSpecUpdateConfigOrderEnum::START_FIRST);
+            let running = |tasks: &[TaskInfo]| tasks.iter().filter(|t| t.is_running()).map(|t| t.id.clone()).collect::<BTreeSet<String>>();
+            let before = running(&self.engine.tasks(&info.id).await.map_err(|e| e.to_string())?);
+            self.ev.info(&format!("{name} is live without its colour's network alias (made by an earlier stackctl): rolling its tasks, new ones first, to add {}", release::colour_alias(&self.stack.name, service, *colour)));
+            self.engine.update_service(&info.id, info.version, spec).await.map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + route_of(self.stack, service).map(|r| r.health.deadline).unwrap_or(Duration::from_secs(60)) * 2;
+            loop {
+                let tasks = self.engine.tasks(&info.id).await.map_err(|e| e.to_string())?;
+                let now = running(&tasks);
+                let settled = tasks.iter().filter(|t| t.desired_state == "running").all(|t| t.is_running());
+                if now.len() as u64 >= info.replicas && now.is_disjoint(&before) && settled {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("{name}: its tasks did not roll to add the colour alias in time; see `docker service ps {name}`"));
+                }
+                tokio::time::sleep(health::TASK_POLL).await;
+            }
+            self.changes.push(format!("gave {name} the network alias of its colour"));
+        }
+        Ok(())
+    }
+
+    /// Scale to zero every release that runs under the colour a green is about to take (for
+    /// each `(service, green's release, colour)`), so that the colour's name resolves to green
+    /// alone. They are never live (users are on the other colour): the standby of the deploy
+    /// before, a release a stopped run left up. Returns their ids, to wait for.
+    async fn make_way(&mut self, existing: &[Existing], greens: &[(String, u64, Color)]) -> Vec<String> {
+        let mut stopping = Vec::new();
+        for (service, release, colour) in greens {
+            let in_the_way = existing.iter().filter(|e| &e.service == service && e.release.is_some_and(|r| r != *release) && e.replicas > 0 && e.color == Some(*colour));
+            for e in in_the_way {
+                self.ev.info(&format!("{} runs under {}, the colour the new release takes: scaling it to 0", e.name, colour.as_str()));
+                self.scale_down(&e.id, &e.name).await;
+                stopping.push(e.id.clone());
+            }
+        }
+        stopping
+    }
+
+    /// Wait until none of the services `ids` has a running task (so their addresses are out of
+    /// Docker's DNS before green is probed under their old colour).
+    async fn wait_stopped(&self, ids: &[String]) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ids.is_empty() {
+            let tasks = self.engine.stack_tasks(&self.stack.name).await.map_err(|e| e.to_string())?;
+            if !tasks.iter().any(|t| ids.contains(&t.service_id) && t.is_running()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("an older release of green's colour did not stop within 120s".into());
+            }
+            tokio::time::sleep(health::TASK_POLL).await;
+        }
+        Ok(())
     }
 
     /// Wait until every green's tasks run and are healthy: one listing of the stack's tasks per
@@ -1284,23 +1337,74 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(routing)
     }
 
-    async fn install(&self, routing: &[ServiceRouting]) -> Result<(), String> {
-        self.install_at(routing, &self.token, None).await
+    /// Keep the installed config's token, so the config this run would write is the same text
+    /// (and needs no reload); a new one when nginx has none.
+    async fn adopt_token(&mut self) {
+        if let Ok(Some(config)) = self.nginx().current().await {
+            if let Some(token) = proxy::token_in(&config) {
+                self.token = token;
+            }
+        }
     }
 
-    /// [`Self::install`] with a test-only pause point before the reload (see [`faults`]).
-    async fn install_at(&self, routing: &[ServiceRouting], token: &str, pause: Option<&str>) -> Result<(), String> {
-        let config = proxy::render(self.stack, routing, token).map_err(|e| e.to_string())?;
+    /// The config for the stack's routes, written and loaded in every nginx replica. A reload
+    /// happens only when nginx does not run exactly this text already: the routes changed (a
+    /// host, a path, a setting, a routed service added or removed), there was no config, or a
+    /// reload was lost. `pause`: a test-only pause point before the reload (see [`faults`]).
+    async fn ensure_config(&self, pause: Option<&str>) -> Result<(), String> {
+        let config = proxy::render(self.stack, &self.token).map_err(|e| e.to_string())?;
+        let nginx = self.nginx();
+        if nginx.has_everywhere(&config).await.map_err(|e| e.to_string())? && self.loaded_config().await == proxy::hash_in(&config) {
+            self.ev.progress("nginx runs this stack's routes already: no reload");
+            return Ok(());
+        }
         let pause = pause.map(|p| (p, &self.opts.cancel));
-        let installed = self.nginx().install_at(&config, pause).await.map_err(|e| e.to_string())?;
-        self.ev.progress(&format!("nginx config installed and reloaded in {} replica(s)", installed.replicas.len()));
+        let installed = nginx.install_at(&config, pause).await.map_err(|e| e.to_string())?;
+        self.ev.info(&format!("nginx config installed and reloaded in {} replica(s) (the routes changed)", installed.replicas.len()));
         Ok(())
     }
 
-    /// Install a config and prove that each of `services` is now answered by its live target.
-    async fn install_and_verify(&self, routing: &[ServiceRouting], services: &[String]) -> Result<(), String> {
-        self.install(routing).await?;
-        self.verify(routing, services, &self.token, "the reload").await
+    /// The hash of the config nginx has loaded, as it echoes it to a request carrying the
+    /// token; `None` when it echoes none (no stackctl config, or one with another token).
+    async fn loaded_config(&self) -> Option<String> {
+        let (_, route) = routed(self.stack).find_map(|(n, s)| match &s.role {
+            Role::Routed(r) => Some((n, r)),
+            _ => None,
+        })?;
+        let answer = self.probe(route, vec![("x-stackctl-verify".into(), self.token.clone())]).send().await.ok()?;
+        answer.config
+    }
+
+    /// The colour nginx sends each routed service's users to, from its files.
+    async fn colours(&self) -> Result<BTreeMap<String, Color>, String> {
+        let files: Vec<String> = routed(self.stack).map(|(n, _)| proxy::green_file(n)).collect();
+        let present = self.nginx().present(&files).await.map_err(|e| e.to_string())?;
+        let summary = proxy::RoutingSummary { green_files: routed(self.stack).map(|(n, _)| (n.clone(), proxy::green_file(n))).collect() };
+        Ok(summary.colours(&present))
+    }
+
+    /// Send the users of each service to the given colour: its green file created or removed,
+    /// one atomic file operation per nginx replica, no reload.
+    async fn point_to(&self, colours: &[(String, Color)]) -> Result<(), String> {
+        let files = |c: Color| colours.iter().filter(|(_, col)| *col == c).map(|(s, _)| proxy::green_file(s)).collect::<Vec<_>>();
+        let (green, blue) = (files(Color::Green), files(Color::Blue));
+        if !green.is_empty() {
+            self.nginx().flip(&green, true).await.map_err(|e| e.to_string())?;
+        }
+        if !blue.is_empty() {
+            self.nginx().flip(&blue, false).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Send users back to the colour of the release each service had before (`g.colour`'s
+    /// other), and prove they are there.
+    async fn point_back(&self, greens: &[GreenRelease], blue: &BTreeMap<String, u64>, after: &str) -> Result<(), String> {
+        let back: Vec<(String, Color)> = greens.iter().map(|g| (g.service.clone(), g.colour.other())).collect();
+        self.point_to(&back).await?;
+        let services: Vec<String> = greens.iter().filter(|g| blue.contains_key(&g.service)).map(|g| g.service.clone()).collect();
+        let routing = self.routing(blue, &[]).await?;
+        self.verify(&routing, &services, &self.token, after).await
     }
 
     /// Prove that requests through the live route of each of `services` are answered by its
@@ -1350,17 +1454,10 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         .map_err(|e| format!("nginx is not running: {e}"))
     }
 
-    /// The preview config: users stay on `live`, the preview route names each green.
-    async fn install_preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>) -> Result<(), String> {
-        let previews: Vec<&GreenRelease> = greens.iter().collect();
-        let routing = self.routing(live, &previews).await?;
-        self.install_at(&routing, &self.preview_token, Some("preview-installed")).await
-    }
-
-    /// [`Self::install_preview`] while green is still starting, when nginx runs now; `None`
-    /// when it does not (the preview then waits for it). Green's addresses are not known yet,
-    /// so the config's routing summary lists none for the preview until the settled config.
-    async fn install_preview_early(&self, starting: &[GreenRelease], live: &BTreeMap<String, u64>) -> Option<Result<(), String>> {
+    /// [`Self::ensure_config`] while green is still starting, when nginx runs now; `None` when
+    /// it does not (the preview then waits for it). nginx reaches a colour by its DNS name, so
+    /// the config needs nothing of green.
+    async fn ensure_config_early(&self) -> Option<Result<(), String>> {
         if let Some(proxy) = self.proxy_service() {
             let name = release::plain_name(&self.stack.name, &self.stack.x.proxy.service);
             let running = self.engine.tasks(&name).await.ok()?.iter().filter(|t| t.is_running()).count();
@@ -1368,24 +1465,24 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 return None;
             }
         }
-        Some(self.install_preview(starting, live).await)
+        Some(self.ensure_config(Some("config-installed")).await)
     }
 
-    /// Route green's preview through nginx (unless `installed` says that was done during the
-    /// wait) and probe it there.
-    async fn preview(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>, installed: Option<Result<(), String>>) -> Result<(), String> {
+    /// Make sure nginx runs the stack's routes (unless `installed` says that was done during
+    /// the wait), and probe each green through them, under its colour's preview header.
+    async fn preview(&self, greens: &[GreenRelease], installed: Option<Result<(), String>>) -> Result<(), String> {
         // Also when the config went in during the wait: nginx may have restarted since (a
         // Docker daemon restart); its config lives in a volume and survives that.
         self.wait_for_nginx().await?;
         match installed {
             Some(done) => done?,
-            None => self.install_preview(greens, live).await?,
+            None => self.ensure_config(Some("config-installed")).await?,
         }
         let probes = greens.iter().map(|g| async move {
             let route = route_of(self.stack, &g.service).expect("routed");
             let headers = vec![
-                ("x-stackctl-preview".to_string(), format!("{}.r{}", self.preview_token, g.release)),
-                ("x-stackctl-verify".to_string(), self.preview_token.clone()),
+                ("x-stackctl-preview".to_string(), format!("{}.{}", self.token, g.colour.as_str())),
+                ("x-stackctl-verify".to_string(), self.token.clone()),
             ];
             let probe = self.probe(route, headers);
             let expect = Expect { status: route.health.status, upstreams: g.target.servers.iter().cloned().collect() };
@@ -1430,6 +1527,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 replicas: green.replicas,
                 image: String::new(),
                 undo: Undo::Remove,
+                colour: green.color.unwrap_or(Color::Blue),
                 target,
             });
         }
@@ -1490,12 +1588,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.warn(&format!("green failed after the switch: {reason}; switching back"));
         let phase = "watching green after the switch";
         let releases = greens.iter().filter_map(|g| g.blue.map(|b| format!("r{b}"))).collect::<Vec<_>>().join(", ");
-        let services: Vec<String> = greens.iter().map(|g| g.service.clone()).collect();
-        let back = async {
-            let routing = self.routing(blue, &[]).await?;
-            self.install_and_verify(&routing, &services).await
-        };
-        if let Err(e) = back.await {
+        if let Err(e) = self.point_back(greens, blue, "switching back").await {
             return self.fail(phase, format!("green failed after the switch: {reason}; switching back to {releases} failed: {e}"), false);
         }
         let recorded = self
@@ -1517,27 +1610,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.fail(phase, format!("green failed after the switch: {reason}; traffic is back on {releases}"), true)
     }
 
-    /// Undo a deploy before the switch: route nginx to blue only, then remove green.
-    async fn abort(&self, greens: &[GreenRelease], live: &BTreeMap<String, u64>) {
+    /// Undo a deploy before the switch: remove green. nginx needs nothing: users were never
+    /// sent to green's colour, and the preview route names colours, not green.
+    async fn abort(&self, greens: &[GreenRelease]) {
         // Signals from now on are reported and ignored: stopping halfway would leave a mess.
         // Before the phase line, so a signal sent on seeing "abort ..." is already reported as such.
         self.opts.cancel.cleaning_up();
         self.ev.phase("abort");
-        if self.nginx_has_config().await {
-            match self.routing(live, &[]).await {
-                Ok(routing) => {
-                    if let Err(e) = self.install(&routing).await {
-                        self.ev.warn(&format!("could not remove the preview route from nginx: {e}"));
-                    }
-                }
-                Err(e) => self.ev.warn(&format!("could not remove the preview route from nginx: {e}")),
-            }
-        }
         self.remove_greens(greens).await;
-    }
-
-    async fn nginx_has_config(&self) -> bool {
-        matches!(self.nginx().current().await, Ok(Some(_)))
     }
 
     async fn remove_greens(&self, greens: &[GreenRelease]) {

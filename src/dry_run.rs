@@ -4,13 +4,10 @@
 //! the registry (image digests), the services, configs, secrets and networks, and nginx's
 //! installed config and switch files through the Docker archive API.
 //!
-//! The nginx part is the config the deploy would leave installed once it settled (users on the
-//! new releases, no preview) diffed against the config installed now. Two things in a config
-//! are not known before the deploy runs, and are handled so they do not show as changes:
-//! - the per-deploy secret token: the planned config is rendered with [`PLACEHOLDER_TOKEN`],
-//!   and the token in the installed config is replaced by it before diffing ([`mask_tokens`]);
-//! - the task addresses of a release that does not exist yet (listed in the config's
-//!   `# stackctl-routing:` header): rendered as none; the diff's header says which.
+//! The nginx part is the config the deploy would install, diffed against the config installed
+//! now. It names colours, never releases, so it changes (and the deploy reloads nginx) only
+//! when the routes do. Its secret token is the installed one (a first config gets a new one);
+//! both texts show it as [`PLACEHOLDER_TOKEN`] ([`mask_tokens`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,11 +18,11 @@ use sha2::{Digest, Sha256};
 use crate::outcome::DeployError;
 use crate::spec::{route_network, route_of, routed};
 use crate::desired::{self, Object};
-use crate::engine::{Engine, EngineError, ServiceInfo};
+use crate::engine::Engine;
 use crate::observe::{self, Observation};
 use crate::events::Events;
 use crate::plan::{self, Desired, Existing, Green, Plan, Step};
-use crate::proxy::{self, ServiceRouting, Target};
+use crate::proxy;
 use crate::record;
 use crate::release;
 use crate::spec::Stack;
@@ -184,18 +181,14 @@ pub async fn plan<E: Engine>(engine: &E, stack: &Stack, out: &Events) -> Result<
     let (nginx_diff, nginx_config) = if plan.is_noop() {
         (String::new(), String::new())
     } else {
-        let routing = settled_routing(engine, stack, &plan, &seen).await.map_err(|e| refused(&e))?;
-        let planned = proxy::render(stack, &routing, PLACEHOLDER_TOKEN).map_err(|e| refused(&e))?;
-        let installed = mask_tokens(seen.nginx_config.as_deref().unwrap_or(""));
-        let new: Vec<String> = (routing.iter())
-            .filter(|r| r.live.release != 0 && r.live.servers.is_empty())
-            .map(|r| format!("{} r{}", r.service, r.live.release))
-            .collect();
-        let after = match new.is_empty() {
-            true => "after the deploy".to_string(),
-            false => format!("after the deploy (task addresses of {} known once it runs)", new.join(", ")),
-        };
-        (unified_diff(&installed, &planned, "installed", &after, 3), planned)
+        // The config names colours, never releases: the deploy rewrites (and reloads) it only
+        // when the routes changed. It keeps the installed token, which the diff masks.
+        let current = seen.nginx_config.as_deref().unwrap_or("");
+        let token = proxy::token_in(current).unwrap_or_else(|| PLACEHOLDER_TOKEN.to_string());
+        let planned = mask_tokens(&proxy::render(stack, &token).map_err(|e| refused(&e))?);
+        let installed = mask_tokens(current);
+        let after = "after the deploy";
+        (unified_diff(&installed, &planned, "installed", after, 3), planned)
     };
     out.end_phase();
     Ok(PlanReport {
@@ -420,36 +413,6 @@ pub fn changed_fields(current: &ServiceSpec, wanted: &ServiceSpec) -> Vec<String
         .collect()
 }
 
-/// The routing the deploy leaves once it settled: each routed service on its new release, or
-/// where it is now. Addresses of releases that run now are read (once, no waiting); a release
-/// that does not exist yet has none.
-async fn settled_routing<E: Engine>(engine: &E, stack: &Stack, plan: &Plan, seen: &Observation) -> Result<Vec<ServiceRouting>, EngineError> {
-    let mut live = seen.observed.live.clone();
-    for step in &plan.steps {
-        match step {
-            Step::CatchUp { service, live: n } => _ = live.insert(service.clone(), *n),
-            Step::Release { service, green, .. } => _ = live.insert(service.clone(), green.release()),
-            _ => {}
-        }
-    }
-    let mut routing = Vec::new();
-    for (name, svc) in routed(stack) {
-        let crate::spec::Role::Routed(route) = &svc.role else { continue };
-        let release = live.get(name).copied().unwrap_or(0);
-        let swarm_name = release::versioned_name(&stack.name, name, release);
-        let exists = seen.infos.iter().any(|i: &ServiceInfo| i.name == swarm_name);
-        let servers = if release != 0 && exists {
-            let tasks: Vec<_> = engine.tasks(&swarm_name).await?.into_iter().filter(|t| t.is_running()).collect();
-            let ids: BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-            observe::task_servers(engine, stack, name, &swarm_name, &ids).await?
-        } else {
-            Vec::new()
-        };
-        routing.push(ServiceRouting { service: name.clone(), route: route.clone(), live: Target { release, servers }, preview: None });
-    }
-    Ok(routing)
-}
-
 /// Replace every per-deploy token in a rendered config (a run of exactly as many lowercase hex
 /// digits as a token has) with [`PLACEHOLDER_TOKEN`].
 pub fn mask_tokens(config: &str) -> String {
@@ -547,9 +510,9 @@ impl PlanReport {
             s.push_str(&format!("  {:<width$}  {}\n", l.service, l.detail));
         }
         if self.nginx_diff.is_empty() {
-            s.push_str("nginx config: unchanged\n");
+            s.push_str("nginx config: unchanged (no reload)\n");
         } else {
-            s.push_str(&format!("nginx config (per-deploy tokens shown as {PLACEHOLDER_TOKEN}):\n"));
+            s.push_str(&format!("nginx config, rewritten and reloaded (the routes changed; tokens shown as {PLACEHOLDER_TOKEN}):\n"));
             s.push_str(&self.nginx_diff);
         }
         let n = self.steps.iter().filter(|l| l.is_change()).count();

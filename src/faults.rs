@@ -7,8 +7,10 @@
 //!
 //! - `green-created`: right after the green services were created;
 //! - `waiting-health`: inside the health wait, after green's tasks were polled once;
-//! - `preview-installed`: the preview config passed `nginx -t` everywhere, not yet reloaded;
-//! - `config-installed`: the *switch* config passed `nginx -t` everywhere, not yet reloaded;
+//! - `config-installed`: a new config (the routes changed, or nginx had none) passed `nginx -t`
+//!   everywhere, not yet reloaded; an ordinary deploy installs none and never gets here;
+//! - `switch-file`: the switch file was created or removed (users are on green), not yet
+//!   verified or recorded;
 //! - `switched`: the record says green is live, before the drain.
 
 use std::time::Duration;

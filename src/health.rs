@@ -112,6 +112,9 @@ pub struct Response {
     pub upstream: Option<String>,
     /// The first bytes of the body, for messages.
     pub body: String,
+    /// The hash of the config nginx has loaded, when it echoed one (`X-Stackctl-Config`, sent
+    /// only to requests carrying the config's token).
+    pub config: Option<String>,
 }
 
 impl Probe {
@@ -136,10 +139,14 @@ impl Probe {
         let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
         let status = resp.status().as_u16();
         let upstream = upstream_of(resp.headers());
+        let config = (resp.headers().get_all("x-stackctl-config").iter().last())
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
         let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
         conn.abort();
         let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
-        Ok(Response { status, upstream, body: excerpt })
+        Ok(Response { status, upstream, body: excerpt, config })
     }
 }
 
@@ -282,7 +289,7 @@ mod tests {
     }
 
     fn resp(status: u16, upstream: Option<&str>) -> Response {
-        Response { status, upstream: upstream.map(String::from), body: "x".into() }
+        Response { status, upstream: upstream.map(String::from), body: "x".into(), config: None }
     }
 
     #[test]

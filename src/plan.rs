@@ -61,6 +61,9 @@ pub struct Existing {
     pub release: Option<u64>,
     pub hash: String,
     pub replicas: u64,
+    /// The colour the release carries (see [`release::colour_alias`]); nginx sends a route's
+    /// users to one colour.
+    pub color: Option<release::Color>,
     /// A standby old release: kept at full scale until this Unix second ([`release::STANDBY_UNTIL`]).
     pub standby_until: Option<u64>,
     /// Why a label stackctl wrote cannot be read (the release number); the planner refuses to
@@ -100,10 +103,42 @@ impl Existing {
             release,
             hash: s.label(release::SPEC_HASH).unwrap_or_default().to_string(),
             replicas: s.replicas,
+            color: painted(s),
             standby_until: s.label(release::STANDBY_UNTIL).and_then(|t| t.parse().ok()),
             unreadable,
         })
     }
+}
+
+/// The release nginx sends the users of each routed service to, given the colour it sends
+/// them to (`colours`, from the files in nginx): the running release of that colour, the
+/// recorded live one if two run with it (a deploy stopped while the other one stopped). A
+/// service whose colour has no running release is missing: its users get 502.
+pub fn serving(services: &[Existing], colours: &BTreeMap<String, release::Color>, live: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut serving = BTreeMap::new();
+    for (service, colour) in colours {
+        let running = || {
+            (services.iter())
+                .filter(|e| &e.service == service && e.kind == Some(Kind::Routed) && e.replicas > 0 && e.color == Some(*colour))
+                .filter_map(|e| e.release)
+        };
+        let release = running().find(|r| live.get(service) == Some(r)).or_else(|| running().max());
+        if let Some(r) = release {
+            serving.insert(service.clone(), r);
+        }
+    }
+    serving
+}
+
+/// The colour of a release: its label, when it also carries the colour's network alias (a
+/// release made before colours were aliases has the label alone, and nginx cannot reach it
+/// by its colour).
+fn painted(s: &ServiceInfo) -> Option<release::Color> {
+    let colour = s.label(release::COLOR).and_then(release::Color::parse)?;
+    let (stack, service) = (s.label(release::STACK)?, s.label(release::SERVICE)?);
+    let alias = release::colour_alias(stack, service, colour);
+    let networks = s.spec.task_template.as_ref()?.networks.as_ref()?;
+    networks.iter().any(|n| n.aliases.iter().flatten().any(|a| a == &alias)).then_some(colour)
 }
 
 /// The cluster as observed.
@@ -402,6 +437,7 @@ mod tests {
             release: Some(release),
             hash: hash.into(),
             replicas,
+            color: None,
             standby_until: None,
             unreadable: None,
         }
@@ -416,6 +452,7 @@ mod tests {
             release: None,
             hash: hash.into(),
             replicas: 1,
+            color: None,
             standby_until: None,
             unreadable: None,
         }

@@ -64,6 +64,14 @@ pub fn versioned_name(stack: &str, service: &str, release: u64) -> String {
     format!("{stack}_{service}-r{release}")
 }
 
+/// The network alias the release of `service` that has `colour` carries on the network nginx
+/// reaches it by: in `dnsrr` mode it resolves to that release's running tasks, and the nginx
+/// config routes to colours, never to releases. The dot keeps it apart from every Swarm
+/// service name stackctl makes (stack and service names have none).
+pub fn colour_alias(stack: &str, service: &str, colour: Color) -> String {
+    format!("{stack}_{service}.{}", colour.as_str())
+}
+
 /// Swarm name of an unversioned service (proxy, plain, stateful), as `docker stack deploy` names it.
 pub fn plain_name(stack: &str, service: &str) -> String {
     format!("{stack}_{service}")
@@ -76,6 +84,31 @@ pub fn base_labels(stack: &str, service: &str, role: &str) -> BTreeMap<String, S
         (SERVICE.to_string(), service.to_string()),
         (ROLE.to_string(), role.to_string()),
     ])
+}
+
+/// `spec` as the release of `service` with `colour`: the colour label, and the colour's alias
+/// (see [`colour_alias`]) on each network it joins, the other colour's alias gone. `None` when
+/// the spec already says so, so a running release is never restarted for nothing (Swarm rolls
+/// the tasks of a service whose networks change).
+pub fn coloured(spec: &bollard::models::ServiceSpec, stack: &str, service: &str, colour: Color) -> Option<bollard::models::ServiceSpec> {
+    let mut spec = spec.clone();
+    let (mine, other) = (colour_alias(stack, service, colour), colour_alias(stack, service, colour.other()));
+    let mut changed = false;
+    let labels = spec.labels.get_or_insert_with(Default::default);
+    changed |= labels.insert(COLOR.to_string(), colour.as_str().to_string()).as_deref() != Some(colour.as_str());
+    // Swarm reads the networks of the task template (the service-level field is deprecated).
+    let template = spec.task_template.get_or_insert_with(Default::default);
+    for attachment in template.networks.iter_mut().flatten() {
+        let aliases = attachment.aliases.get_or_insert_with(Vec::new);
+        let before = aliases.len();
+        aliases.retain(|a| a != &other);
+        changed |= aliases.len() != before;
+        if !aliases.contains(&mine) {
+            aliases.push(mine.clone());
+            changed = true;
+        }
+    }
+    changed.then_some(spec)
 }
 
 /// Short, stable hash of anything serialisable to JSON. Going through `serde_json::Value`
@@ -101,6 +134,28 @@ mod tests {
     fn names_follow_docker_stack_conventions() {
         assert_eq!(versioned_name("demo", "web", 3), "demo_web-r3");
         assert_eq!(plain_name("demo", "proxy"), "demo_proxy");
+    }
+
+    #[test]
+    fn a_colour_is_a_label_and_an_alias_on_every_network() {
+        use bollard::models::{NetworkAttachmentConfig, ServiceSpec, TaskSpec};
+        let net = |target: &str, aliases: &[&str]| NetworkAttachmentConfig {
+            target: Some(target.into()),
+            aliases: Some(aliases.iter().map(|a| a.to_string()).collect()),
+            ..Default::default()
+        };
+        let spec = ServiceSpec {
+            task_template: Some(TaskSpec { networks: Some(vec![net("demo_default", &["web"]), net("demo_back", &["web", "demo_web.blue"])]), ..Default::default() }),
+            ..Default::default()
+        };
+        let green = coloured(&spec, "demo", "web", Color::Green).expect("a change");
+        assert_eq!(green.labels.as_ref().unwrap()[COLOR], "green");
+        let aliases: Vec<Vec<String>> = green.task_template.as_ref().unwrap().networks.iter().flatten().map(|n| n.aliases.clone().unwrap()).collect();
+        assert_eq!(aliases, [vec!["web", "demo_web.green"], vec!["web", "demo_web.green"]]);
+        assert_eq!(coloured(&green, "demo", "web", Color::Green), None, "already green: nothing to update");
+        let blue = coloured(&green, "demo", "web", Color::Blue).expect("a change");
+        assert_eq!(blue.task_template.unwrap().networks.unwrap()[0].aliases.clone().unwrap(), ["web", "demo_web.blue"]);
+        assert_eq!(colour_alias("demo", "web", Color::Blue), "demo_web.blue");
     }
 
     #[test]

@@ -51,9 +51,11 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     /// What the config installed in nginx routes to (`None` when it could not be read).
     pub routing: Option<RoutingSummary>,
-    /// The release users of each routed service reach: the config's live target, or its
-    /// preview where an interrupted deploy left the switch file.
+    /// The release users of each routed service reach: the running release of the colour
+    /// nginx sends them to.
     pub serving: BTreeMap<String, u64>,
+    /// The colour nginx sends the users of each routed service to.
+    pub colours: BTreeMap<String, String>,
     /// Set while a deploy is running.
     pub lock: Option<LockInfo>,
     /// Disagreements worth a look (nginx and the record out of step, live release missing).
@@ -100,13 +102,16 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
         Ok(Some(text)) => proxy::parse_summary(&text),
         _ => None,
     };
-    // Where users really go: a switch file left by an interrupted deploy overrides the header.
-    let serving = match &routing {
+    // Where users really go: the release running under the colour nginx's file names.
+    let (serving, colours) = match &routing {
         Some(r) => {
-            let files: Vec<String> = r.switch.values().cloned().collect();
-            nginx.present(&files).await.map(|present| r.serving(&present)).unwrap_or_else(|_| r.serving(&Default::default()))
+            let files: Vec<String> = r.green_files.values().cloned().collect();
+            let colours = r.colours(&nginx.present(&files).await.unwrap_or_default());
+            let existing: Vec<Existing> = infos.iter().filter_map(Existing::from_info).collect();
+            let names = colours.iter().map(|(s, c)| (s.clone(), c.as_str().to_string())).collect();
+            (crate::plan::serving(&existing, &colours, &record.live), names)
         }
-        None => BTreeMap::new(),
+        None => (BTreeMap::new(), BTreeMap::new()),
     };
     let mut problems = Vec::new();
     // The newest entry that names an outcome: what the stack is now.
@@ -137,7 +142,7 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
             None => problems.push(format!("nginx has no route for {service}")),
         }
     }
-    Ok(StatusReport { stack: stack.name.clone(), env, live: record.live, services, routing, serving, lock: record.lock, problems })
+    Ok(StatusReport { stack: stack.name.clone(), env, live: record.live, services, routing, serving, colours, lock: record.lock, problems })
 }
 
 impl StatusReport {
@@ -167,15 +172,12 @@ impl StatusReport {
             }
         }
         match &self.routing {
-            Some(r) => {
-                for (svc, t) in &r.live {
-                    s.push_str(&format!("  nginx routes {svc} → r{} at {}\n", t.release, t.servers.join(" ")));
-                }
-                for (svc, t) in &r.preview {
-                    s.push_str(&format!("  nginx previews {svc} → r{}\n", t.release));
-                }
-                for (svc, n) in self.serving.iter().filter(|(svc, n)| r.live.get(*svc).map(|t| t.release) != Some(**n)) {
-                    s.push_str(&format!("  nginx sends users of {svc} to r{n} (switch file of an interrupted deploy)\n"));
+            Some(_) => {
+                for (svc, colour) in &self.colours {
+                    match self.serving.get(svc) {
+                        Some(n) => s.push_str(&format!("  nginx sends users of {svc} to {colour}: r{n}\n")),
+                        None => s.push_str(&format!("  nginx sends users of {svc} to {colour}, where no release runs\n")),
+                    }
                 }
             }
             None => s.push_str("  nginx: no stackctl config installed (or proxy not running)\n"),

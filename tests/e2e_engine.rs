@@ -122,7 +122,7 @@ fn daemon_restart_during_a_deploy_ends_clean_and_routed() {
     assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stderr));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(status["live"]["web"], live, "{status}");
-    assert_eq!(status["routing"]["live"]["web"]["release"], live, "{status}");
+    assert_eq!(status["serving"]["web"], live, "{status}");
     assert!(status["lock"].is_null(), "{status}");
     assert_eq!(status["problems"].as_array().map(Vec::len), Some(0), "{status}");
     let listed = docker(&["service", "ls", "--filter", "label=io.stackctl.stack=e2edaemon", "--format", "{{.Name}}"]);

@@ -10,7 +10,6 @@ mod common;
 use common::{containers, docker, nginx_reloads, serial, stderr, stdout, TestStack, REGISTRY};
 
 use stackctl::dry_run::{mask_tokens, PLACEHOLDER_TOKEN};
-use stackctl::proxy::parse_summary;
 
 const STACK: &str = "e2eplan";
 const PORT: u16 = 18820;
@@ -151,19 +150,6 @@ fn healthcheck(container: &str) -> Option<String> {
     }
 }
 
-/// A config in the shape the diff compares: tokens masked, and the task addresses in the
-/// routing header left out (a release that does not run yet has none in the plan).
-fn comparable(config: &str) -> String {
-    let masked = mask_tokens(config);
-    let summary = parse_summary(&masked).expect("a stackctl config has a routing header");
-    let releases: Vec<String> = summary.live.iter().map(|(s, t)| format!("{s}=r{}", t.release)).collect();
-    masked
-        .lines()
-        .map(|l| if l.starts_with("# stackctl-routing: ") { format!("# stackctl-routing: live {}", releases.join(",")) } else { l.to_string() })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Apply a unified diff to `old`: the diff's new side, to check it against the planned config.
 fn apply(old: &str, diff: &str) -> String {
     let old: Vec<&str> = old.lines().collect();
@@ -206,8 +192,10 @@ fn plan_shows_what_deploy_does_and_changes_nothing() {
     assert!(l.iter().any(|x| x.starts_with("config create create e2eplan_stackctl-include-")), "{l:#?}");
     assert!(l.contains(&"network create create e2eplan_default".to_string()), "{l:#?}");
     let diff = first["nginx_diff"].as_str().unwrap();
-    assert!(diff.starts_with("--- installed\n+++ after the deploy (task addresses of web r1 known once it runs)\n@@ -0,0 +1,"), "{diff}");
-    assert!(diff.contains("+    default tasks.e2eplan_web-r1:80;"), "{diff}");
+    assert!(diff.starts_with("--- installed\n+++ after the deploy\n@@ -0,0 +1,"), "{diff}");
+    assert!(diff.contains("+    set $stackctl_target_7_e2eplan_web e2eplan_web.blue:80;"), "{diff}");
+    assert!(!diff.contains(PLACEHOLDER_TOKEN) || first["nginx_config"].as_str().unwrap().contains(PLACEHOLDER_TOKEN), "{diff}");
+    assert_eq!(apply("", diff), first["nginx_config"].as_str().unwrap(), "the diff applied to nothing is the planned config");
     assert_eq!(s.services(), Vec::<String>::new(), "plan created services");
     let label = format!("label=io.stackctl.stack={STACK}");
     for kind in ["config", "secret", "network"] {
@@ -233,26 +221,27 @@ fn plan_shows_what_deploy_does_and_changes_nothing() {
     assert_eq!(next["steps"][1]["fields"], serde_json::json!(["image"]));
     assert_eq!(l[2], "web retire then scale r1 to 0 (kept for rollback)");
     assert_eq!(l.len(), 3, "{l:#?}");
-    let diff = next["nginx_diff"].as_str().unwrap();
-    assert!(diff.contains("\n-    default tasks.e2eplan_web-r1:80;\n+    default tasks.e2eplan_web-r2:80;\n"), "{diff}");
-    assert!(!diff.contains(PLACEHOLDER_TOKEN), "tokens must not show as a change: {diff}");
-    // The diff applied to the installed config is the planned config.
+    // The config names colours, not releases: a new release changes nothing in it (no reload).
+    assert_eq!(next["nginx_diff"], "", "{next}");
     let planned = next["nginx_config"].as_str().unwrap();
-    assert_eq!(apply(&mask_tokens(&installed_v1), diff), planned);
+    assert_eq!(mask_tokens(&installed_v1), planned);
     // The text form says the same.
     let file = s.file("v2");
     let text = s.stackctl(&["plan", file.to_str().unwrap()]);
     assert_eq!(text.status.code(), Some(10));
     let text = stdout(&text);
-    assert!(text.contains("  web    switch r1 → r2 (new release: image; ") && text.contains("\n+    default tasks.e2eplan_web-r2:80;\n"), "{text}");
+    assert!(text.contains("  web    switch r1 → r2 (new release: image; ") && text.contains("\nnginx config: unchanged (no reload)\n"), "{text}");
     assert!(text.ends_with("stack e2eplan: 2 changes pending\n"), "{text}");
 
-    // (d) The deploy then installs exactly the planned config (tokens and addresses aside).
+    // (d) The deploy then leaves exactly the planned config, and switched all the same.
+    let green = |nginx: &str| common::docker_maybe(&["exec", nginx, "test", "-f", "/etc/nginx/stackctl/live-green-web"]).is_ok();
+    let before = green(&nginx);
     let out = s.deploy("v2", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let installed_v2 = docker(&["exec", &nginx, "cat", "/etc/nginx/stackctl/live.conf"]);
-    assert_ne!(comparable(&installed_v2), comparable(&installed_v1), "the control: the deploy changed the config");
-    assert_eq!(comparable(&installed_v2), comparable(planned));
+    assert_eq!(mask_tokens(&installed_v2), planned);
+    assert_ne!(green(&nginx), before, "the control: the deploy switched colours");
+    assert!(!stderr(&out).contains("reloaded"), "an ordinary deploy reloads nothing: {}", stderr(&out));
     // And afterwards the plan of v2 is nothing again.
     let (code, after) = plan(&s, "v2");
     assert_eq!(code, Some(0), "{after}");

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::engine::ServiceInfo;
 use crate::engine::describe::ObjectRefs;
 use crate::plan::Observed;
 use crate::spec::{load_str, LoadOptions};
@@ -292,7 +293,7 @@ fn the_text_report_lists_steps_the_diff_and_the_verdict() {
     assert_eq!(
         report.to_text(),
         format!(
-            "plan for stack demo:\n  web    switch r1 → r2 (new release: image; demo:v2)\n  proxy  nothing\nnginx config (per-deploy tokens shown as {PLACEHOLDER_TOKEN}):\n--- installed\n+++ after the deploy\n@@ -1,1 +1,1 @@\n-a\n+b\nstack demo: 1 change pending\n"
+            "plan for stack demo:\n  web    switch r1 → r2 (new release: image; demo:v2)\n  proxy  nothing\nnginx config, rewritten and reloaded (the routes changed; tokens shown as {PLACEHOLDER_TOKEN}):\n--- installed\n+++ after the deploy\n@@ -1,1 +1,1 @@\n-a\n+b\nstack demo: 1 change pending\n"
         )
     );
 }

@@ -313,6 +313,15 @@ pub struct Answer {
 }
 
 impl FakeEngine {
+    /// The hash the loaded config echoes to its token (see `proxy::hash_in`).
+    fn loaded_hash(&self, headers: &BTreeMap<String, String>) -> Option<String> {
+        let text = self.loaded_config().ok()??;
+        let conf = Conf::parse(&text);
+        (conf.token.is_some() && conf.token.as_ref() == headers.get("x-stackctl-verify")).then_some(conf.hash).flatten()
+    }
+}
+
+impl FakeEngine {
     pub fn new() -> FakeEngine {
         FakeEngine::default()
     }
@@ -414,23 +423,29 @@ impl FakeEngine {
         let Some(backend) = conf.backend(host, path, headers, |p| self.lock().files.contains_key(p)) else { return nginx(404) };
         let echoed = conf.token.as_ref().is_some_and(|t| headers.get("x-stackctl-verify") == Some(t));
         let with = |status, service: Option<String>, upstream: String| Answer { status, service, upstream: Some(upstream), echoed };
-        // `tasks.<service>:<port>` resolves to the service's running tasks; anything else is
-        // the closed port of a stack with nothing live yet.
-        let Some((name, port)) = backend.strip_prefix("tasks.").and_then(|b| b.rsplit_once(':')) else {
-            return with(502, None, backend);
-        };
+        // `<alias>:<port>` resolves, as Docker's DNS does in `dnsrr` mode, to the running tasks
+        // of every service that carries the alias.
+        let Some((alias, port)) = backend.rsplit_once(':') else { return with(502, None, backend) };
         let mut st = self.lock();
-        let Some(svc) = st.find_service(name) else { return nginx(502) };
-        let (id, image) = (svc.id.clone(), image_of(&svc.spec));
-        let addrs: Vec<String> = st.running_containers().filter(|t| t.service_id == id).map(|t| t.address.clone()).collect();
-        if addrs.is_empty() {
+        let carries = |spec: &ServiceSpec| {
+            let networks = spec.task_template.as_ref().and_then(|t| t.networks.as_ref());
+            networks.into_iter().flatten().any(|n| n.aliases.iter().flatten().any(|a| a == alias))
+        };
+        let services: Vec<(String, String, String)> =
+            st.services.values().filter(|s| carries(&s.spec)).map(|s| (s.id.clone(), s.spec.name.clone().unwrap_or_default(), image_of(&s.spec))).collect();
+        let tasks: Vec<(String, String)> = st
+            .running_containers()
+            .filter_map(|t| services.iter().find(|s| s.0 == t.service_id).map(|s| (s.0.clone(), t.address.clone())))
+            .collect();
+        if tasks.is_empty() {
             return nginx(502);
         }
-        let pick = st.next() as usize % addrs.len();
+        let pick = st.next() as usize % tasks.len();
+        let (id, address) = &tasks[pick];
+        let (_, name, image) = services.iter().find(|s| &s.0 == id).expect("a task of a carrying service");
         let status = st.app_status.iter().rev().find(|(i, _)| image.contains(i.as_str())).map_or(200, |(_, s)| *s);
-        with(status, Some(name.to_string()), format!("{}:{port}", addrs[pick]))
+        with(status, Some(name.clone()), format!("{address}:{port}"))
     }
-
     /// Listen on a free port of 127.0.0.1 as the stack's published nginx port; returns it.
     /// The listener lives as long as the runtime that called this.
     pub async fn serve_nginx(&self) -> std::io::Result<u16> {
@@ -466,19 +481,24 @@ impl FakeEngine {
         if let (true, Some(u)) = (answer.echoed, &answer.upstream) {
             resp = resp.header("x-stackctl-upstream", u);
         }
+        if let Some(hash) = self.loaded_hash(&headers) {
+            resp = resp.header("x-stackctl-config", hash);
+        }
         let body = format!("{} from {}\n", answer.status, answer.service.as_deref().unwrap_or("nginx"));
         resp.body(Full::new(Bytes::from(body))).expect("a valid response")
     }
 }
 
 /// What the fake nginx needs of a rendered config: the token that gates the preview and echo
-/// headers, the preview maps, and per server its names, switches and locations. Read line by
-/// line from the layout of nginx-templates/stackctl.conf; anything else in the file is ignored.
+/// headers, the hash it echoes, the preview maps, and per server its names, targets and
+/// locations. Read line by line from the layout of nginx-templates/stackctl.conf; anything else
+/// in the file is ignored.
 #[derive(Debug, Default)]
 struct Conf {
     token: Option<String>,
-    /// Route variable → (default backend, preview header value → backend).
-    maps: BTreeMap<String, (String, BTreeMap<String, String>)>,
+    hash: Option<String>,
+    /// Preview variable → (preview header value → backend).
+    maps: BTreeMap<String, BTreeMap<String, String>>,
     servers: Vec<Server>,
 }
 
@@ -486,14 +506,29 @@ struct Conf {
 struct Server {
     names: Vec<String>,
     default: bool,
-    /// Target variable → (route variable it starts from, switch file and its backend).
-    targets: BTreeMap<String, (String, Option<(String, String)>)>,
+    /// Target variable → how a request picks its backend.
+    targets: BTreeMap<String, TargetConf>,
     /// (matcher, target variable; `None` answers 404).
     locations: Vec<(String, Option<String>)>,
 }
 
+#[derive(Debug, Default, Clone)]
+struct TargetConf {
+    blue: String,
+    /// The green file and green's backend.
+    green: Option<(String, String)>,
+    /// The preview map variable that overrides both.
+    preview: Option<String>,
+}
+
 fn var(word: &str) -> String {
     word.trim_start_matches('$').trim_end_matches(';').to_string()
+}
+
+/// Which `if` block the parser is in.
+enum If {
+    File(String),
+    Var(String),
 }
 
 impl Conf {
@@ -501,21 +536,21 @@ impl Conf {
         let mut conf = Conf::default();
         let mut map: Option<String> = None;
         let mut echo = false;
-        let mut flip: Option<String> = None;
+        let mut loaded = false;
+        let mut cond: Option<If> = None;
         let mut location = false;
         for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["map", "$http_x_stackctl_preview", v, "{"] => map = Some(var(v)),
+                ["map", "$http_x_stackctl_verify", v, "{"] if v.starts_with("$stackctl_loaded_") => loaded = true,
                 ["map", "$http_x_stackctl_verify", _, "{"] => echo = true,
-                ["default", b] if map.is_some() => {
-                    conf.maps.entry(map.clone().unwrap_or_default()).or_default().0 = var(b);
-                }
                 [key, b] if map.is_some() && key.starts_with('"') => {
                     let entry = conf.maps.entry(map.clone().unwrap_or_default()).or_default();
-                    entry.1.insert(key.trim_matches('"').to_string(), var(b));
+                    entry.insert(key.trim_matches('"').to_string(), var(b));
                 }
                 [key, "$upstream_addr;"] if echo => conf.token = Some(key.trim_matches('"').to_string()),
+                [key, value] if loaded && key.starts_with('"') => conf.hash = Some(var(value).trim_matches('"').to_string()),
                 ["server", "{"] => conf.servers.push(Server::default()),
                 ["listen", rest @ ..] => {
                     if let Some(s) = conf.servers.last_mut() {
@@ -527,18 +562,15 @@ impl Conf {
                         s.names = names.iter().map(|n| n.trim_end_matches(';').to_string()).collect();
                     }
                 }
-                ["if", "(-f", path, "{"] => flip = Some(path.trim_end_matches(')').to_string()),
+                ["if", "(-f", path, "{"] => cond = Some(If::File(path.trim_end_matches(')').to_string())),
+                ["if", v, "{"] => cond = Some(If::Var(var(v.trim_start_matches('(').trim_end_matches(')')))),
                 ["set", t, value] => {
                     if let Some(s) = conf.servers.last_mut() {
-                        match &flip {
-                            Some(path) => {
-                                if let Some(target) = s.targets.get_mut(&var(t)) {
-                                    target.1 = Some((path.clone(), var(value)));
-                                }
-                            }
-                            None => {
-                                s.targets.insert(var(t), (var(value), None));
-                            }
+                        let target = s.targets.entry(var(t)).or_default();
+                        match &cond {
+                            Some(If::File(path)) => target.green = Some((path.clone(), var(value))),
+                            Some(If::Var(v)) => target.preview = Some(v.clone()),
+                            None => target.blue = var(value),
                         }
                     }
                 }
@@ -554,7 +586,8 @@ impl Conf {
                     }
                 }
                 ["}"] => {
-                    if map.take().is_none() && !std::mem::take(&mut echo) && flip.take().is_none() {
+                    let closed = map.take().is_some() || std::mem::take(&mut echo) || std::mem::take(&mut loaded) || cond.take().is_some();
+                    if !closed {
                         location = false;
                     }
                 }
@@ -573,8 +606,8 @@ impl Conf {
         exact.or_else(wildcard).or_else(|| self.servers.iter().find(|s| s.default))
     }
 
-    /// The backend (`tasks.<service>:<port>`, or another `host:port`) a request goes to;
-    /// `None` for a 404. `exists` says whether a switch file is present.
+    /// The backend (`<alias>:<port>`) a request goes to; `None` for a 404. `exists` says
+    /// whether a file is present.
     fn backend(&self, host: &str, path: &str, headers: &BTreeMap<String, String>, exists: impl Fn(&str) -> bool) -> Option<String> {
         let server = self.server(host)?;
         // nginx: an exact match wins, then the longest prefix.
@@ -583,15 +616,17 @@ impl Conf {
             server.locations.iter().filter(|(m, _)| !m.starts_with("= ") && path.starts_with(m.as_str())).max_by_key(|(m, _)| m.len())
         };
         let target = exact.or_else(prefix)?.1.as_ref()?;
-        let (route, flip) = server.targets.get(target)?;
-        if let Some((file, backend)) = flip {
-            if exists(file) {
-                return Some(backend.clone());
-            }
+        let t = server.targets.get(target)?;
+        let preview = (t.preview.as_ref())
+            .and_then(|v| self.maps.get(v))
+            .and_then(|m| headers.get("x-stackctl-preview").and_then(|h| m.get(h)));
+        if let Some(p) = preview {
+            return Some(p.clone());
         }
-        let (default, previews) = self.maps.get(route)?;
-        let preview = headers.get("x-stackctl-preview").and_then(|h| previews.get(h));
-        Some(preview.unwrap_or(default).clone())
+        match &t.green {
+            Some((file, green)) if exists(file) => Some(green.clone()),
+            _ => Some(t.blue.clone()),
+        }
     }
 }
 
@@ -939,9 +974,9 @@ impl Engine for FakeEngine {
 mod tests {
     use super::*;
     use crate::engine::describe::ObjectRefs;
-    use crate::proxy::{self, ServiceRouting, Target};
-    use crate::spec::{Role, Stack};
-
+    use crate::proxy::{self, Target};
+    use crate::release::Color;
+    use crate::spec::Stack;
     const STACK_FILE: &str = r#"name: t
 x-stackctl:
   proxy: { service: proxy, url: "http://127.0.0.1:9", listen: 8080 }
@@ -981,9 +1016,10 @@ services:
     }
 
     /// The rendered template, installed the way the deploy does it (file, test, reload), is
-    /// read back by the fake nginx as real nginx would route it: live release by default,
-    /// the preview with its header, the preview for everyone once the switch file exists,
-    /// the answering backend echoed only with the token, and 404 off the route's host.
+    /// read back by the fake nginx as real nginx would route it: blue's release by default, a
+    /// colour with its preview header, green for everyone once the green file exists, the
+    /// answering backend and the config's hash echoed only with the token, and 404 off the
+    /// route's host.
     #[tokio::test]
     async fn the_fake_nginx_routes_as_the_rendered_config_says() {
         let (engine, stack) = (FakeEngine::new(), stack());
@@ -992,10 +1028,19 @@ services:
         let r2 = create(&engine, &stack, "web", Some(2), "demo:v2").await;
         let (t1, t2) = (target(&engine, &r1, 1).await, target(&engine, &r2, 2).await);
         assert_eq!((t1.servers.len(), t2.servers.len()), (2, 2), "two running tasks each");
-        let Role::Routed(route) = stack.services["web"].role.clone() else { panic!("web is routed") };
         let token = "0123456789abcdef0123";
-        let routing = [ServiceRouting { service: "web".into(), route, live: t1.clone(), preview: Some(t2.clone()) }];
-        let config = proxy::render(&stack, &routing, token).unwrap();
+        let config = proxy::render(&stack, token).unwrap();
+        let paint = |name: String, colour| {
+            let engine = engine.clone();
+            async move {
+                let info = engine.service(&name).await.unwrap().unwrap();
+                let spec = crate::release::coloured(&info.spec, "t", "web", colour).unwrap();
+                engine.update_service(&name, info.version, spec).await.unwrap();
+            }
+        };
+        paint(r1.clone(), Color::Blue).await;
+        paint(r2.clone(), Color::Green).await;
+        let (t1, t2) = (target(&engine, &r1, 1).await, target(&engine, &r2, 2).await);
 
         assert_eq!(engine.answer("web.example", "/", &headers(&[])).status, 404, "nothing loaded yet");
         let nginx = engine.tasks("t_proxy").await.unwrap()[0].container_id.clone().unwrap();
@@ -1003,21 +1048,25 @@ services:
         assert_eq!(engine.exec(&nginx, &["nginx", "-t"]).await.unwrap().exit_code, 0);
         assert_eq!(engine.exec(&nginx, &["nginx", "-s", "reload"]).await.unwrap().exit_code, 0);
         assert_eq!(engine.loaded_config(), Ok(Some(config.clone())));
+        assert_eq!(engine.loaded_hash(&headers(&[("x-stackctl-verify", token)])), proxy::hash_in(&config));
+        assert_eq!(engine.loaded_hash(&headers(&[])), None, "the hash only to the token");
 
         let user = engine.answer("web.example", "/anything", &headers(&[]));
-        assert_eq!((user.status, user.service.as_deref(), user.echoed), (200, Some(r1.as_str()), false));
-        let preview = format!("{token}.r2");
+        assert_eq!((user.status, user.service.as_deref(), user.echoed), (200, Some(r1.as_str()), false), "blue without the file");
+        let preview = format!("{token}.green");
         let probe = engine.answer("web.example", "/healthz", &headers(&[("x-stackctl-preview", &preview), ("x-stackctl-verify", token)]));
         assert_eq!((probe.service.as_deref(), probe.echoed), (Some(r2.as_str()), true));
         assert!(t2.servers.contains(probe.upstream.as_ref().unwrap()), "{probe:?} answered by one of {t2:?}");
-        let wrong = engine.answer("web.example", "/", &headers(&[("x-stackctl-preview", "nope.r2"), ("x-stackctl-verify", "nope")]));
+        let wrong = engine.answer("web.example", "/", &headers(&[("x-stackctl-preview", "nope.green"), ("x-stackctl-verify", "nope")]));
         assert_eq!((wrong.service.as_deref(), wrong.echoed), (Some(r1.as_str()), false), "another token reaches nothing new");
         assert_eq!(engine.answer("other.example", "/", &headers(&[])).status, 404, "the default server");
 
         // The switch: a file, no reload.
-        let flip = proxy::flip_file(token, "web", 2);
+        let flip = proxy::green_file("web");
         engine.put_file(&nginx, "/etc/nginx/stackctl", &flip, b"").await.unwrap();
         assert_eq!(engine.answer("web.example", "/", &headers(&[])).service.as_deref(), Some(r2.as_str()));
+        let blue = engine.answer("web.example", "/", &headers(&[("x-stackctl-preview", &format!("{token}.blue")), ("x-stackctl-verify", token)]));
+        assert!(t1.servers.contains(blue.upstream.as_ref().unwrap()), "blue's preview while users are on green");
         let path = format!("/etc/nginx/stackctl/{flip}");
         assert_eq!(engine.exec(&nginx, &["rm", "-f", &path]).await.unwrap().exit_code, 0);
         assert_eq!(engine.answer("web.example", "/", &headers(&[])).service.as_deref(), Some(r1.as_str()));

@@ -12,12 +12,12 @@ pub mod nginx;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 
 use askama::Template;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::release;
+use crate::release::{self, Color};
 use crate::spec::{allow, Route, RouteSettings, Stack};
 
 /// One release of a routed service, as nginx should reach it.
@@ -25,13 +25,14 @@ use crate::spec::{allow, Route, RouteSettings, Stack};
 pub struct Target {
     /// Release number; 0 when nothing is live yet.
     pub release: u64,
-    /// `ip:port` of every task running when the config was rendered. nginx itself resolves
-    /// the release's DNS name per request; these addresses are what the health gate and the
-    /// switch verification accept as "answered by this release", and what `status` shows.
+    /// `ip:port` of every task running when the routing was read. nginx itself resolves the
+    /// colour's DNS name per request; these addresses are what the health gate and the switch
+    /// verification accept as "answered by this release", and what `status` shows.
     pub servers: Vec<String>,
 }
 
-/// What nginx should do for one routed service.
+/// Where one routed service's users go, and what is being previewed: the input of the
+/// verifications, not of the config (which names colours, never releases).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRouting {
     pub service: String,
@@ -42,29 +43,19 @@ pub struct ServiceRouting {
     pub preview: Option<Target>,
 }
 
-/// The routing as recorded in the rendered file's header, read back by `status`.
+/// What a rendered config says about itself in its header, read back by `observe` and
+/// `status`: per routed service, the file whose existence sends its users to the green colour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingSummary {
-    pub live: BTreeMap<String, Target>,
-    pub preview: BTreeMap<String, Target>,
-    /// Per previewed service, the [`flip_file`] whose existence sends its users to the preview
-    /// instead of `live`. Observers need it to know where users really go: a deploy killed
-    /// after creating the file leaves users on the preview while the header still says `live`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub switch: BTreeMap<String, String>,
+    pub green_files: BTreeMap<String, String>,
 }
 
 impl RoutingSummary {
-    /// The release users of each service reach, given which switch files exist: the preview
-    /// where its file is present, the live target otherwise.
-    pub fn serving(&self, present: &std::collections::BTreeSet<String>) -> BTreeMap<String, u64> {
-        let mut serving: BTreeMap<String, u64> = self.live.iter().map(|(s, t)| (s.clone(), t.release)).collect();
-        for (service, file) in &self.switch {
-            if let (true, Some(p)) = (present.contains(file), self.preview.get(service)) {
-                serving.insert(service.clone(), p.release);
-            }
-        }
-        serving
+    /// The colour users of each routed service reach, given which of the files exist.
+    pub fn colours(&self, present: &std::collections::BTreeSet<String>) -> BTreeMap<String, Color> {
+        (self.green_files.iter())
+            .map(|(service, file)| (service.clone(), if present.contains(file) { Color::Green } else { Color::Blue }))
+            .collect()
     }
 }
 
@@ -82,8 +73,12 @@ struct ConfigTemplate<'a> {
     stack: &'a str,
     routing_json: String,
     token: &'a str,
+    /// Identifies the rendered text; nginx echoes it to stackctl's requests, which is how a
+    /// run learns whether the config it would write is the one nginx has loaded.
+    hash: String,
     listen: u16,
     echo_var: String,
+    loaded_var: String,
     /// The `Connection` header sent to releases: `upgrade` for a WebSocket handshake, none
     /// otherwise (per stack, as nginx variables are global to the http block).
     upgrade_var: String,
@@ -91,15 +86,11 @@ struct ConfigTemplate<'a> {
     servers: Vec<ServerView>,
 }
 
-struct PreviewView {
-    release: u64,
-    upstream: String,
-}
-
 struct RouteView {
+    /// The preview map's variable.
     var: String,
-    live: String,
-    preview: Option<PreviewView>,
+    blue: String,
+    green: String,
 }
 
 struct LocationView {
@@ -146,25 +137,23 @@ struct ServerView {
     locations: Vec<LocationView>,
 }
 
+/// One routed service's per-request choice of backend in a server.
+#[derive(Clone)]
 struct TargetView {
     /// The per-request variable the locations proxy to.
     var: String,
-    /// The map variable it starts from.
-    route: String,
-    flip: Option<FlipView>,
+    /// The preview map's variable: set only for stackctl's preview requests.
+    preview: String,
+    blue: String,
+    green: String,
+    /// Full path of the file whose existence sends users to `green`.
+    green_file: String,
 }
 
-/// A route with a release waiting to go live: switched by the existence of a file.
-struct FlipView {
-    path: String,
-    backend: String,
-}
-
-/// The file whose existence switches `service` to `release` in a config rendered with that
-/// release as its preview (see [`Proxy::flip`]). The per-deploy token in its name keeps a file
-/// left behind by one deploy from ever switching another.
-pub fn flip_file(token: &str, service: &str, release: u64) -> String {
-    format!("switch-{token}-{service}-r{release}")
+/// The file (in the proxy's config directory) whose existence sends the users of `service` to
+/// its green colour; without it they go to blue. Creating or removing it is the switch.
+pub fn green_file(service: &str) -> String {
+    format!("live-green-{service}")
 }
 
 /// An nginx variable name for `kind` of thing, unique to (stack, service). nginx variables are
@@ -182,64 +171,59 @@ fn nginx_var(kind: &str, stack: &str, service: Option<&str>) -> String {
     name
 }
 
-/// Render the nginx config for `stack`. `token` is a per-deploy secret that gates the preview
-/// and verification headers, so outsiders cannot reach a release that is not live yet.
-pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<String, RenderError> {
+/// Render the nginx config for the routes of `stack`. It names colours, never releases, so it
+/// stays the same from one deploy to the next until the routes themselves change. `token` is a
+/// secret that gates the preview and verification headers, so outsiders cannot reach a release
+/// that is not live yet; it is kept from one config to the next (see [`token_in`]).
+pub fn render(stack: &Stack, token: &str) -> Result<String, RenderError> {
+    let routes: Vec<(String, Route)> = (crate::spec::routed(stack))
+        .filter_map(|(n, s)| match &s.role {
+            crate::spec::Role::Routed(r) => Some((n.clone(), r.clone())),
+            _ => None,
+        })
+        .collect();
+    render_routes(stack, &routes, token)
+}
+
+/// [`render`] for the given `(service, route)` pairs of `stack`.
+pub fn render_routes(stack: &Stack, routed: &[(String, Route)], token: &str) -> Result<String, RenderError> {
     check_name("stack name", &stack.name, allow::check_stack_name)?;
     check_token(token)?;
     let mut routes = Vec::new();
     // Servers keyed by host name; "" is the default server (routes without hosts).
     let mut servers: BTreeMap<String, Vec<LocationView>> = BTreeMap::new();
-    let mut flips: BTreeMap<String, FlipView> = BTreeMap::new();
-    // Target variable → the map variable it starts from.
-    let mut sources: BTreeMap<String, String> = BTreeMap::new();
-    let mut summary = RoutingSummary { live: BTreeMap::new(), preview: BTreeMap::new(), switch: BTreeMap::new() };
+    let mut targets: BTreeMap<String, TargetView> = BTreeMap::new();
+    let mut summary = RoutingSummary { green_files: BTreeMap::new() };
 
-    for r in routing {
-        check_name("service name", &r.service, allow::check_service_name)?;
-        let sorted = |t: &Target| {
-            let mut t = t.clone();
-            t.servers.sort();
-            t.servers.dedup();
-            t
-        };
-        let var = nginx_var("route", &stack.name, Some(&r.service));
-        let target = nginx_var("target", &stack.name, Some(&r.service));
-        let live = backend(stack, r, &r.live)?;
-        let preview = match &r.preview {
-            Some(p) => {
-                summary.preview.insert(r.service.clone(), sorted(p));
-                Some(PreviewView { release: p.release, upstream: backend(stack, r, p)? })
-            }
-            None => None,
-        };
-        if let Some(p) = &r.preview {
-            let file = flip_file(token, &r.service, p.release);
-            let path = format!("{}/{file}", stack.x.proxy.config_dir);
-            check_path(&path)?;
-            summary.switch.insert(r.service.clone(), file);
-            flips.insert(target.clone(), FlipView { path, backend: backend(stack, r, p)? });
-        }
-        sources.insert(target.clone(), var.clone());
-        routes.push(RouteView { var, live, preview });
-        summary.live.insert(r.service.clone(), sorted(&r.live));
+    for (service, route) in routed {
+        check_name("service name", service, allow::check_service_name)?;
+        let backend = |colour| format!("{}:{}", release::colour_alias(&stack.name, service, colour), route.port);
+        let (blue, green) = (backend(Color::Blue), backend(Color::Green));
+        let preview = nginx_var("route", &stack.name, Some(service));
+        let var = nginx_var("target", &stack.name, Some(service));
+        let file = green_file(service);
+        let green_path = format!("{}/{file}", stack.x.proxy.config_dir);
+        check_path(&green_path)?;
+        summary.green_files.insert(service.clone(), file);
+        routes.push(RouteView { var: preview.clone(), blue: blue.clone(), green: green.clone() });
+        targets.insert(var.clone(), TargetView { var: var.clone(), preview, blue, green, green_file: green_path });
 
-        check_path(&r.route.path)?;
-        for h in &r.route.hosts {
+        check_path(&route.path)?;
+        for h in &route.hosts {
             check_host(h)?;
         }
         // One server block per host name: nginx allows a name in one server only, and two
         // routes may share a host with different paths.
-        let hosts: Vec<String> = if r.route.hosts.is_empty() { vec![String::new()] } else { r.route.hosts.clone() };
-        let matchers = match r.route.path.trim_end_matches('/') {
+        let hosts: Vec<String> = if route.hosts.is_empty() { vec![String::new()] } else { route.hosts.clone() };
+        let matchers = match route.path.trim_end_matches('/') {
             "" => vec!["/".to_string()],
             p => vec![format!("= {p}"), format!("{p}/")],
         };
         for host in hosts {
             let locations = servers.entry(host).or_default();
             for matcher in &matchers {
-                let settings = SettingsView::of(&r.route.settings)?;
-                locations.push(LocationView { matcher: matcher.clone(), var: Some(target.clone()), settings });
+                let settings = SettingsView::of(&route.settings)?;
+                locations.push(LocationView { matcher: matcher.clone(), var: Some(var.clone()), settings });
             }
         }
     }
@@ -257,51 +241,46 @@ pub fn render(stack: &Stack, routing: &[ServiceRouting], token: &str) -> Result<
             let mut vars: Vec<String> = locations.iter().filter_map(|l| l.var.clone()).collect();
             vars.sort();
             vars.dedup();
-            let targets = vars
-                .into_iter()
-                .map(|var| {
-                    let flip = flips.get(&var).map(|f| FlipView { path: f.path.clone(), backend: f.backend.clone() });
-                    TargetView { route: sources.get(&var).cloned().unwrap_or_default(), var, flip }
-                })
-                .collect();
-            ServerView { names: if default { "_".into() } else { names }, default, targets, locations }
+            let used = vars.iter().filter_map(|v| targets.get(v).cloned()).collect();
+            ServerView { names: if default { "_".into() } else { names }, default, targets: used, locations }
         })
         .collect();
 
-    let template = ConfigTemplate {
+    let mut template = ConfigTemplate {
         stack: &stack.name,
         routing_json: serde_json::to_string(&summary).expect("routing summary serialises"),
         token,
+        hash: String::new(),
         listen: stack.x.proxy.listen,
         echo_var: nginx_var("echo", &stack.name, None),
+        loaded_var: nginx_var("loaded", &stack.name, None),
         upgrade_var: nginx_var("upgrade", &stack.name, None),
         routes,
         servers,
     };
+    // The hash of the text rendered without it: equal texts, equal hashes.
+    template.hash = content_hash(&template.render()?);
     Ok(template.render()?)
 }
 
-/// Where nginx sends a release's traffic: Docker's DNS name for the release's running tasks.
-/// Release 0 means nothing is live yet (first deploy before its switch): a closed port on the
-/// nginx container's loopback, so users get 502 rather than a config that fails to load.
-fn backend(stack: &Stack, r: &ServiceRouting, t: &Target) -> Result<String, RenderError> {
-    for s in &t.servers {
-        s.parse::<SocketAddr>().map_err(|_| RenderError::Unsafe {
-            what: "upstream address",
-            value: s.clone(),
-            why: "not an ip:port".into(),
-        })?;
-    }
-    if t.release == 0 {
-        return Ok("127.0.0.1:9".into());
-    }
-    Ok(format!("tasks.{}:{}", release::versioned_name(&stack.name, &r.service, t.release), r.route.port))
+/// The hash a rendered config carries and echoes (see [`render`]), 16 hex digits.
+fn content_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Read back what a rendered config routes to (its `# stackctl-routing:` header line).
-/// The per-deploy token a rendered config was rendered with (the value its verification map
-/// answers), for a later run that flips to the config's preview without reloading it (a
-/// rollback to a standby). Only someone who can read the config in nginx learns it.
+/// The hash a rendered config echoes once nginx has loaded it: compare with the
+/// `X-Stackctl-Config` header of an answer to a request carrying its token.
+pub fn hash_in(config: &str) -> Option<String> {
+    let mut lines = config.lines().skip_while(|l| !l.starts_with("map $http_x_stackctl_verify $stackctl_loaded_"));
+    let line = lines.nth(2)?;
+    let hash = line.trim().rsplit('"').nth(1)?;
+    (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hash.to_string())
+}
+
+/// The token a rendered config was rendered with (the value its verification map answers), so
+/// that the next config keeps it and stays the same text. Only someone who can read the config
+/// in nginx learns it.
 pub fn token_in(config: &str) -> Option<String> {
     let mut lines = config.lines().skip_while(|l| !l.starts_with("map $http_x_stackctl_verify "));
     let line = lines.find(|l| l.trim_end().ends_with("$upstream_addr;"))?;
@@ -309,6 +288,7 @@ pub fn token_in(config: &str) -> Option<String> {
     check_token(token).ok().map(|()| token.to_string())
 }
 
+/// Read back what a rendered config routes (its `# stackctl-routing:` header line).
 pub fn parse_summary(config: &str) -> Option<RoutingSummary> {
     config
         .lines()
@@ -360,17 +340,15 @@ pub trait Proxy: Send + Sync {
     /// reloaded and the previous file is put back.
     fn install(&self, config: &str) -> impl Future<Output = Result<Installed, ProxyError>> + Send;
     /// Create (`on`) or delete the given files in the config directory of every replica.
-    /// Creating a [`flip_file`] is the switch itself: no reload, so every nginx worker routes
-    /// the next request to the new release. All or nothing: a failure turns them all off.
+    /// Creating or removing a [`green_file`] is the switch itself: no reload, so every nginx
+    /// worker routes the next request to the other colour. A failure to create them turns them
+    /// all off again.
     fn flip(&self, files: &[String], on: bool) -> impl Future<Output = Result<(), ProxyError>> + Send;
     /// The config currently installed (from the first running replica).
     fn current(&self) -> impl Future<Output = Result<Option<String>, ProxyError>> + Send;
     /// Which of the given files exist in the config directory of at least one replica: a
     /// switch file on any replica means some users are already on the new release.
     fn present(&self, files: &[String]) -> impl Future<Output = Result<std::collections::BTreeSet<String>, ProxyError>> + Send;
-    /// Remove every switch file (`switch-*`) from the config directory of every replica. Only
-    /// safe once no loaded config generation reads them (see the deploy's retire phase).
-    fn clear_switches(&self) -> impl Future<Output = Result<(), ProxyError>> + Send;
 }
 
 /// What an install did.
@@ -390,6 +368,8 @@ pub enum ProxyError {
     Rejected { container: String, output: String },
     #[error("nginx failed to reload in {container}: {output}")]
     ReloadFailed { container: String, output: String },
+    #[error("could not change the switch file in nginx's container {container}: {output}")]
+    SwitchFile { container: String, output: String },
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
 }

@@ -106,22 +106,19 @@ impl<E: Engine> Proxy for NginxProxy<'_, E> {
         }
         Ok(found)
     }
-
-    async fn clear_switches(&self) -> Result<(), ProxyError> {
-        for c in &self.containers().await? {
-            // An argument list, never a shell: `find` matches the pattern itself. `config_dir`
-            // passed the path allowlist.
-            let cmd = ["find", self.config_dir.as_str(), "-maxdepth", "1", "-type", "f", "-name", "switch-*", "-delete"];
-            let out = self.engine.exec(c, &cmd).await?;
-            if out.exit_code != 0 {
-                return Err(ProxyError::ReloadFailed { container: c.clone(), output: format!("find: {}", out.output.trim()) });
-            }
-        }
-        Ok(())
-    }
 }
 
 impl<E: Engine> NginxProxy<'_, E> {
+    /// Whether every replica's file is `config` already.
+    pub async fn has_everywhere(&self, config: &str) -> Result<bool, ProxyError> {
+        for c in &self.containers().await? {
+            if self.engine.get_file(c, &self.path()).await?.as_deref() != Some(config.as_bytes()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     async fn create_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
         // One upload per file, all at once (bounded): a switch of 12 services is not 12
         // uploads in a row.
@@ -136,7 +133,7 @@ impl<E: Engine> NginxProxy<'_, E> {
         cmd.extend(paths.iter().map(String::as_str));
         let out = self.engine.exec(container, &cmd).await?;
         if out.exit_code != 0 {
-            return Err(ProxyError::ReloadFailed { container: container.to_string(), output: format!("rm: {}", out.output.trim()) });
+            return Err(ProxyError::SwitchFile { container: container.to_string(), output: format!("rm: {}", out.output.trim()) });
         }
         Ok(())
     }

@@ -239,24 +239,10 @@ fn load_layers(files: &[(&Path, &str)], opts: &LoadOptions) -> Result<Loaded, Sp
     Ok(Loaded { stack, warnings })
 }
 
-/// The renderer checks everything it writes again; render once here, with every route live and
-/// previewed, so that anything it would refuse is refused before the cluster is touched.
+/// The renderer checks everything it writes again; render once here, so that anything it
+/// would refuse is refused before the cluster is touched.
 fn renders(stack: &Stack) -> Result<(), crate::proxy::RenderError> {
-    use crate::proxy::{ServiceRouting, Target};
-    let routing: Vec<ServiceRouting> = stack
-        .services
-        .iter()
-        .filter_map(|(name, s)| match &s.role {
-            Role::Routed(route) => Some(ServiceRouting {
-                service: name.clone(),
-                route: route.clone(),
-                live: Target { release: 1, servers: Vec::new() },
-                preview: Some(Target { release: 2, servers: Vec::new() }),
-            }),
-            _ => None,
-        })
-        .collect();
-    crate::proxy::render(stack, &routing, &"0".repeat(32)).map(|_| ())
+    crate::proxy::render(stack, &"0".repeat(32)).map(|_| ())
 }
 
 /// Parse the text into a YAML tree whose root is a mapping.
