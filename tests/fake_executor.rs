@@ -348,50 +348,51 @@ fn table() -> Vec<Row> {
             history: Some((Outcome::Deployed, Some(2))),
         },
         Row {
-            // All or nothing: the replica already switched goes back. (r3 is green: its
-            // switch creates the file.)
-            name: "switch reaches one nginx of two",
+            // The replicas share the config volume (as on one node): the file is uploaded once,
+            // and when that fails both stay on blue. (r2 is green: its switch creates the file.)
+            name: "switch file cannot be written, two nginx replicas",
             nginx: 2,
-            given: &["v1", "v2"],
+            given: &["v1"],
             app: &[],
-            faults: |_| vec![Fault::new(Op::PutFile, Action::Fail).on("live-green-").nth(2)],
-            when: When::Deploy("v3"),
+            faults: |_| vec![Fault::new(Op::PutFile, Action::Fail).on("live-green-")],
+            when: When::Deploy("v2"),
             ends: (Ends::Failed, 1),
             says: &["failed while switching nginx to green", "injected failure of PutFile", "The live release is intact"],
-            serves: Some(2),
-            releases: V2_LIVE,
-            live: Some(2),
-            history: Some((Outcome::SwitchedBack, Some(3))),
+            serves: Some(1),
+            releases: V1_LIVE,
+            live: Some(1),
+            history: Some((Outcome::SwitchedBack, Some(2))),
         },
         Row {
             // The switch is the creation (or removal) of a file that every nginx worker checks
             // per request.
             name: "switch file cannot be written",
             nginx: 1,
-            given: &["v1", "v2"],
-            app: &[],
-            faults: |_| vec![Fault::new(Op::PutFile, Action::Fail).on("live-green-")],
-            when: When::Deploy("v3"),
-            ends: (Ends::Failed, 1),
-            says: &["failed while switching nginx to green", "injected failure of PutFile", "The live release is intact"],
-            serves: Some(2),
-            releases: V2_LIVE,
-            live: Some(2),
-            history: Some((Outcome::SwitchedBack, Some(3))),
-        },
-        Row {
-            name: "switch file cannot be removed",
-            nginx: 1,
             given: &["v1"],
             app: &[],
-            faults: |_| vec![Fault::new(Op::RemoveFiles, Action::Fail)],
+            faults: |_| vec![Fault::new(Op::PutFile, Action::Fail).on("live-green-")],
             when: When::Deploy("v2"),
             ends: (Ends::Failed, 1),
-            says: &["failed while switching nginx to green", "injected failure of RemoveFiles", "The live release is intact"],
+            says: &["failed while switching nginx to green", "injected failure of PutFile", "The live release is intact"],
             serves: Some(1),
             releases: V1_LIVE,
             live: Some(1),
             history: Some((Outcome::SwitchedBack, Some(2))),
+        },
+        Row {
+            // r3 is blue: its switch removes the file.
+            name: "switch file cannot be removed",
+            nginx: 1,
+            given: &["v1", "v2"],
+            app: &[],
+            faults: |_| vec![Fault::new(Op::RemoveFiles, Action::Fail)],
+            when: When::Deploy("v3"),
+            ends: (Ends::Failed, 1),
+            says: &["failed while switching nginx to green", "injected failure of RemoveFiles", "The live release is intact"],
+            serves: Some(2),
+            releases: V2_LIVE,
+            live: Some(2),
+            history: Some((Outcome::SwitchedBack, Some(3))),
         },
         Row {
             // The config names colours, not releases: a deploy with the same routes reloads
@@ -459,11 +460,11 @@ fn table() -> Vec<Row> {
             nginx: 1,
             given: &["v1"],
             app: &[],
-            // r2 is blue: its switch removes the file, the switch back creates it.
+            // r2 is green: its switch creates the file, the switch back removes it.
             faults: |_| {
                 vec![
                     Fault::new(Op::RecordLive, Action::AppStatus("demo:v2".into(), 500)),
-                    Fault::new(Op::PutFile, Action::Fail).on("live-green-"),
+                    Fault::new(Op::RemoveFiles, Action::Fail),
                 ]
             },
             when: When::Deploy("v2"),

@@ -121,8 +121,15 @@ impl<E: Engine> NginxProxy<'_, E> {
 
     async fn create_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
         // One upload per file, all at once (bounded): a switch of 12 services is not 12
-        // uploads in a row.
-        let uploads = files.iter().map(|f| async move { self.engine.put_file(container, &self.config_dir, f, b"").await.map_err(ProxyError::from) });
+        // uploads in a row. A file already there is left alone: replicas on one node share the
+        // volume, and uploading it again replaces it, so for a moment it would not exist and
+        // users would be sent back to blue.
+        let uploads = files.iter().map(|f| async move {
+            if self.engine.get_file(container, &format!("{}/{f}", self.config_dir)).await?.is_some() {
+                return Ok(());
+            }
+            self.engine.put_file(container, &self.config_dir, f, b"").await.map_err(ProxyError::from)
+        });
         crate::deploy::at_once(uploads.collect()).await
     }
 
