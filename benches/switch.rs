@@ -199,7 +199,7 @@ fn ours() {
     deploy("v1");
     wait_for(OURS_PORT, "v1");
     let (samples, start, end, json) = measure(OURS_PORT, || deploy("v2"));
-    report("stackctl deploy (blue-green, switch by flip file, then reload)", &samples, start, end);
+    report("stackctl deploy (blue-green, switch by a file between two colours, no reload)", &samples, start, end);
     common::assert_load_clean(&loadgen::summarize(&samples), 1000, 0);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     print!("  phases:");

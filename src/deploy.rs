@@ -667,10 +667,10 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
         self.ev.phase("wait healthy");
         let waiting = "waiting for green to become healthy";
-        // nginx reaches a release by its DNS name, so the preview config can go in while Swarm
-        // starts green: its reload overlaps the wait instead of following it. The preview
-        // route needs this run's secret, so nothing looks green's name up (and nginx caches
-        // no "not found") before the gate's first probe, which comes after the wait.
+        // The config names colours, not green, so checking it (and, when the routes changed,
+        // its reload) overlaps Swarm's start instead of following it. The preview route needs
+        // the secret, so nothing looks green's colour up (and nginx caches no "not found")
+        // before the gate's first probe, which comes after the wait.
         let wait = async {
             self.wait_stopped(&making_way).await?;
             self.wait_greens(greens).await
@@ -683,7 +683,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
         self.ev.phase("preview");
         let probed = self.preview(greens, early).await;
-        // The preview config routes users to blue and nothing to leftovers: safe to remove them.
+        // nginx routes users to blue's colour and nothing to leftovers: safe to remove them.
         self.remove_orphans(plan).await;
         self.stop_on_signal("probing green through nginx")?;
         probed.map_err(|e| Stop::Failed("probing green through nginx", e))
@@ -1367,20 +1367,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// The hash of the config nginx has loaded, as it echoes it to a request carrying the
     /// token; `None` when it echoes none (no stackctl config, or one with another token).
     async fn loaded_config(&self) -> Option<String> {
-        let (_, route) = routed(self.stack).find_map(|(n, s)| match &s.role {
-            Role::Routed(r) => Some((n, r)),
-            _ => None,
-        })?;
+        let route = routed(self.stack).find_map(|(n, _)| route_of(self.stack, n))?;
         let answer = self.probe(route, vec![("x-stackctl-verify".into(), self.token.clone())]).send().await.ok()?;
         answer.config
     }
 
     /// The colour nginx sends each routed service's users to, from its files.
     async fn colours(&self) -> Result<BTreeMap<String, Color>, String> {
-        let files: Vec<String> = routed(self.stack).map(|(n, _)| proxy::green_file(n)).collect();
-        let present = self.nginx().present(&files).await.map_err(|e| e.to_string())?;
-        let summary = proxy::RoutingSummary { green_files: routed(self.stack).map(|(n, _)| (n.clone(), proxy::green_file(n))).collect() };
-        Ok(summary.colours(&present))
+        self.nginx().colours(&proxy::RoutingSummary::of(self.stack)).await.map_err(|e| e.to_string())
     }
 
     /// Send the users of each service to the given colour: its green file created or removed,

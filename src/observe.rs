@@ -33,9 +33,8 @@ pub async fn observe<E: Engine>(engine: &E, stack: &Stack) -> Result<Observation
         let proxy = NginxProxy::of(engine, stack);
         if let Ok(Some(text)) = proxy.current().await {
             if let Some(summary) = proxy::parse_summary(&text) {
-                let files: Vec<String> = summary.green_files.values().cloned().collect();
-                let present = proxy.present(&files).await.map_err(|e| EngineError::Other(e.to_string()))?;
-                routing = Some(crate::plan::serving(&services, &summary.colours(&present), &record.live));
+                let colours = proxy.colours(&summary).await.map_err(|e| EngineError::Other(e.to_string()))?;
+                routing = Some(crate::plan::serving(&services, &colours, &record.live));
             }
             nginx_config = Some(text);
         }

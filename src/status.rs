@@ -105,8 +105,7 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
     // Where users really go: the release running under the colour nginx's file names.
     let (serving, colours) = match &routing {
         Some(r) => {
-            let files: Vec<String> = r.green_files.values().cloned().collect();
-            let colours = r.colours(&nginx.present(&files).await.unwrap_or_default());
+            let colours = nginx.colours(r).await.unwrap_or_else(|_| r.colours(&Default::default()));
             let existing: Vec<Existing> = infos.iter().filter_map(Existing::from_info).collect();
             let names = colours.iter().map(|(s, c)| (s.clone(), c.as_str().to_string())).collect();
             (crate::plan::serving(&existing, &colours, &record.live), names)

@@ -56,12 +56,10 @@ pub enum Op {
     NginxTest,
     /// `nginx -s reload`; subject: the container.
     NginxReload,
-    /// Subject: the file name (`live.conf`, `switch-…`).
+    /// Subject: the file name (`live.conf`, `live-green-…`).
     PutFile,
     /// `rm -f` of switch files; subject: the paths, space separated.
     RemoveFiles,
-    /// `find … -name switch-* -delete`; subject: the directory.
-    ClearSwitches,
     /// An HTTP request to the fake nginx carrying the preview header; subject: the path.
     PreviewRequest,
     /// Any other HTTP request to the fake nginx; subject: the path.
@@ -78,7 +76,7 @@ pub enum Action {
     /// The call reports success and does nothing: an nginx that acknowledges a reload and
     /// keeps its old config (the `noreload` image of tests/e2e_faults.rs), a file write or
     /// removal that is lost. Only for [`Op::NginxReload`], [`Op::PutFile`],
-    /// [`Op::RemoveFiles`] and [`Op::ClearSwitches`]; anywhere else it is a mistake in the
+    /// [`Op::RemoveFiles`]; anywhere else it is a mistake in the
     /// test, and the call panics saying so.
     Skip,
     /// The call never returns: only the deploy's own cancellation or timeout gets past it.
@@ -107,7 +105,7 @@ pub struct Fault {
 impl Op {
     /// Whether [`Action::Skip`] means something for this operation.
     fn skippable(self) -> bool {
-        matches!(self, Op::NginxReload | Op::PutFile | Op::RemoveFiles | Op::ClearSwitches)
+        matches!(self, Op::NginxReload | Op::PutFile | Op::RemoveFiles)
     }
 }
 
@@ -934,14 +932,6 @@ impl Engine for FakeEngine {
                 for p in paths {
                     st.files.remove(*p);
                 }
-                ok(String::new())
-            }
-            ["find", dir, "-maxdepth", "1", "-type", "f", "-name", "switch-*", "-delete"] => {
-                if let Some(out) = self.gate_command(Op::ClearSwitches, dir).await {
-                    return Ok(out);
-                }
-                let prefix = format!("{dir}/switch-");
-                self.lock().files.retain(|p, _| !p.starts_with(&prefix));
                 ok(String::new())
             }
             _ => Ok(ExecOutput { exit_code: 127, output: format!("fake nginx: {}: not found", cmd.join(" ")) }),

@@ -51,6 +51,11 @@ pub struct RoutingSummary {
 }
 
 impl RoutingSummary {
+    /// The summary a config rendered for the routes of `stack` carries.
+    pub fn of(stack: &Stack) -> RoutingSummary {
+        RoutingSummary { green_files: crate::spec::routed(stack).map(|(n, _)| (n.clone(), green_file(n))).collect() }
+    }
+
     /// The colour users of each routed service reach, given which of the files exist.
     pub fn colours(&self, present: &std::collections::BTreeSet<String>) -> BTreeMap<String, Color> {
         (self.green_files.iter())

@@ -109,6 +109,13 @@ impl<E: Engine> Proxy for NginxProxy<'_, E> {
 }
 
 impl<E: Engine> NginxProxy<'_, E> {
+    /// The colour nginx sends each routed service's users to, from which of the config's green
+    /// files exist (see [`super::green_file`]).
+    pub async fn colours(&self, summary: &super::RoutingSummary) -> Result<std::collections::BTreeMap<String, crate::release::Color>, ProxyError> {
+        let files: Vec<String> = summary.green_files.values().cloned().collect();
+        Ok(summary.colours(&self.present(&files).await?))
+    }
+
     /// Whether every replica's file is `config` already.
     pub async fn has_everywhere(&self, config: &str) -> Result<bool, ProxyError> {
         for c in &self.containers().await? {
