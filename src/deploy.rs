@@ -27,7 +27,7 @@ use crate::history;
 use crate::observe;
 use crate::events::Events;
 use crate::plan::{self, Desired, Existing, Green, Observed, Step};
-use crate::proxy::{self, nginx::NginxProxy, Proxy, ServiceRouting, Target};
+use crate::proxy::{self, nginx::NginxFiles, nginx::NginxProxy, Proxy, ServiceRouting, Target};
 use crate::record::{self, Held};
 use crate::release::{self, Color};
 use crate::spec::{route_network, route_of, routed, Role, Route, Service, Stack};
@@ -144,6 +144,7 @@ async fn run<E: Engine + Clone + 'static>(
         images: BTreeMap::new(),
         refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
         recorded_specs: BTreeMap::new(),
+        nginx_seen: Default::default(),
     };
     let verb = run.verb.as_str();
     // The record as the lock found it: history tells from it which release a failure used up.
@@ -192,6 +193,11 @@ struct Run<'a, E: Engine + Clone + 'static> {
     /// A rollback's recorded specs of releases no longer kept, by Swarm service name (newest
     /// history entry wins).
     recorded_specs: BTreeMap<String, ServiceSpec>,
+    /// nginx's config directory as this run last read it, forgotten as soon as the run writes
+    /// there (a switch file, a config). The run holds the lock, so nothing else writes there
+    /// meanwhile; reading it once instead of at every step is what makes a rollback to a
+    /// standby fast (see [`Run::nginx_files`]).
+    nginx_seen: std::sync::Mutex<Option<NginxFiles>>,
 }
 
 /// A green being brought up.
@@ -304,9 +310,9 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         service: Option<String>,
         asked_at: &BTreeMap<String, u64>,
     ) -> Result<Outcome3, DeployError> {
-        self.adopt_token().await;
         self.ev.phase("plan");
         let observed = self.observe().await.map_err(refused)?;
+        self.adopt_token().await;
         let services: Vec<String> = match service {
             Some(s) => vec![s],
             None => routed(self.stack).map(|(n, _)| n.clone()).collect(),
@@ -1009,8 +1015,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         desired::describe(self.stack, svc, swarm_name, &self.images[&svc.name], extra, replicas, &self.refs)
     }
 
+    /// The cluster as it is; what it read of nginx's directory serves the run's later
+    /// questions about it (see [`Run::nginx_files`]).
     async fn observe(&self) -> Result<Observed, EngineError> {
-        observe::observe(self.engine, self.stack).await.map(|o| o.observed)
+        let observation = observe::observe(self.engine, self.stack).await?;
+        if let Some(files) = observation.nginx_files {
+            *self.seen_nginx() = Some(files);
+        }
+        Ok(observation.observed)
     }
 
     /// `deploy --plan`: the cluster and the stack file must be what the plan saw. Checked as
@@ -1314,8 +1326,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             .collect();
         let mut running: Vec<Vec<TaskInfo>> = Vec::new();
         if !names.is_empty() {
-            let services = self.engine.services(&self.stack.name).await.map_err(|e| e.to_string())?;
-            let tasks = self.engine.stack_tasks(&self.stack.name).await.map_err(|e| e.to_string())?;
+            let (services, tasks) = tokio::join!(self.engine.services(&self.stack.name), self.engine.stack_tasks(&self.stack.name));
+            let (services, tasks) = (services.map_err(|e| e.to_string())?, tasks.map_err(|e| e.to_string())?);
             for (_, swarm_name, _) in &names {
                 let id = &services.iter().find(|s| &s.name == swarm_name).ok_or_else(|| format!("not found: service {swarm_name}"))?.id;
                 running.push(tasks.iter().filter(|t| &t.service_id == id && t.is_running()).cloned().collect());
@@ -1340,11 +1352,27 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// Keep the installed config's token, so the config this run would write is the same text
     /// (and needs no reload); a new one when nginx has none.
     async fn adopt_token(&mut self) {
-        if let Ok(Some(config)) = self.nginx().current().await {
-            if let Some(token) = proxy::token_in(&config) {
+        if let Ok(files) = self.nginx_files().await {
+            if let Some(token) = files.config().and_then(|c| proxy::token_in(&c)) {
                 self.token = token;
             }
         }
+    }
+
+    /// nginx's config directory: as this run read it already, or read now (one request per
+    /// replica).
+    async fn nginx_files(&self) -> Result<NginxFiles, String> {
+        if let Some(seen) = self.seen_nginx().clone() {
+            return Ok(seen);
+        }
+        let files = self.nginx().files().await.map_err(|e| e.to_string())?;
+        *self.seen_nginx() = Some(files.clone());
+        Ok(files)
+    }
+
+    /// What [`Self::nginx_files`] keeps; `None` after any write.
+    fn seen_nginx(&self) -> std::sync::MutexGuard<'_, Option<NginxFiles>> {
+        self.nginx_seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The config for the stack's routes, written and loaded in every nginx replica. A reload
@@ -1353,13 +1381,13 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// reload was lost. `pause`: a test-only pause point before the reload (see [`faults`]).
     async fn ensure_config(&self, pause: Option<&str>) -> Result<(), String> {
         let config = proxy::render(self.stack, &self.token).map_err(|e| e.to_string())?;
-        let nginx = self.nginx();
-        if nginx.has_everywhere(&config).await.map_err(|e| e.to_string())? && self.loaded_config().await == proxy::hash_in(&config) {
+        if self.nginx_files().await?.has_everywhere(&config) && self.loaded_config().await == proxy::hash_in(&config) {
             self.ev.progress("nginx runs this stack's routes already: no reload");
             return Ok(());
         }
         let pause = pause.map(|p| (p, &self.opts.cancel));
-        let installed = nginx.install_at(&config, pause).await.map_err(|e| e.to_string())?;
+        *self.seen_nginx() = None;
+        let installed = self.nginx().install_at(&config, pause).await.map_err(|e| e.to_string())?;
         self.ev.info(&format!("nginx config installed and reloaded in {} replica(s) (the routes changed)", installed.replicas.len()));
         Ok(())
     }
@@ -1374,7 +1402,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     /// The colour nginx sends each routed service's users to, from its files.
     async fn colours(&self) -> Result<BTreeMap<String, Color>, String> {
-        self.nginx().colours(&proxy::RoutingSummary::of(self.stack)).await.map_err(|e| e.to_string())
+        Ok(self.nginx_files().await?.colours(&proxy::RoutingSummary::of(self.stack)))
     }
 
     /// Send the users of each service to the given colour: its green file created or removed,
@@ -1382,6 +1410,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn point_to(&self, colours: &[(String, Color)]) -> Result<(), String> {
         let files = |c: Color| colours.iter().filter(|(_, col)| *col == c).map(|(s, _)| proxy::green_file(s)).collect::<Vec<_>>();
         let (green, blue) = (files(Color::Green), files(Color::Blue));
+        *self.seen_nginx() = None;
         if !green.is_empty() {
             self.nginx().flip(&green, true).await.map_err(|e| e.to_string())?;
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::engine::{Engine, EngineError, ServiceInfo};
 use crate::plan::{Existing, Kind, Observed};
-use crate::proxy::{self, nginx::NginxProxy, Proxy};
+use crate::proxy::{self, nginx::NginxFiles, nginx::NginxProxy};
 use crate::record::{self, LockInfo};
 use crate::spec::Stack;
 
@@ -19,24 +19,31 @@ pub struct Observation {
     pub infos: Vec<ServiceInfo>,
     /// The config installed in nginx (first replica), `None` when there is none or no nginx.
     pub nginx_config: Option<String>,
+    /// nginx's config directory as read (every replica), `None` when no nginx runs.
+    pub nginx_files: Option<NginxFiles>,
     /// A deploy in progress, from the record.
     pub lock: Option<LockInfo>,
 }
 
 pub async fn observe<E: Engine>(engine: &E, stack: &Stack) -> Result<Observation, EngineError> {
-    let infos = engine.services(&stack.name).await?;
+    // Three independent reads at once (a rollback's time to the flip is mostly these): the
+    // services, the record, and one read of nginx's directory (config and switch files).
+    let nginx = NginxProxy::of(engine, stack);
+    let (infos, record, files) = tokio::join!(engine.services(&stack.name), record::read(engine, &stack.name), nginx.files());
+    let infos = infos?;
     let services: Vec<Existing> = infos.iter().filter_map(Existing::from_info).collect();
-    let record = record::read(engine, &stack.name).await?.map(|(_, r)| r).unwrap_or_default();
+    let record = record?.map(|(_, r)| r).unwrap_or_default();
     let proxy_exists = services.iter().any(|s| s.kind == Some(Kind::Proxy));
-    let (mut routing, mut nginx_config) = (None, None);
+    let (mut routing, mut nginx_config, mut nginx_files) = (None, None, None);
     if proxy_exists {
-        let proxy = NginxProxy::of(engine, stack);
-        if let Ok(Some(text)) = proxy.current().await {
-            if let Some(summary) = proxy::parse_summary(&text) {
-                let colours = proxy.colours(&summary).await.map_err(|e| EngineError::Other(e.to_string()))?;
-                routing = Some(crate::plan::serving(&services, &colours, &record.live));
+        if let Ok(files) = files {
+            if let Some(text) = files.config() {
+                if let Some(summary) = proxy::parse_summary(&text) {
+                    routing = Some(crate::plan::serving(&services, &files.colours(&summary), &record.live));
+                }
+                nginx_config = Some(text);
             }
-            nginx_config = Some(text);
+            nginx_files = Some(files);
         }
     }
     // A recorded live release whose service is gone (removed by hand) is no live release:
@@ -44,7 +51,7 @@ pub async fn observe<E: Engine>(engine: &E, stack: &Stack) -> Result<Observation
     let mut live = record.live;
     live.retain(|service, n| services.iter().any(|s| &s.service == service && s.release == Some(*n) && s.kind == Some(Kind::Routed)));
     let observed = Observed { live, seq: record.seq, services, routing, now: record::now_unix() };
-    Ok(Observation { observed, infos, nginx_config, lock: record.lock })
+    Ok(Observation { observed, infos, nginx_config, nginx_files, lock: record.lock })
 }
 
 /// `ip:port` of those of `ids` (running tasks of the release `swarm_name` of the routed

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::engine::{Engine, EngineError};
 use crate::history;
 use crate::plan::{Existing, Kind};
-use crate::proxy::{self, nginx::NginxProxy, Proxy, RoutingSummary};
+use crate::proxy::{self, nginx::NginxProxy, RoutingSummary};
 use crate::record::{self, LockInfo};
 use crate::release;
 use crate::spec::Stack;
@@ -97,20 +97,18 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
     }
     services.sort_by(|a, b| (&a.service, std::cmp::Reverse(a.release)).cmp(&(&b.service, std::cmp::Reverse(b.release))));
 
-    let nginx = NginxProxy::of(engine, stack);
-    let routing = match nginx.current().await {
-        Ok(Some(text)) => proxy::parse_summary(&text),
-        _ => None,
-    };
+    // One read of nginx's directory: the installed config and the switch files.
+    let files = NginxProxy::of(engine, stack).files().await.ok();
+    let routing = files.as_ref().and_then(|f| f.config()).and_then(|text| proxy::parse_summary(&text));
     // Where users really go: the release running under the colour nginx's file names.
-    let (serving, colours) = match &routing {
-        Some(r) => {
-            let colours = nginx.colours(r).await.unwrap_or_else(|_| r.colours(&Default::default()));
+    let (serving, colours) = match (&routing, &files) {
+        (Some(r), Some(files)) => {
+            let colours = files.colours(r);
             let existing: Vec<Existing> = infos.iter().filter_map(Existing::from_info).collect();
             let names = colours.iter().map(|(s, c)| (s.clone(), c.as_str().to_string())).collect();
             (crate::plan::serving(&existing, &colours, &record.live), names)
         }
-        None => (BTreeMap::new(), BTreeMap::new()),
+        _ => (BTreeMap::new(), BTreeMap::new()),
     };
     let mut problems = Vec::new();
     // The newest entry that names an outcome: what the stack is now.

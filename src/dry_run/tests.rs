@@ -88,7 +88,7 @@ fn observation(infos: Vec<ServiceInfo>, live: &[(&str, u64)]) -> Observation {
     let live: BTreeMap<String, u64> = live.iter().map(|(s, n)| (s.to_string(), *n)).collect();
     let seq = live.values().copied().max().unwrap_or(0);
     let observed = Observed { routing: Some(live.clone()), live, seq, services, now: 0 };
-    Observation { observed, infos, nginx_config: None, lock: None }
+    Observation { observed, infos, nginx_config: None, nginx_files: None, lock: None }
 }
 
 fn lines(stack: &Stack, seen: &Observation, missing: &[Object]) -> Vec<(String, String, String)> {

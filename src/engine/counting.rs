@@ -191,6 +191,10 @@ impl<E: Engine> Engine for Counting<E> {
     async fn get_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
         self.count("get_file").get_file(container, path).await
     }
+
+    async fn get_dir(&self, container: &str, dir: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+        self.count("get_dir").get_dir(container, dir).await
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +293,9 @@ mod tests {
             Err(away())
         }
         async fn get_file(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
+            Err(away())
+        }
+        async fn get_dir(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
             Err(away())
         }
     }

@@ -41,6 +41,19 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
+    /// The tar archive of a path in a container; `None` when it does not exist.
+    async fn download(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let opts = DownloadFromContainerOptions { path: path.to_string() };
+        let chunks: std::result::Result<Vec<_>, _> = self.docker.download_from_container(container, Some(opts)).try_collect().await;
+        match chunks {
+            Ok(c) => Ok(Some(c.concat())),
+            Err(e) => match self.map(&format!("read {path} in {}", short(container)), e) {
+                EngineError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     /// Connect as the Docker CLI would and negotiate the API version.
     pub async fn connect() -> Result<DockerEngine> {
         Self::connect_to(&std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())).await
@@ -599,18 +612,7 @@ impl Engine for DockerEngine {
     }
 
     async fn get_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
-        let opts = DownloadFromContainerOptions { path: path.to_string() };
-        let chunks: std::result::Result<Vec<_>, _> =
-            self.docker.download_from_container(container, Some(opts)).try_collect().await;
-        let bytes = match chunks {
-            Ok(c) => c.concat(),
-            Err(e) => {
-                return match self.map(&format!("read {path} in {}", short(container)), e) {
-                    EngineError::NotFound(_) => Ok(None),
-                    other => Err(other),
-                }
-            }
-        };
+        let Some(bytes) = self.download(container, path).await? else { return Ok(None) };
         let mut archive = tar::Archive::new(&bytes[..]);
         let bad = |e: std::io::Error| EngineError::Other(format!("reading tar of {path}: {e}"));
         // The archive of a single file holds exactly that file.
@@ -619,9 +621,35 @@ impl Engine for DockerEngine {
         std::io::Read::read_to_end(&mut entry.map_err(bad)?, &mut buf).map_err(bad)?;
         Ok(Some(buf))
     }
+
+    async fn get_dir(&self, container: &str, dir: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+        let Some(bytes) = self.download(container, dir).await? else { return Ok(None) };
+        files_in_dir(&bytes).map(Some).map_err(|e| EngineError::Other(format!("reading tar of {dir}: {e}")))
+    }
 }
 
 use super::short_id as short;
+
+/// The regular files one level below the top of a directory's archive, by name: the archive
+/// of `/etc/stackctl` holds `stackctl/`, `stackctl/live.conf`, ...
+fn files_in_dir(tar_bytes: &[u8]) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
+    let mut files = BTreeMap::new();
+    let mut archive = tar::Archive::new(tar_bytes);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.into_owned();
+        let mut parts = path.components();
+        let (Some(_dir), Some(name), None) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let name = name.as_os_str().to_string_lossy().into_owned();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut buf)?;
+        files.insert(name, buf);
+    }
+    Ok(files)
+}
 
 #[cfg(test)]
 mod tests {
@@ -660,5 +688,25 @@ mod tests {
         assert!(looks_unauthorized(Some(500), "denied: requested access to the resource is denied"));
         assert!(!looks_unauthorized(Some(404), "manifest unknown: manifest unknown"));
         assert!(!looks_unauthorized(Some(500), "Get \"http://127.0.0.1:5009/v2/\": dial tcp 127.0.0.1:5009: connect: connection refused"));
+    }
+
+    #[test]
+    fn a_directory_archive_gives_the_files_directly_in_it() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            builder.append_data(&mut h, path, data).unwrap();
+        };
+        add("stackctl/", tar::EntryType::Directory, b"");
+        add("stackctl/live.conf", tar::EntryType::Regular, b"server {}");
+        add("stackctl/live-green-web", tar::EntryType::Regular, b"");
+        add("stackctl/old/", tar::EntryType::Directory, b"");
+        add("stackctl/old/live.conf", tar::EntryType::Regular, b"older");
+        let files = files_in_dir(&builder.into_inner().unwrap()).unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["live-green-web", "live.conf"]);
+        assert_eq!(files["live.conf"], b"server {}");
     }
 }

@@ -958,6 +958,20 @@ impl Engine for FakeEngine {
         }
         Ok(self.lock().files.get(path).cloned())
     }
+
+    async fn get_dir(&self, container: &str, dir: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+        if !self.lock().is_running_container(container) {
+            return Err(EngineError::NotFound(format!("container {container} is not running")));
+        }
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let st = self.lock();
+        let files = st.files.iter().filter_map(|(p, c)| {
+            let name = p.strip_prefix(&prefix)?;
+            (!name.contains('/')).then(|| (name.to_string(), c.clone()))
+        });
+        // The fake's config directory always exists while nginx runs.
+        Ok(Some(files.collect()))
+    }
 }
 
 #[cfg(test)]

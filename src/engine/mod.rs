@@ -273,6 +273,9 @@ pub trait Engine: Send + Sync {
     fn container_health(&self, container: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     /// Read one file from a container; `None` when it does not exist.
     fn get_file(&self, container: &str, path: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// Read the regular files directly in a container's directory, by name, in one request;
+    /// `None` when the directory does not exist.
+    fn get_dir(&self, container: &str, dir: &str) -> impl Future<Output = Result<Option<BTreeMap<String, Vec<u8>>>>> + Send;
 }
 
 #[cfg(test)]

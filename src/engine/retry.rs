@@ -198,6 +198,10 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
     async fn get_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
         retry(self.backoff, || self.inner.get_file(container, path)).await.0
     }
+
+    async fn get_dir(&self, container: &str, dir: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+        retry(self.backoff, || self.inner.get_dir(container, dir)).await.0
+    }
 }
 
 #[cfg(test)]
@@ -397,6 +401,9 @@ mod tests {
             unimplemented!()
         }
         async fn get_file(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
+            unimplemented!()
+        }
+        async fn get_dir(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
             unimplemented!()
         }
     }

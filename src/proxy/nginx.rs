@@ -62,6 +62,38 @@ impl<'a, E: Engine> NginxProxy<'a, E> {
     }
 }
 
+/// The files of nginx's config directory, per running replica (first replica first), as one
+/// [`NginxProxy::files`] read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NginxFiles {
+    pub replicas: Vec<std::collections::BTreeMap<String, Vec<u8>>>,
+}
+
+impl NginxFiles {
+    /// The config installed (the first replica's), `None` when there is none.
+    pub fn config(&self) -> Option<String> {
+        let bytes = self.replicas.first()?.get(FILE)?;
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    /// Which of `files` exist on at least one replica: a switch file on any replica means
+    /// some users are already on the new release.
+    pub fn present(&self, files: &[String]) -> BTreeSet<String> {
+        files.iter().filter(|f| self.replicas.iter().any(|r| r.contains_key(*f))).cloned().collect()
+    }
+
+    /// The colour nginx sends each routed service's users to (see [`super::green_file`]).
+    pub fn colours(&self, summary: &super::RoutingSummary) -> std::collections::BTreeMap<String, crate::release::Color> {
+        let files: Vec<String> = summary.green_files.values().cloned().collect();
+        summary.colours(&self.present(&files))
+    }
+
+    /// Whether every replica's file is `config` already.
+    pub fn has_everywhere(&self, config: &str) -> bool {
+        !self.replicas.is_empty() && self.replicas.iter().all(|r| r.get(FILE).map(Vec::as_slice) == Some(config.as_bytes()))
+    }
+}
+
 impl<E: Engine> Proxy for NginxProxy<'_, E> {
     async fn install(&self, config: &str) -> Result<Installed, ProxyError> {
         self.install_at(config, None).await
@@ -87,43 +119,29 @@ impl<E: Engine> Proxy for NginxProxy<'_, E> {
     }
 
     async fn current(&self) -> Result<Option<String>, ProxyError> {
-        let containers = self.containers().await?;
-        let bytes = self.engine.get_file(&containers[0], &self.path()).await?;
-        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        Ok(self.files().await?.config())
     }
 
     async fn present(&self, files: &[String]) -> Result<std::collections::BTreeSet<String>, ProxyError> {
-        let mut found = std::collections::BTreeSet::new();
-        if files.is_empty() {
-            return Ok(found);
-        }
-        for c in &self.containers().await? {
-            for f in files {
-                if !found.contains(f) && self.engine.get_file(c, &format!("{}/{f}", self.config_dir)).await?.is_some() {
-                    found.insert(f.clone());
-                }
-            }
-        }
-        Ok(found)
+        Ok(self.files().await?.present(files))
     }
 }
 
 impl<E: Engine> NginxProxy<'_, E> {
+    /// Everything stackctl keeps in nginx's config directory, every replica at once: one
+    /// request per replica, however many services the stack routes. A run reads it once and
+    /// takes the token, the installed config and where users go from that one reading.
+    pub async fn files(&self) -> Result<NginxFiles, ProxyError> {
+        let containers = self.containers().await?;
+        let reads = containers.iter().map(|c| async move { Ok::<_, ProxyError>(self.engine.get_dir(c, &self.config_dir).await?.unwrap_or_default()) });
+        let replicas = futures_util::future::try_join_all(reads).await?;
+        Ok(NginxFiles { replicas })
+    }
+
     /// The colour nginx sends each routed service's users to, from which of the config's green
     /// files exist (see [`super::green_file`]).
     pub async fn colours(&self, summary: &super::RoutingSummary) -> Result<std::collections::BTreeMap<String, crate::release::Color>, ProxyError> {
-        let files: Vec<String> = summary.green_files.values().cloned().collect();
-        Ok(summary.colours(&self.present(&files).await?))
-    }
-
-    /// Whether every replica's file is `config` already.
-    pub async fn has_everywhere(&self, config: &str) -> Result<bool, ProxyError> {
-        for c in &self.containers().await? {
-            if self.engine.get_file(c, &self.path()).await?.as_deref() != Some(config.as_bytes()) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(self.files().await?.colours(summary))
     }
 
     async fn create_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
@@ -282,5 +300,20 @@ mod tests {
         }
         assert_eq!(established_to("").count(), 0);
         assert_eq!(established_to("header\n   0: garbage\n").count(), 0);
+    }
+
+    #[test]
+    fn what_one_reading_of_the_config_directories_says() {
+        let replica = |files: &[(&str, &str)]| files.iter().map(|(n, c)| (n.to_string(), c.as_bytes().to_vec())).collect();
+        let files = NginxFiles { replicas: vec![replica(&[(FILE, "A")]), replica(&[(FILE, "A"), ("live-green-web", "")])] };
+        assert_eq!(files.config().as_deref(), Some("A"));
+        // A switch file on any replica counts: some users are already on green.
+        assert_eq!(files.present(&["live-green-web".into(), "live-green-api".into()]), BTreeSet::from(["live-green-web".to_string()]));
+        assert!(files.has_everywhere("A"));
+        assert!(!files.has_everywhere("B"));
+        let stale = NginxFiles { replicas: vec![replica(&[(FILE, "A")]), replica(&[])] };
+        assert!(!stale.has_everywhere("A"), "a replica without the file does not have it");
+        assert!(!NginxFiles::default().has_everywhere("A"), "no replica: nothing has it");
+        assert_eq!(NginxFiles::default().config(), None);
     }
 }
