@@ -191,6 +191,10 @@ impl<E: Engine> Engine for Counting<E> {
     async fn get_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
         self.count("get_file").get_file(container, path).await
     }
+
+    async fn container_logs(&self, container: &str, since: i64) -> Result<super::Logs> {
+        self.count("container_logs").container_logs(container, since).await
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +293,9 @@ mod tests {
             Err(away())
         }
         async fn get_file(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
+            Err(away())
+        }
+        async fn container_logs(&self, _: &str, _: i64) -> Result<crate::engine::Logs> {
             Err(away())
         }
     }

@@ -198,6 +198,10 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
     async fn get_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
         retry(self.backoff, || self.inner.get_file(container, path)).await.0
     }
+
+    async fn container_logs(&self, container: &str, since: i64) -> Result<super::Logs> {
+        retry(self.backoff, || self.inner.container_logs(container, since)).await.0
+    }
 }
 
 #[cfg(test)]
@@ -397,6 +401,9 @@ mod tests {
             unimplemented!()
         }
         async fn get_file(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
+            unimplemented!()
+        }
+        async fn container_logs(&self, _: &str, _: i64) -> Result<crate::engine::Logs> {
             unimplemented!()
         }
     }
