@@ -3,7 +3,8 @@
 //! stackctl's nginx config (`nginx-templates/stackctl.conf`) logs every request of a stack's
 //! servers to nginx's stdout in a format of its own ([`crate::proxy::log_format_name`]):
 //! the stack, when (`msec`, unix seconds), host, method, path, status, the upstream's status,
-//! the request time, the colour's alias the request went to (`target`, `<stack>_<service>.<colour>:<port>`),
+//! the request time, the colour's alias the request went to (`target`, `<stack>_<service>.<colour>:<port>`, without
+//! the port when it is 80),
 //! the task that answered (`upstream`) and whether it was one of stackctl's own probes (`own`).
 //! The config names colours, never releases, so it stays the same from deploy to deploy; which
 //! release a colour is comes from the labels of the releases when the log is read.
@@ -47,7 +48,8 @@ pub struct Request {
 impl Request {
     /// The routed service and colour the request went to, when it went to one of `stack`'s.
     pub fn routed_to(&self, stack: &str) -> Option<(&str, Color)> {
-        let (alias, _port) = self.target.rsplit_once(':')?;
+        // nginx leaves the port out when it is the scheme's (80).
+        let alias = self.target.rsplit_once(':').map_or(self.target.as_str(), |(alias, _port)| alias);
         let (name, colour) = alias.rsplit_once('.')?;
         let service = name.strip_prefix(stack)?.strip_prefix('_')?;
         Some((service, Color::parse(colour)?))
@@ -154,6 +156,8 @@ mod tests {
         assert_eq!((r.status, r.path.as_str(), r.request_time, r.own), (503, "/x\"y", 0.012, 0));
         assert_eq!(r.routed_to("shop"), Some(("web", Color::Green)));
         assert_eq!(r.routed_to("sho"), None);
+        let port_80 = parse(&line(200, 0.001, "shop_web.blue", 1, 1.0)).unwrap();
+        assert_eq!(port_80.routed_to("shop"), Some(("web", Color::Blue)));
         for other in [
             "",
             "2026/12/07 05:00:00 [notice] 1#1: start worker processes",
