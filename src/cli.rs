@@ -18,6 +18,7 @@ Examples:
   stackctl plan stacks/demo.yml --image web=127.0.0.1:5000/stackctl-demo:v2
   stackctl plan stacks/demo.yml --out plan.json && stackctl deploy stacks/demo.yml --plan plan.json
   stackctl rollback stacks/demo.yml              # back to the release before the live one
+  stackctl gate stacks/demo.yml --env staging --wait 10m --junit gate.xml
   stackctl rollback stacks/demo.yml --to r3 --service web
   stackctl history stacks/demo.yml --service web
   stackctl down stacks/demo.yml --yes            # remove the stack; named volumes are kept
@@ -65,6 +66,23 @@ pub enum Command {
     /// secrets, networks and records. Named volumes are kept (and listed).
     #[command(after_help = EXAMPLES)]
     Down(DownArgs),
+    /// Decide whether the live release may move on (CI): its tasks, smoke checks, soak time
+    /// and what its users got from nginx. Exit 0 passed, 1 held (failed or inconclusive),
+    /// 2 usage or stack-file error, 4 could not check.
+    #[command(after_help = EXAMPLES)]
+    Gate(GateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Keep checking (every 5s) until the gate passes or this much time has gone by.
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// Also write the checks as a JUnit XML report to FILE (one test case per check).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -298,7 +316,7 @@ mod tests {
 
     #[test]
     fn every_command_taking_a_file_takes_env_and_context() {
-        for command in ["deploy", "status", "plan", "rollback", "history", "down"] {
+        for command in ["deploy", "status", "plan", "rollback", "history", "down", "gate"] {
             let cli = Cli::try_parse_from(["stackctl", command, "s.yml", "--env", "staging", "--context", "stage-1"]).unwrap();
             let stack = match cli.command {
                 Command::Deploy(a) => a.stack,
@@ -307,6 +325,7 @@ mod tests {
                 Command::Rollback(a) => a.stack,
                 Command::History(a) => a.stack,
                 Command::Down(a) => a.stack,
+                Command::Gate(a) => a.stack,
             };
             assert_eq!((stack.env.as_deref(), stack.context.as_deref()), (Some("staging"), Some("stage-1")), "{command}");
         }
@@ -314,6 +333,14 @@ mod tests {
             assert!(Cli::try_parse_from(["stackctl", "deploy", "s.yml", "--env", bad]).is_err(), "{bad}");
         }
         assert!(Cli::try_parse_from(["stackctl", "deploy", "s.yml", "--context", "../x"]).is_err());
+    }
+
+    #[test]
+    fn cli_parses_a_gate() {
+        let cli = Cli::try_parse_from(["stackctl", "gate", "s.yml", "--env", "staging", "--wait", "2m", "--junit", "g.xml", "--output", "json"]).unwrap();
+        let Command::Gate(g) = cli.command else { panic!("not a gate") };
+        assert_eq!((g.wait, g.junit, g.stack.output), (Some(Duration::from_secs(120)), Some(PathBuf::from("g.xml")), Format::Json));
+        assert!(Cli::try_parse_from(["stackctl", "gate", "s.yml", "--wait", "soon"]).is_err());
     }
 
     #[test]

@@ -119,19 +119,25 @@ pub struct Response {
 
 impl Probe {
     pub async fn send(&self) -> Result<Response, String> {
-        match tokio::time::timeout(self.timeout, self.exchange()).await {
+        self.send_as(hyper::Method::GET, 0).await.map(|(r, _)| r)
+    }
+
+    /// The request with `method` (no body); also the first `keep` bytes of the answer's body,
+    /// whole (a smoke check matches a pattern against it).
+    pub async fn send_as(&self, method: hyper::Method, keep: usize) -> Result<(Response, Bytes), String> {
+        match tokio::time::timeout(self.timeout, self.exchange(method, keep)).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         }
     }
 
-    async fn exchange(&self) -> Result<Response, String> {
+    async fn exchange(&self, method: hyper::Method, keep: usize) -> Result<(Response, Bytes), String> {
         let stream = TcpStream::connect(&self.authority).await.map_err(|e| format!("connect {}: {e}", self.authority))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         let conn = tokio::spawn(conn);
-        let mut req = Request::get(&self.path).header("host", self.host.as_deref().unwrap_or(&self.authority));
+        let mut req = Request::builder().method(method).uri(&self.path).header("host", self.host.as_deref().unwrap_or(&self.authority));
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
@@ -146,7 +152,8 @@ impl Probe {
         let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
         conn.abort();
         let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
-        Ok(Response { status, upstream, body: excerpt, config })
+        let kept = body.slice(..body.len().min(keep));
+        Ok((Response { status, upstream, body: excerpt, config }, kept))
     }
 }
 

@@ -47,6 +47,8 @@ pub fn entry_name(stack: &str, number: u64) -> String {
 pub enum Verb {
     Deploy,
     Rollback,
+    /// `stackctl gate`: the checks a release passed or was held by.
+    Gate,
 }
 
 /// How it ended.
@@ -61,6 +63,12 @@ pub enum Outcome {
     Interrupted,
     /// The new release was live, failed, and users were sent back to the one before.
     SwitchedBack,
+    /// A gate every check of which passed.
+    Passed,
+    /// A gate with a failed check.
+    Held,
+    /// A gate with no failed check but one that could not decide (too few requests).
+    Inconclusive,
 }
 
 impl Outcome {
@@ -71,6 +79,9 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
             Outcome::SwitchedBack => "switched-back",
+            Outcome::Passed => "passed",
+            Outcome::Held => "held",
+            Outcome::Inconclusive => "inconclusive",
         }
     }
 }
@@ -163,6 +174,9 @@ pub struct Entry {
     /// The environment (`--env`) the stack file was loaded for; `status` shows the newest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
+    /// A gate's checks, each with its figure (empty for deploys and rollbacks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::gate::Check>,
 }
 
 impl Entry {
@@ -179,6 +193,9 @@ impl Entry {
 
     /// `web r1→r2, api →r1` for switches; `tried r3` for an attempt that switched nothing.
     pub fn changes(&self) -> String {
+        if self.verb == Verb::Gate {
+            return self.services.iter().map(|s| format!("{} r{}", s.service, s.release)).collect::<Vec<_>>().join(", ");
+        }
         let switched: Vec<String> = (self.services.iter().filter(|s| s.switched))
             .map(|s| format!("{} {}→r{}", s.service, s.from.map(|f| format!("r{f}")).unwrap_or_default(), s.release))
             .collect();
@@ -304,6 +321,18 @@ pub async fn append<E: Engine>(engine: &E, stack: &str, keep: u32, mut entry: En
     Ok(Appended { number: entry.number, pruned: prune.len() - prune_errors.len(), specs_left_out: entry.specs_left_out.is_some(), prune_errors })
 }
 
+/// [`append`] without the stack's lock (a gate does not take it, so a deploy starting meanwhile
+/// is not refused): a number another writer took first is tried again with the next.
+pub async fn append_unlocked<E: Engine>(engine: &E, stack: &str, keep: u32, entry: Entry) -> Result<Appended, EngineError> {
+    let mut tries = 0;
+    loop {
+        match append(engine, stack, keep, entry.clone()).await {
+            Err(EngineError::Conflict(_)) if tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// The stack's history, newest first, and a note for each config that could not be read.
 pub async fn read<E: Engine>(engine: &E, stack: &str) -> Result<(Vec<Entry>, Vec<String>), EngineError> {
     let mut entries = Vec::new();
@@ -409,6 +438,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         specs,
         specs_left_out: None,
         env: stack.environment.name.clone(),
+        checks: Vec::new(),
     };
     match append(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => {
@@ -514,6 +544,7 @@ mod tests {
             )]),
             specs_left_out: None,
             env: None,
+            checks: Vec::new(),
         }
     }
 

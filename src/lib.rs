@@ -18,6 +18,8 @@
 //! - [`proxy`] renders the nginx config (askama templates in `nginx-templates/`), installs it
 //!   into the running nginx tasks through the Docker API, tests, reloads and verifies.
 //! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
+//! - [`accesslog`] reads what nginx saw (its JSON access log, through the Docker API);
+//!   [`gate`] is `stackctl gate`: tasks, smoke checks, soak and users' 5xx share, for CI.
 //! - [`deploy`] is the blue-green story in one readable function; [`status`] reports;
 //!   [`history`] keeps what each deploy did in the cluster (one Swarm config per entry);
 //!   [`down`] removes a stack and everything stackctl created for it, keeping named volumes.
@@ -26,6 +28,7 @@
 //! - [`cancel`] turns SIGINT/SIGTERM into a flag the deploy checks; [`faults`] holds the
 //!   test-only pause points that integration tests kill the process at.
 
+pub mod accesslog;
 pub mod cancel;
 pub mod cli;
 pub mod context;
@@ -35,6 +38,7 @@ pub mod down;
 pub mod dry_run;
 pub mod engine;
 pub mod faults;
+pub mod gate;
 pub mod health;
 pub mod history;
 pub mod loadgen;

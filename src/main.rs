@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::History(args) => history(&args).await,
         Command::Down(args) => down(&args).await,
+        Command::Gate(args) => gate(&args).await,
         Command::Deploy(args) => {
             let format = args.stack.output;
             let out = args.stack.events();
@@ -218,6 +219,51 @@ async fn history(args: &cli::HistoryArgs) -> i32 {
         Format::Text => print!("{}", history::table(&entries)),
     }
     0
+}
+
+/// The gate command: exit 0 passed, 1 held, 2 bad stack file or command line, 4 could not
+/// check (see stackctl::gate).
+async fn gate(args: &cli::GateArgs) -> i32 {
+    let format = args.stack.output;
+    let out = args.stack.events();
+    let stack = match load(&args.stack, Default::default(), &out) {
+        Ok(stack) => stack,
+        Err(e) => {
+            report_error(format, &e, &out);
+            return e.exit_code();
+        }
+    };
+    let result = match engine(&args.stack, &stack).await {
+        Ok(engine) => stackctl::gate::gate(&engine, &stack, &stackctl::gate::Options { wait: args.wait }, &out).await,
+        Err(e) => Err(stackctl::gate::GateError::Unchecked { stack: stack.name.clone(), reason: e.to_string() }),
+    };
+    out.end_phase();
+    let (code, junit) = match &result {
+        Ok(report) => {
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(report).expect("gate report serialises")),
+                Format::Text => print!("{}", report.to_text()),
+            }
+            (report.exit_code, stackctl::gate::junit(&stack.name, &report.checks, report.seconds))
+        }
+        Err(e) => {
+            let next = "nothing was judged; check that the engine is reachable and the stack is deployed (`stackctl status`), then run the gate again";
+            eprintln!("error: {e}");
+            eprintln!("next: {next}");
+            if format == Format::Json {
+                let json = serde_json::json!({ "error": e.to_string(), "next": next, "exit_code": stackctl::gate::EXIT_UNCHECKED });
+                println!("{}", serde_json::to_string_pretty(&json).expect("error serialises"));
+            }
+            (stackctl::gate::EXIT_UNCHECKED, stackctl::gate::junit_unchecked(&stack.name, &e.to_string()))
+        }
+    };
+    if let Some(path) = &args.junit {
+        if let Err(e) = std::fs::write(path, junit) {
+            eprintln!("error: cannot write the JUnit report to {}: {e}", path.display());
+            return if code == 0 { stackctl::gate::EXIT_UNCHECKED } else { code };
+        }
+    }
+    code
 }
 
 /// Exit code of `down` when it would have to ask but cannot (stdin is not a terminal).

@@ -119,8 +119,10 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
             Vec::new()
         }
     };
-    let env = entries.first().and_then(|e| e.env.clone());
-    if !entries.is_empty() && env != stack.environment.name {
+    // A gate only looked; the environment is the one the stack was last deployed as.
+    let deploys: Vec<&history::Entry> = entries.iter().filter(|e| e.verb != history::Verb::Gate).collect();
+    let env = deploys.first().and_then(|e| e.env.clone());
+    if !deploys.is_empty() && env != stack.environment.name {
         let name = |e: &Option<String>| e.as_deref().map_or("no environment".to_string(), |e| format!("environment {e}"));
         problems.push(format!(
             "stack {} was last deployed as {}, but this command loaded the file for {}; check --env and the stack name",

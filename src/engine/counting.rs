@@ -195,6 +195,10 @@ impl<E: Engine> Engine for Counting<E> {
     async fn get_dir(&self, container: &str, dir: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
         self.count("get_dir").get_dir(container, dir).await
     }
+
+    async fn container_logs(&self, container: &str, since: i64) -> Result<super::Logs> {
+        self.count("container_logs").container_logs(container, since).await
+    }
 }
 
 #[cfg(test)]
@@ -296,6 +300,9 @@ mod tests {
             Err(away())
         }
         async fn get_dir(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+            Err(away())
+        }
+        async fn container_logs(&self, _: &str, _: i64) -> Result<crate::engine::Logs> {
             Err(away())
         }
     }

@@ -17,7 +17,7 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ConfigSpec, ExecConfig, NetworkCreateRequest, SecretSpec, ServiceSpec};
 use bollard::query_parameters::{
-    DownloadFromContainerOptions, InspectNetworkOptions, InspectServiceOptions, ListConfigsOptions,
+    DownloadFromContainerOptions, InspectNetworkOptions, LogsOptions, InspectServiceOptions, ListConfigsOptions,
     ListNetworksOptions, ListSecretsOptions, ListServicesOptions, ListTasksOptions, ListVolumesOptions,
     UpdateConfigOptions, UpdateServiceOptions, UploadToContainerOptions,
 };
@@ -26,7 +26,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use hyper::header::HeaderValue;
 
 use super::auth::{self, Credentials, DockerConfig};
-use super::{ConfigInfo, Engine, EngineError, ExecOutput, Labelled, NetworkRequest, ObjectType, Result, ServiceInfo, StoredConfig, TaskInfo};
+use super::{ConfigInfo, Engine, EngineError, ExecOutput, Labelled, Logs, NetworkRequest, ObjectType, Result, ServiceInfo, StoredConfig, TaskInfo};
 
 /// The real engine.
 #[derive(Clone)]
@@ -625,6 +625,32 @@ impl Engine for DockerEngine {
     async fn get_dir(&self, container: &str, dir: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
         let Some(bytes) = self.download(container, dir).await? else { return Ok(None) };
         files_in_dir(&bytes).map(Some).map_err(|e| EngineError::Other(format!("reading tar of {dir}: {e}")))
+    }
+
+    async fn container_logs(&self, container: &str, since: i64) -> Result<Logs> {
+        let since = i32::try_from(since.max(0)).unwrap_or(i32::MAX);
+        let opts = LogsOptions { stdout: true, stderr: false, since, ..Default::default() };
+        let what = format!("read the log of {}", short(container));
+        let mut stream = self.docker.logs(container, Some(opts));
+        let (mut logs, mut bytes, mut partial) = (Logs::default(), 0usize, String::new());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.map(&what, e))?;
+            let data = chunk.into_bytes();
+            bytes += data.len();
+            if bytes > super::MAX_LOG_BYTES {
+                logs.truncated = true;
+                break;
+            }
+            partial.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = partial.find('\n') {
+                logs.lines.push(partial[..end].to_string());
+                partial.drain(..=end);
+            }
+        }
+        if !partial.is_empty() && !logs.truncated {
+            logs.lines.push(partial);
+        }
+        Ok(logs)
     }
 }
 

@@ -972,6 +972,14 @@ impl Engine for FakeEngine {
         // The fake's config directory always exists while nginx runs.
         Ok(Some(files.collect()))
     }
+
+    /// The fake nginx answers no users, so its access log is empty.
+    async fn container_logs(&self, container: &str, _since: i64) -> Result<super::Logs> {
+        if !self.lock().is_running_container(container) {
+            return Err(EngineError::NotFound(format!("container {container} is gone")));
+        }
+        Ok(super::Logs::default())
+    }
 }
 
 #[cfg(test)]

@@ -276,6 +276,20 @@ pub trait Engine: Send + Sync {
     /// Read the regular files directly in a container's directory, by name, in one request;
     /// `None` when the directory does not exist.
     fn get_dir(&self, container: &str, dir: &str) -> impl Future<Output = Result<Option<BTreeMap<String, Vec<u8>>>>> + Send;
+    /// What a container (running or exited) wrote to its stdout since `since` (unix seconds),
+    /// line by line, at most [`MAX_LOG_BYTES`]; `NotFound` when the container is gone.
+    fn container_logs(&self, container: &str, since: i64) -> impl Future<Output = Result<Logs>> + Send;
+}
+
+/// Most bytes of one container's log read at once: the gate reads a window of nginx's access
+/// log, and a flood must not take the machine's memory.
+pub const MAX_LOG_BYTES: usize = 64 << 20;
+
+/// Lines of a container's stdout, and whether [`MAX_LOG_BYTES`] cut them short.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Logs {
+    pub lines: Vec<String>,
+    pub truncated: bool,
 }
 
 #[cfg(test)]

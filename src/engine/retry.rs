@@ -202,6 +202,10 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
     async fn get_dir(&self, container: &str, dir: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
         retry(self.backoff, || self.inner.get_dir(container, dir)).await.0
     }
+
+    async fn container_logs(&self, container: &str, since: i64) -> Result<super::Logs> {
+        retry(self.backoff, || self.inner.container_logs(container, since)).await.0
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +408,9 @@ mod tests {
             unimplemented!()
         }
         async fn get_dir(&self, _: &str, _: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+            unimplemented!()
+        }
+        async fn container_logs(&self, _: &str, _: i64) -> Result<crate::engine::Logs> {
             unimplemented!()
         }
     }

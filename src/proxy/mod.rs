@@ -84,6 +84,10 @@ struct ConfigTemplate<'a> {
     listen: u16,
     echo_var: String,
     loaded_var: String,
+    /// 1 for stackctl's own requests, for the access log.
+    own_var: String,
+    /// The name of this stack's access log format (formats are global to nginx's http block).
+    log_format: String,
     /// The `Connection` header sent to releases: `upgrade` for a WebSocket handshake, none
     /// otherwise (per stack, as nginx variables are global to the http block).
     upgrade_var: String,
@@ -260,12 +264,19 @@ pub fn render_routes(stack: &Stack, routed: &[(String, Route)], token: &str) -> 
         echo_var: nginx_var("echo", &stack.name, None),
         loaded_var: nginx_var("loaded", &stack.name, None),
         upgrade_var: nginx_var("upgrade", &stack.name, None),
+        own_var: nginx_var("own", &stack.name, None),
+        log_format: log_format_name(&stack.name),
         routes,
         servers,
     };
     // The hash of the text rendered without it: equal texts, equal hashes.
     template.hash = content_hash(&template.render()?);
     Ok(template.render()?)
+}
+
+/// The access log format of `stack`'s servers (see [`crate::accesslog`]).
+pub fn log_format_name(stack: &str) -> String {
+    nginx_var("log", stack, None)
 }
 
 /// The hash a rendered config carries and echoes (see [`render`]), 16 hex digits.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::spec::{HealthProbe, ProxyX, Route, RouteSettings, Stack, StackX};
+use crate::spec::{GateSpec, HealthProbe, ProxyX, Route, RouteSettings, Stack, StackX};
 
 const TOKEN: &str = "00112233445566778899aabb";
 
@@ -48,6 +48,7 @@ fn stack() -> Stack {
             },
             keep: 2,
             history: 100,
+            gate: GateSpec::default(),
         },
         environment: Default::default(),
     }
@@ -89,12 +90,24 @@ map $http_x_stackctl_verify $stackctl_echo_4_demo {
 }
 map $http_x_stackctl_verify $stackctl_loaded_4_demo {
     default "";
-    "00112233445566778899aabb" "f48f1f8948090fda";
+    "00112233445566778899aabb" "b15e39cea38b8b17";
 }
+
+# The access log: one JSON line per request on nginx's stdout, which `stackctl gate` reads
+# through the Docker API. `target` is the colour's alias the request went to (stackctl knows
+# which release carries it), `upstream` the task that answered; `own` is 1 for stackctl's own
+# probes (its token in the verify or preview header), which are left out of users' figures.
+map "$http_x_stackctl_verify:$http_x_stackctl_preview" $stackctl_own_4_demo {
+    default 0;
+    "~^00112233445566778899aabb:" 1;
+    "~:00112233445566778899aabb\." 1;
+}
+log_format stackctl_log_4_demo escape=json '{"stackctl":"demo","msec":$msec,"host":"$host","method":"$request_method","path":"$uri","status":$status,"upstream_status":"$upstream_status","request_time":$request_time,"target":"$proxy_host","upstream":"$upstream_addr","own":$stackctl_own_4_demo}';
 
 server {
     listen 8080 default_server;
     server_name _;
+    access_log /dev/stdout stackctl_log_4_demo;
     # Resolved per request (cached 1s), so tasks Swarm starts or replaces are reached without
     # a reload.
     resolver 127.0.0.11 valid=1s ipv6=off;
@@ -345,10 +358,10 @@ fn nginx_variable_names_cannot_collide_whatever_the_service_names() {
     let routing = vec![routed("echo", "/echo"), routed("web", "/web"), routed("web-target", "/wt"), routed("target", "/t"), routed("web-target-target", "/wtt")];
     let got = render_routes(&stack(), &routing, TOKEN).unwrap();
     let vars = defined_vars(&got);
-    // Maps are defined once each (one per route, the stack's echo, loaded and upgrade maps);
-    // a target is set to blue, to green under its file, and to a preview.
+    // Maps are defined once each (one per route, the stack's echo, loaded, upgrade and own
+    // maps); a target is set to blue, to green under its file, and to a preview.
     let maps: Vec<&String> = vars.keys().filter(|v| !v.starts_with("$stackctl_target_")).collect();
-    assert_eq!(maps.len(), routing.len() + 3, "{vars:?}");
+    assert_eq!(maps.len(), routing.len() + 4, "{vars:?}");
     for (name, count) in &vars {
         let want = if name.starts_with("$stackctl_target_") { 3 } else { 1 };
         assert_eq!(*count, want, "{name} defined {count} times in\n{got}");

@@ -6,6 +6,7 @@
 //! the checks across services; [`service`] converts one service, [`syntax`] parses the
 //! Compose short syntaxes (ports, volumes, env files, shell words).
 
+mod gate;
 mod service;
 mod syntax;
 
@@ -432,7 +433,8 @@ impl Cx<'_, '_> {
         let config_dir = self
             .ok(&key_path(&field, "config_dir"), check_container_dir("config_dir", &config_dir))
             .map(|()| config_dir);
-        Some(StackX { proxy: ProxyX { service: service?, url: url?, listen: listen?, config_dir: config_dir? }, keep, history })
+        let gate = self.gate(&key_path(FIELD, "gate"), raw.gate);
+        Some(StackX { proxy: ProxyX { service: service?, url: url?, listen: listen?, config_dir: config_dir? }, keep, history, gate })
     }
 
     fn check_image_overrides(&mut self, services: &BTreeMap<String, RawService>) {

@@ -41,7 +41,7 @@ pub(crate) mod tests;
 
 pub use model::*;
 /// The escaping of stack-file text for terminals.
-pub use validate::printable;
+pub use validate::{body_regex, printable};
 /// The names `--context` and `--env` take.
 pub use validate::{check_context_name, check_environment_name};
 

@@ -52,6 +52,48 @@ pub struct StackX {
     /// How many release-history entries the cluster keeps (`history: N`); older ones are
     /// pruned after each append, so the history never grows without bound.
     pub history: u32,
+    /// What `stackctl gate` checks before a release moves on (`x-stackctl.gate`).
+    pub gate: GateSpec,
+}
+
+/// `x-stackctl.gate`: the checks of `stackctl gate`. Every field has a default, so a stack
+/// without the block is still gated on its tasks and its users' answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateSpec {
+    /// How long the live release must have been live (from the history) before it passes.
+    pub soak: Duration,
+    /// How far back the nginx access log is read for the 5xx share and the p99.
+    pub window: Duration,
+    /// Highest share of 5xx answers from the live release, in percent, that still passes.
+    pub max_5xx_percent: f64,
+    /// Fewer user requests than this in the window: "inconclusive", which holds. Too few
+    /// requests say nothing about a release.
+    pub min_requests: u64,
+    /// Highest 99th percentile of nginx's request time that still passes; `None`: not checked.
+    pub p99: Option<Duration>,
+    /// Requests sent through the live route, each of which must answer as declared.
+    pub smoke: Vec<Smoke>,
+}
+
+impl Default for GateSpec {
+    fn default() -> GateSpec {
+        GateSpec { soak: Duration::ZERO, window: Duration::from_secs(300), max_5xx_percent: 1.0, min_requests: 20, p99: None, smoke: Vec::new() }
+    }
+}
+
+/// One smoke check of `x-stackctl.gate.smoke`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smoke {
+    /// `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `PATCH` or `OPTIONS` (sent without a body).
+    pub method: String,
+    /// `Host` header, so nginx picks the route's server; `None`: the default server.
+    pub host: Option<String>,
+    /// Path, with an optional query string (the health path's allowlist).
+    pub path: String,
+    pub status: u16,
+    /// A regular expression (the `regex` crate's syntax) the body must match; checked when
+    /// the file is read.
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

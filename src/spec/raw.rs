@@ -784,6 +784,28 @@ pub struct RawStackX {
     pub context: Option<String>,
     pub keep: Option<Num<u32>>,
     pub history: Option<Num<u32>>,
+    pub gate: Option<RawGate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    pub soak: Option<Text>,
+    pub window: Option<Text>,
+    pub max_5xx: Option<Text>,
+    pub min_requests: Option<Num<u64>>,
+    pub p99: Option<Text>,
+    pub smoke: Option<Vec<RawSmoke>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmoke {
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<Num<u64>>,
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

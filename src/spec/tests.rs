@@ -201,6 +201,7 @@ fn demo_stack_loads_into_the_exact_model() {
             },
             keep: 2,
             history: 100,
+            gate: GateSpec::default(),
         },
         environment: Environment::default(),
     };
@@ -1459,5 +1460,51 @@ fn checked_in_environments_load() {
         assert_eq!((stack.name.as_str(), published, stack.services["web"].deploy.replicas), (name, vec![Some(port)], replicas), "{env}");
         assert_eq!(stack.x.proxy.url, format!("http://127.0.0.1:{port}"));
         assert_eq!(stack.environment.name.as_deref(), Some(env));
+    }
+}
+
+#[test]
+fn gate_block_is_read_with_its_defaults() {
+    let text = MINI.replace(
+        "x-stackctl:\n",
+        "x-stackctl:\n  gate:\n    soak: 2m\n    window: 10m\n    max_5xx: 0.5%\n    min_requests: 50\n    p99: 800ms\n    smoke:\n      - { path: /healthz }\n      - { method: POST, host: shop.example.com, path: \"/api?x=1\", status: 201, body: \"^ok\" }\n",
+    );
+    let gate = load(&text).unwrap().stack.x.gate;
+    assert_eq!(
+        (gate.soak, gate.window, gate.max_5xx_percent, gate.min_requests, gate.p99),
+        (Duration::from_secs(120), Duration::from_secs(600), 0.5, 50, Some(Duration::from_millis(800)))
+    );
+    assert_eq!(
+        gate.smoke,
+        vec![
+            Smoke { method: "GET".into(), host: None, path: "/healthz".into(), status: 200, body: None },
+            Smoke { method: "POST".into(), host: Some("shop.example.com".into()), path: "/api?x=1".into(), status: 201, body: Some("^ok".into()) },
+        ]
+    );
+    assert_eq!(load(MINI).unwrap().stack.x.gate, GateSpec::default());
+}
+
+#[test]
+fn located_errors_in_the_gate() {
+    let gate = |body: &str| MINI.replace("x-stackctl:\n", &format!("x-stackctl:\n  gate:\n{body}"));
+    let cases: &[(String, usize, usize, &str, &str)] = &[
+        (gate("    max_5xx: 1\n"), 4, 5, "x-stackctl.gate.max_5xx", "expected a share in percent"),
+        (gate("    max_5xx: 150%\n"), 4, 5, "x-stackctl.gate.max_5xx", "not between 0% and 100%"),
+        (gate("    window: 0s\n"), 4, 5, "x-stackctl.gate.window", "must be greater than 0"),
+        (gate("    soak: soon\n"), 4, 5, "x-stackctl.gate.soak", "has an unknown unit"),
+        (gate("    p99: 0s\n"), 4, 5, "x-stackctl.gate.p99", "must be greater than 0"),
+        (gate("    smoke:\n      - { status: 200 }\n"), 5, 9, "x-stackctl.gate.smoke[0]", "missing path"),
+        (gate("    smoke:\n      - { path: \"/a;b\" }\n"), 5, 11, "x-stackctl.gate.smoke[0].path", "contains ';' (semicolon)"),
+        (gate("    smoke:\n      - { path: /, host: \"*.example.com\" }\n"), 5, 20, "x-stackctl.gate.smoke[0].host", "is a wildcard"),
+        (gate("    smoke:\n      - { path: /, host: \"a b\" }\n"), 5, 20, "x-stackctl.gate.smoke[0].host", "contains a space"),
+        (gate("    smoke:\n      - { path: /, method: FETCH }\n"), 5, 20, "x-stackctl.gate.smoke[0].method", "is not valid here"),
+        (gate("    smoke:\n      - { path: /, status: 999 }\n"), 5, 20, "x-stackctl.gate.smoke[0].status", "not an HTTP status"),
+        (gate("    smoke:\n      - { path: /, body: \"(\" }\n"), 5, 20, "x-stackctl.gate.smoke[0].body", "not a valid regular expression"),
+        (gate("    windw: 1m\n"), 4, 5, "x-stackctl.gate.windw", "did you mean \"window\""),
+    ];
+    for (text, line, column, field, needle) in cases {
+        let (l, c, f, message) = the_error(text);
+        assert!(message.contains(needle), "{text}\nmessage {message:?} should contain {needle:?}");
+        assert_eq!((l, c, f.as_str()), (*line, *column, *field), "{text}\nlocation of {message:?}");
     }
 }

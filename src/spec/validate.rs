@@ -243,6 +243,21 @@ pub fn check_proxy_url(url: &str) -> Result<(), String> {
 /// Optimal string alignment distance (Levenshtein plus adjacent transpositions), so that
 /// `imgae` is one edit away from `image`. The loader uses its banded form, [`within`]; this
 /// one is the reference the tests hold it to.
+/// Longest body pattern, and the most memory its compiled form may take: a pattern is input
+/// from the file, and a huge one would cost time on every gate.
+const MAX_PATTERN: usize = 1024;
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+/// The body pattern as the gate compiles it (the same limits as when the file was read).
+pub fn body_regex(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.len() > MAX_PATTERN {
+        return Err(format!("the pattern is {} characters long; the limit is {MAX_PATTERN}", pattern.len()));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("not a valid regular expression: {}", e.to_string().lines().last().unwrap_or("invalid")))
+}
+
 #[cfg(test)]
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
@@ -332,6 +347,15 @@ fn within(a: &[char], b: &str, limit: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_patterns_are_compiled_within_limits() {
+        assert!(body_regex("^v[0-9]+$").unwrap().is_match("v2"));
+        assert!(body_regex("(").unwrap_err().contains("not a valid regular expression"));
+        assert!(body_regex(&"a".repeat(2000)).unwrap_err().contains("limit is 1024"));
+        // Small to write, huge once compiled: refused by the size limit, not built.
+        assert!(body_regex(r"\w{1000}\w{1000}\w{1000}").is_err());
+    }
 
     #[test]
     fn printable_escapes_what_a_terminal_would_obey() {
