@@ -177,6 +177,26 @@ pub struct Entry {
     /// A gate's checks, each with its figure (empty for deploys and rollbacks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::gate::Check>,
+    /// `stackctl promote`: where the release came from, so "what was tested before this went
+    /// out?" has an answer in the target's own history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<Origin>,
+}
+
+/// The environment a promoted release came from, as it was when the promote ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The `--from` environment.
+    pub env: String,
+    /// Its stack name.
+    pub stack: String,
+    /// Its live release of each routed service: the ones whose digests were deployed.
+    pub releases: BTreeMap<String, u64>,
+    /// The gate's verdict there (`passed`: a promote runs only after one).
+    pub gate: Outcome,
+    /// The gate's entry in the `--from` stack's history (`None`: it could not be written).
+    #[serde(default)]
+    pub gate_entry: Option<u64>,
 }
 
 impl Entry {
@@ -377,6 +397,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
     verb: Verb,
     before: Option<&Record>,
     result: Result<(outcome::Outcome, Option<u64>, &[Switched]), &DeployError>,
+    origin: Option<&Origin>,
     out: &Events,
 ) {
     let Some((outcome, reason, exit_code)) = deploy_outcome(&result) else { return };
@@ -439,6 +460,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         specs_left_out: None,
         env: stack.environment.name.clone(),
         checks: Vec::new(),
+        promoted_from: origin.cloned(),
     };
     match append(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => {
@@ -545,6 +567,7 @@ mod tests {
             specs_left_out: None,
             env: None,
             checks: Vec::new(),
+            promoted_from: None,
         }
     }
 
