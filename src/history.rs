@@ -211,8 +211,16 @@ impl Entry {
             && (self.services.is_empty() || self.services.iter().any(|s| s.service == service))
     }
 
-    /// `web r1→r2, api →r1` for switches; `tried r3` for an attempt that switched nothing.
+    /// `web r1→r2, api →r1` for switches; `tried r3` for an attempt that switched nothing;
+    /// a promote adds where from: `web r1→r2 (from staging web r4)`.
     pub fn changes(&self) -> String {
+        match &self.promoted_from {
+            Some(o) => format!("{} (from {} {})", self.own_changes(), o.env, o.releases.iter().map(|(s, n)| format!("{s} r{n}")).collect::<Vec<_>>().join(", ")),
+            None => self.own_changes(),
+        }
+    }
+
+    fn own_changes(&self) -> String {
         if self.verb == Verb::Gate {
             return self.services.iter().map(|s| format!("{} r{}", s.service, s.release)).collect::<Vec<_>>().join(", ");
         }
@@ -651,6 +659,11 @@ mod tests {
         let mut first = entry(3);
         first.services[0].from = None;
         assert_eq!(first.changes(), "web →r2");
+        first.promoted_from = Some(Origin { env: "staging".into(), stack: "shop-staging".into(), releases: BTreeMap::from([("web".into(), 4)]), gate: Outcome::Passed, gate_entry: Some(9) });
+        assert_eq!(first.changes(), "web →r2 (from staging web r4)");
+        let json = String::from_utf8(first.encode()).unwrap();
+        assert!(json.contains(r#""promoted_from":{"env":"staging","stack":"shop-staging","releases":{"web":4},"gate":"passed","gate_entry":9}"#), "{json}");
+        assert!(!String::from_utf8(entry(1).encode()).unwrap().contains("promoted_from"), "left out unless promoted");
     }
 
     #[test]

@@ -315,8 +315,13 @@ async fn promote(args: &cli::PromoteArgs) -> i32 {
     let gated = match gate::gate(&from_engine, &from, &gate::Options { wait: args.wait }, &out).await {
         Ok(report) => report,
         Err(e) => {
-            let e = DeployError::Refused(format!("{e}; nothing was promoted"));
-            report_error(format, &e, &out);
+            let (error, next) = (format!("{e}; nothing was promoted"), format!("check that the engine of {} is reachable and its stack deployed (`stackctl status --env {}`), then promote again", args.from, args.from));
+            eprintln!("error: {error}");
+            eprintln!("next: {next}");
+            if format == Format::Json {
+                let json = serde_json::json!({ "error": error, "next": next, "exit_code": gate::EXIT_UNCHECKED });
+                println!("{}", serde_json::to_string_pretty(&json).expect("error serialises"));
+            }
             return gate::EXIT_UNCHECKED;
         }
     };
@@ -340,10 +345,11 @@ async fn promote(args: &cli::PromoteArgs) -> i32 {
     }
     let result = async {
         let infos = from_engine.services(&from.name).await.map_err(|e| DeployError::Refused(format!("cannot read the services of stack {}: {e}", from.name)))?;
-        let to_plain = load(&to_args, Default::default(), &Events::new(Format::Json, false))?;
+        // Read again (warnings were shown the first time), now with --from's images.
+        let to_plain = load(&to_args, Default::default(), &Events::silent())?;
         let images = stackctl::promote::live_images(&from, &gated.live, &infos, &to_plain)
             .map_err(|e| DeployError::Refused(format!("cannot promote from {} exactly: {e}; nothing was changed", args.from)))?;
-        let to = load(&to_args, images, &Events::new(Format::Json, false))?;
+        let to = load(&to_args, images, &Events::silent())?;
         let (to_engine, mut opts) = connect(&to_args, &to, args.timeout, args.lock_wait).await?;
         let origin = history::Origin {
             env: args.from.clone(),

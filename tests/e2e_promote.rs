@@ -3,10 +3,11 @@
 //! real binary to the real engine of `tests/rig/setup.sh`. Staging runs v2 (its env file),
 //! production v1. A gate that holds staging's release refuses the promote (exit 5) and leaves
 //! production as it was; once staging's gate passes, production runs exactly the digest staging
-//! runs, with production's own replicas, and its history says where the release came from.
+//! runs, with production's own replicas, and its history says where the release came from;
+//! from an environment that is not deployed the gate could not check (exit 4).
 //!
 //! `#[ignore]`d like tests/e2e.rs; run with `--include-ignored` under the engine lock.
-//! Stacks are named `promo*` and publish nginx on ports 19066–19069.
+//! Stacks are named `promo*` and publish nginx on ports 19066–19069 (`promo-qa`, never deployed, names 19068).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -127,12 +128,24 @@ fn promote_ships_stagings_digest_to_production_only_when_stagings_gate_passes() 
     let passed = &history(file, "staging")[0];
     assert_eq!(passed["outcome"], "passed", "{passed}");
     assert_eq!(json["promoted_from"]["gate_entry"], passed["number"], "{json}");
+    let table = stdout(&stackctl(&["history", file, "--env", "production"]));
+    assert!(table.contains("web r1→r2 (from staging web r1)"), "{table}");
 
     // Promoting again: the same digest is already live, so nothing to deploy.
     let out = stackctl(&["promote", file, "--from", "staging", "--to", "production"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("promoted from staging (stack promo-staging: web r1), gate passed"), "{}", stdout(&out));
     assert!(stdout(&out).contains("stack promo-prod unchanged: nothing to deploy"), "{}", stdout(&out));
+
+    // A --from environment that is not deployed: its gate could not check, exit 4, nothing done.
+    std::fs::write(base.with_file_name("shop.qa.yml"), overlay("promo-qa", 19068, "{ soak: 0s, min_requests: 0 }")).unwrap();
+    let out = stackctl(&["promote", file, "--from", "qa", "--to", "production", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["exit_code"], 4, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("could not check stack promo-qa"), "{json}");
+    assert_eq!(image("promo-prod_web-r2"), staging_image);
+    assert!(common::services("promo-qa").is_empty(), "nothing was created for qa");
 
     // --from and --to the same: a usage error, nothing looked at.
     let out = stackctl(&["promote", file, "--from", "staging", "--to", "staging"]);
