@@ -20,6 +20,7 @@ Examples:
   stackctl rollback stacks/demo.yml              # back to the release before the live one
   stackctl gate stacks/demo.yml --env staging --wait 10m --junit gate.xml
   stackctl rollback stacks/demo.yml --to r3 --service web
+  stackctl promote stacks/shop.yml --from staging --to production
   stackctl history stacks/demo.yml --service web
   stackctl down stacks/demo.yml --yes            # remove the stack; named volumes are kept
   stackctl deploy stacks/shop.yml --env staging  # shop.yml with shop.staging.yml over it
@@ -32,6 +33,8 @@ Exit codes:
   2  usage or stack-file error; nothing was changed
      (down: stdin is not a terminal and --yes was not given)
   3  the deploy failed and the live release needs attention (see the message)
+  4  gate, promote: the gate could not check (engine or nginx unreachable); nothing changed
+  5  promote: the --from environment's gate held the release; nothing changed
   10 plan: the deploy would change something (nothing was changed)
 
 Environment:
@@ -71,6 +74,45 @@ pub enum Command {
     /// 2 usage or stack-file error, 4 could not check.
     #[command(after_help = EXAMPLES)]
     Gate(GateArgs),
+    /// Deploy to the --to environment exactly the image digests live in the --from one, with
+    /// --to's own configuration, once --from's gate passes. Exit 5: the gate held the release
+    /// (nothing changed); 4: the gate could not check; else as deploy.
+    #[command(after_help = EXAMPLES)]
+    Promote(PromoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The stack file (its overlays `<stem>.FROM.yml` and `<stem>.TO.yml` beside it).
+    pub file: PathBuf,
+    /// The environment whose live release is promoted (its gate must pass).
+    #[arg(long, value_name = "NAME", value_parser = parse_environment)]
+    pub from: String,
+    /// The environment deployed to, with its own overlay, variables and engine.
+    #[arg(long, value_name = "NAME", value_parser = parse_environment)]
+    pub to: String,
+    /// Keep running --from's gate (every 5s) until it passes or this much time has gone by.
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// Give up waiting for the new release to become healthy after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Wait this long for another deploy of the --to stack to finish (default: don't wait).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: Duration,
+    /// Result format on stdout; progress always goes to stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
+    /// Progress on stderr: text or json (one JSON object per event and line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub events: Format,
+}
+
+impl PromoteArgs {
+    /// The stack arguments of one side (`env`): the same file, that environment.
+    pub fn side(&self, env: &str) -> StackArgs {
+        StackArgs { file: self.file.clone(), name: None, env: Some(env.to_string()), context: None, output: self.output, events: self.events }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +368,7 @@ mod tests {
                 Command::History(a) => a.stack,
                 Command::Down(a) => a.stack,
                 Command::Gate(a) => a.stack,
+                Command::Promote(_) => unreachable!("promote takes --from and --to, not --env"),
             };
             assert_eq!((stack.env.as_deref(), stack.context.as_deref()), (Some("staging"), Some("stage-1")), "{command}");
         }
@@ -341,6 +384,17 @@ mod tests {
         let Command::Gate(g) = cli.command else { panic!("not a gate") };
         assert_eq!((g.wait, g.junit, g.stack.output), (Some(Duration::from_secs(120)), Some(PathBuf::from("g.xml")), Format::Json));
         assert!(Cli::try_parse_from(["stackctl", "gate", "s.yml", "--wait", "soon"]).is_err());
+    }
+
+    #[test]
+    fn cli_parses_a_promote() {
+        let cli = Cli::try_parse_from(["stackctl", "promote", "s.yml", "--from", "staging", "--to", "production", "--wait", "1m", "--output", "json"]).unwrap();
+        let Command::Promote(p) = cli.command else { panic!("not a promote") };
+        assert_eq!((p.from.as_str(), p.to.as_str(), p.wait), ("staging", "production", Some(Duration::from_secs(60))));
+        let side = p.side("production");
+        assert_eq!((side.file, side.env.as_deref(), side.output), (PathBuf::from("s.yml"), Some("production"), Format::Json));
+        assert!(Cli::try_parse_from(["stackctl", "promote", "s.yml", "--from", "staging"]).is_err(), "--to is required");
+        assert!(Cli::try_parse_from(["stackctl", "promote", "s.yml", "--from", "../x", "--to", "production"]).is_err());
     }
 
     #[test]

@@ -45,11 +45,13 @@ pub struct Options {
     /// `deploy --plan`: run with the plan's pinned images, and refuse unless the cluster and
     /// the stack file are what the plan saw (see [`crate::dry_run::Fingerprint`]).
     pub saved: Option<crate::dry_run::SavedPlan>,
+    /// `stackctl promote`: where the images came from, written into the history entry.
+    pub origin: Option<history::Origin>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout: None, lock_wait: Duration::ZERO, cancel: Cancel::new(), saved: None }
+        Options { timeout: None, lock_wait: Duration::ZERO, cancel: Cancel::new(), saved: None, origin: None }
     }
 }
 
@@ -154,7 +156,7 @@ async fn run<E: Engine + Clone + 'static>(
     ev.end_phase();
     let ended = result.as_ref().map(|(outcome, release, switched)| (*outcome, *release, switched.as_slice()));
     let history_verb = if verb == "rollback" { history::Verb::Rollback } else { history::Verb::Deploy };
-    history::record_deploy(engine, stack, history_verb, before.as_ref(), ended, ev).await;
+    history::record_deploy(engine, stack, history_verb, before.as_ref(), ended, opts.origin.as_ref(), ev).await;
     if let Err(e) = lock.release().await {
         ev.warn(&format!("could not release the deploy lock ({e}); it goes stale in {}s", record::STALE_AFTER.as_secs()));
     }

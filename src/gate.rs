@@ -250,6 +250,7 @@ async fn record<E: Engine>(engine: &E, stack: &Stack, report: &Report, out: &Eve
         specs_left_out: None,
         env: stack.environment.name.clone(),
         checks: report.checks.clone(),
+        promoted_from: None,
     };
     match history::append_unlocked(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => Some(done.number),

@@ -177,6 +177,26 @@ pub struct Entry {
     /// A gate's checks, each with its figure (empty for deploys and rollbacks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::gate::Check>,
+    /// `stackctl promote`: where the release came from, so "what was tested before this went
+    /// out?" has an answer in the target's own history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<Origin>,
+}
+
+/// The environment a promoted release came from, as it was when the promote ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The `--from` environment.
+    pub env: String,
+    /// Its stack name.
+    pub stack: String,
+    /// Its live release of each routed service: the ones whose digests were deployed.
+    pub releases: BTreeMap<String, u64>,
+    /// The gate's verdict there (`passed`: a promote runs only after one).
+    pub gate: Outcome,
+    /// The gate's entry in the `--from` stack's history (`None`: it could not be written).
+    #[serde(default)]
+    pub gate_entry: Option<u64>,
 }
 
 impl Entry {
@@ -191,8 +211,16 @@ impl Entry {
             && (self.services.is_empty() || self.services.iter().any(|s| s.service == service))
     }
 
-    /// `web r1→r2, api →r1` for switches; `tried r3` for an attempt that switched nothing.
+    /// `web r1→r2, api →r1` for switches; `tried r3` for an attempt that switched nothing;
+    /// a promote adds where from: `web r1→r2 (from staging web r4)`.
     pub fn changes(&self) -> String {
+        match &self.promoted_from {
+            Some(o) => format!("{} (from {} {})", self.own_changes(), o.env, o.releases.iter().map(|(s, n)| format!("{s} r{n}")).collect::<Vec<_>>().join(", ")),
+            None => self.own_changes(),
+        }
+    }
+
+    fn own_changes(&self) -> String {
         if self.verb == Verb::Gate {
             return self.services.iter().map(|s| format!("{} r{}", s.service, s.release)).collect::<Vec<_>>().join(", ");
         }
@@ -377,6 +405,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
     verb: Verb,
     before: Option<&Record>,
     result: Result<(outcome::Outcome, Option<u64>, &[Switched]), &DeployError>,
+    origin: Option<&Origin>,
     out: &Events,
 ) {
     let Some((outcome, reason, exit_code)) = deploy_outcome(&result) else { return };
@@ -439,6 +468,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         specs_left_out: None,
         env: stack.environment.name.clone(),
         checks: Vec::new(),
+        promoted_from: origin.cloned(),
     };
     match append(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => {
@@ -545,6 +575,7 @@ mod tests {
             specs_left_out: None,
             env: None,
             checks: Vec::new(),
+            promoted_from: None,
         }
     }
 
@@ -628,6 +659,11 @@ mod tests {
         let mut first = entry(3);
         first.services[0].from = None;
         assert_eq!(first.changes(), "web →r2");
+        first.promoted_from = Some(Origin { env: "staging".into(), stack: "shop-staging".into(), releases: BTreeMap::from([("web".into(), 4)]), gate: Outcome::Passed, gate_entry: Some(9) });
+        assert_eq!(first.changes(), "web →r2 (from staging web r4)");
+        let json = String::from_utf8(first.encode()).unwrap();
+        assert!(json.contains(r#""promoted_from":{"env":"staging","stack":"shop-staging","releases":{"web":4},"gate":"passed","gate_entry":9}"#), "{json}");
+        assert!(!String::from_utf8(entry(1).encode()).unwrap().contains("promoted_from"), "left out unless promoted");
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //!   into the running nginx tasks through the Docker API, tests, reloads and verifies.
 //! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
 //! - [`accesslog`] reads what nginx saw (its JSON access log, through the Docker API);
-//!   [`gate`] is `stackctl gate`: tasks, smoke checks, soak and users' 5xx share, for CI.
+//!   [`gate`] is `stackctl gate`: tasks, smoke checks, soak and users' 5xx share, for CI;
+//!   [`promote`] ships the digests live in one environment to another once its gate passed.
 //! - [`deploy`] is the blue-green story in one readable function; [`status`] reports;
 //!   [`history`] keeps what each deploy did in the cluster (one Swarm config per entry);
 //!   [`down`] removes a stack and everything stackctl created for it, keeping named volumes.
@@ -46,6 +47,7 @@ pub mod observe;
 pub mod outcome;
 pub mod events;
 pub mod plan;
+pub mod promote;
 pub mod proxy;
 pub mod record;
 pub mod release;

@@ -12,6 +12,7 @@ use stackctl::dry_run;
 use stackctl::engine::counting::Counting;
 use stackctl::engine::docker::DockerEngine;
 use stackctl::engine::retry::{Backoff, Retrying};
+use stackctl::engine::Engine as _;
 use stackctl::events::{Events, Format};
 use stackctl::spec::{self, LoadOptions};
 use stackctl::status;
@@ -59,6 +60,7 @@ async fn run(cli: Cli) -> i32 {
         Command::History(args) => history(&args).await,
         Command::Down(args) => down(&args).await,
         Command::Gate(args) => gate(&args).await,
+        Command::Promote(args) => promote(&args).await,
         Command::Deploy(args) => {
             let format = args.stack.output;
             let out = args.stack.events();
@@ -148,42 +150,57 @@ async fn connect(args: &StackArgs, stack: &spec::Stack, timeout: Option<std::tim
     let engine = engine(args, stack).await?;
     let cancel = stackctl::cancel::Cancel::new();
     cancel.listen_for_signals().map_err(|e| DeployError::Refused(format!("cannot handle signals: {e}")))?;
-    Ok((engine, deploy::Options { timeout, lock_wait, cancel, saved: None }))
+    Ok((engine, deploy::Options { timeout, lock_wait, cancel, saved: None, origin: None }))
 }
 
 /// Print a deploy's or rollback's result; the exit code.
 fn report(format: Format, result: Result<deploy::Report, DeployError>, out: Events) -> i32 {
-    out.end_phase();
     match result {
-        Ok(report) => {
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")),
-                Format::Text => {
-                    for s in &report.switched {
-                        let from = s.from.map(|f| format!("r{f}")).unwrap_or_else(|| "nothing".into());
-                        println!("{}: {from} → r{} ({})", s.service, s.to, s.image);
-                        if let (Some(n), Some(f)) = (s.open_after_drain.filter(|n| *n > 0), s.from) {
-                            println!("{}: {n} connection(s) still open to r{f} when its drain ended", s.service);
-                        }
-                    }
-                    for c in &report.changes {
-                        println!("{c}");
-                    }
-                    match report.outcome {
-                        deploy::Outcome::Unchanged if report.verb == "rollback" => println!("stack {} unchanged: nothing to roll back", report.stack),
-                        deploy::Outcome::Unchanged => println!("stack {} unchanged: nothing to deploy", report.stack),
-                        deploy::Outcome::Deployed if report.verb == "rollback" => println!("stack {} rolled back in {:.1}s", report.stack, report.total_seconds),
-                        deploy::Outcome::Deployed => println!("stack {} deployed in {:.1}s", report.stack, report.total_seconds),
-                    }
-                }
-            }
-            0
-        }
+        Ok(report) => print_report(format, report, None, out),
         Err(e) => {
+            out.end_phase();
             report_error(format, &e, &out);
             e.exit_code()
         }
     }
+}
+
+/// Print a deploy's, rollback's or promote's (with `origin`) result; the exit code.
+fn print_report(format: Format, report: deploy::Report, origin: Option<&history::Origin>, out: Events) -> i32 {
+    out.end_phase();
+    match format {
+        Format::Json => {
+            let mut json = serde_json::to_value(&report).expect("report serialises");
+            if let (Some(origin), Some(map)) = (origin, json.as_object_mut()) {
+                map.insert("promoted_from".into(), serde_json::to_value(origin).expect("origin serialises"));
+            }
+            println!("{}", serde_json::to_string_pretty(&json).expect("report serialises"));
+        }
+        Format::Text => {
+            if let Some(o) = origin {
+                let releases: Vec<String> = o.releases.iter().map(|(s, n)| format!("{s} r{n}")).collect();
+                let entry = o.gate_entry.map(|n| format!(", history entry {n}")).unwrap_or_default();
+                println!("promoted from {} (stack {}: {}), gate {}{entry}", o.env, o.stack, releases.join(", "), o.gate.as_str());
+            }
+            for s in &report.switched {
+                let from = s.from.map(|f| format!("r{f}")).unwrap_or_else(|| "nothing".into());
+                println!("{}: {from} → r{} ({})", s.service, s.to, s.image);
+                if let (Some(n), Some(f)) = (s.open_after_drain.filter(|n| *n > 0), s.from) {
+                    println!("{}: {n} connection(s) still open to r{f} when its drain ended", s.service);
+                }
+            }
+            for c in &report.changes {
+                println!("{c}");
+            }
+            match report.outcome {
+                deploy::Outcome::Unchanged if report.verb == "rollback" => println!("stack {} unchanged: nothing to roll back", report.stack),
+                deploy::Outcome::Unchanged => println!("stack {} unchanged: nothing to deploy", report.stack),
+                deploy::Outcome::Deployed if report.verb == "rollback" => println!("stack {} rolled back in {:.1}s", report.stack, report.total_seconds),
+                deploy::Outcome::Deployed => println!("stack {} deployed in {:.1}s", report.stack, report.total_seconds),
+            }
+        }
+    }
+    0
 }
 
 /// The history command: the stack file only names the stack; everything else is read from
@@ -264,6 +281,91 @@ async fn gate(args: &cli::GateArgs) -> i32 {
         }
     }
     code
+}
+
+/// The promote command: the --from environment's gate (in-process, recorded there), then a
+/// deploy of --to with --from's live digests as image overrides (see stackctl::promote).
+async fn promote(args: &cli::PromoteArgs) -> i32 {
+    use stackctl::gate::{self, Verdict};
+    use stackctl::promote::EXIT_NOT_PASSED;
+    let format = args.output;
+    let out = Events::new(args.output, args.events == Format::Json);
+    let fail = |e: DeployError, out: &Events| {
+        report_error(format, &e, out);
+        e.exit_code()
+    };
+    if args.from == args.to {
+        eprintln!("error: --from and --to are both {}: promote moves a release between two environments", args.from);
+        return 2;
+    }
+    let (from_args, to_args) = (args.side(&args.from), args.side(&args.to));
+    // Both stack files are read and validated before anything is asked of an engine.
+    let from = match load(&from_args, Default::default(), &out) {
+        Ok(stack) => stack,
+        Err(e) => return fail(e, &out),
+    };
+    if let Err(e) = load(&to_args, Default::default(), &out) {
+        return fail(e, &out);
+    }
+    let from_engine = match engine(&from_args, &from).await {
+        Ok(engine) => engine,
+        Err(e) => return fail(e, &out),
+    };
+    out.info(&format!("gate of {} (stack {}) before promoting", args.from, from.name));
+    let gated = match gate::gate(&from_engine, &from, &gate::Options { wait: args.wait }, &out).await {
+        Ok(report) => report,
+        Err(e) => {
+            let (error, next) = (format!("{e}; nothing was promoted"), format!("check that the engine of {} is reachable and its stack deployed (`stackctl status --env {}`), then promote again", args.from, args.from));
+            eprintln!("error: {error}");
+            eprintln!("next: {next}");
+            if format == Format::Json {
+                let json = serde_json::json!({ "error": error, "next": next, "exit_code": gate::EXIT_UNCHECKED });
+                println!("{}", serde_json::to_string_pretty(&json).expect("error serialises"));
+            }
+            return gate::EXIT_UNCHECKED;
+        }
+    };
+    if gated.verdict != Verdict::Passed {
+        out.end_phase();
+        let held: Vec<String> = (gated.checks.iter().filter(|c| c.status != gate::Status::Pass))
+            .map(|c| format!("{}: {}", c.name, c.reason.as_deref().unwrap_or(&c.figure)))
+            .collect();
+        let error = format!("the gate of {} (stack {}) did not pass ({}); nothing was promoted", args.from, from.name, held.join("; "));
+        let next = format!("fix or wait for {}'s release (`stackctl gate {} --env {}`), then promote again", args.from, args.file.display(), args.from);
+        eprintln!("error: {error}");
+        eprintln!("next: {next}");
+        match format {
+            Format::Json => {
+                let json = serde_json::json!({ "error": error, "next": next, "exit_code": EXIT_NOT_PASSED, "gate": gated });
+                println!("{}", serde_json::to_string_pretty(&json).expect("error serialises"));
+            }
+            Format::Text => print!("{}", gated.to_text()),
+        }
+        return EXIT_NOT_PASSED;
+    }
+    let result = async {
+        let infos = from_engine.services(&from.name).await.map_err(|e| DeployError::Refused(format!("cannot read the services of stack {}: {e}", from.name)))?;
+        // Read again (warnings were shown the first time), now with --from's images.
+        let to_plain = load(&to_args, Default::default(), &Events::silent())?;
+        let images = stackctl::promote::live_images(&from, &gated.live, &infos, &to_plain)
+            .map_err(|e| DeployError::Refused(format!("cannot promote from {} exactly: {e}; nothing was changed", args.from)))?;
+        let to = load(&to_args, images, &Events::silent())?;
+        let (to_engine, mut opts) = connect(&to_args, &to, args.timeout, args.lock_wait).await?;
+        let origin = history::Origin {
+            env: args.from.clone(),
+            stack: from.name.clone(),
+            releases: gated.live.clone(),
+            gate: history::Outcome::Passed,
+            gate_entry: gated.history_entry,
+        };
+        opts.origin = Some(origin.clone());
+        deploy::deploy(&to_engine, &to, &opts, &out).await.map(|r| (r, origin))
+    }
+    .await;
+    match result {
+        Ok((report, origin)) => print_report(format, report, Some(&origin), out),
+        Err(e) => report(format, Err(e), out),
+    }
 }
 
 /// Exit code of `down` when it would have to ask but cannot (stdin is not a terminal).
