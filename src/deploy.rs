@@ -334,9 +334,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             )));
         }
         // Back to standbys that are still up: a flip, before anything slower (history included).
-        if let Ok(quick) = plan::rollback(&observed, &services, to, &BTreeMap::new()) {
-            if let Some(flipped) = self.flip_back(&quick, &observed).await {
+        let quick = plan::rollback(&observed, &services, to, &BTreeMap::new());
+        if let Ok(quick) = &quick {
+            if let Some(flipped) = self.flip_back(quick, &observed).await {
                 let switched = flipped?;
+                self.restore_plain(None, &observed.live, &switched).await;
+                return Ok((Outcome::Deployed, None, switched));
+            }
+            // Back to the retained releases right below the live ones: the history cannot change
+            // that plan, and plain services read it after the switch.
+            if plan::is_final_without_history(quick, to) {
+                let wanted: Vec<_> = quick.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
+                let switched = self.release(wanted, observed.live.clone(), quick, &BTreeMap::new()).await?;
                 self.restore_plain(None, &observed.live, &switched).await;
                 return Ok((Outcome::Deployed, None, switched));
             }
