@@ -17,11 +17,13 @@ use bollard::models::{ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated};
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
+use crate::accesslog;
 use crate::cancel::Cancel;
 use crate::desired::{self, ObjectKind};
 use crate::engine::describe::ObjectRefs;
 use crate::engine::{Engine, EngineError, NetworkRequest, ServiceInfo, TaskInfo};
 use crate::faults;
+use crate::gate;
 use crate::health::{self, Expect, Probe};
 use crate::history;
 use crate::observe;
@@ -31,6 +33,12 @@ use crate::proxy::{self, nginx::NginxFiles, nginx::NginxProxy, Proxy, ServiceRou
 use crate::record::{self, Held};
 use crate::release::{self, Color};
 use crate::spec::{route_network, route_of, routed, Role, Route, Service, Stack};
+
+/// How often the watch window reads nginx's access log to judge green by its users.
+const USERS_EVERY: Duration = Duration::from_secs(1);
+/// How far behind now a read in the watch window stops: a line reaches Docker's log a moment
+/// after nginx writes it.
+const LOG_LAG: f64 = 0.5;
 
 /// Knobs of one deploy that are not in the stack file.
 #[derive(Debug, Clone)]
@@ -1557,9 +1565,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         at_once(probes.collect()).await
     }
 
-    /// The watch window: after the switch, while blue still runs, probe each green through the
-    /// live route every `health.interval` for its route's `watch`, judged by [`health::Watch`].
-    /// A first release has nothing to go back to and is not watched. A second signal ends it.
     /// The live releases whose blue still runs after an interrupted deploy, as greens to watch:
     /// for each `(service, live)`, the newest older release with replicas is its blue.
     async fn unwatched_greens(&self, leftovers: &[(String, u64)]) -> Result<Vec<GreenRelease>, String> {
@@ -1589,6 +1594,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(greens)
     }
 
+    /// The watch window: after the switch, while blue still runs, probe each green through the
+    /// live route every `health.interval` for its route's `watch`, judged by [`health::Watch`],
+    /// and judge it by its users too: every [`USERS_EVERY`], and once more at the end, their
+    /// requests to green since the window opened, from nginx's access log, by the gate's
+    /// `max_5xx` and `min_requests` ([`gate::watch_users`]). A first release has nothing to go
+    /// back to and is not watched. A second signal ends it.
     async fn watch(&self, greens: &mut [GreenRelease]) -> Result<(), String> {
         let route = |g: &GreenRelease| route_of(self.stack, &g.service).expect("greens are routed");
         let mut watched: Vec<(usize, health::Watch)> = (greens.iter().enumerate())
@@ -1600,6 +1611,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.phase("watch");
         self.ev.progress(&format!("watching the new release through the live route for {window:?}; the old one keeps running"));
         let started = Instant::now();
+        let mut users = Some(accesslog::Tail::since(gate::now_seconds()));
+        let mut users_read = Instant::now();
         while started.elapsed() < window {
             for (i, rule) in watched.iter_mut() {
                 let g = &mut greens[*i];
@@ -1607,6 +1620,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                     let probe = self.probe_live(g).await;
                     rule.record(probe).map_err(|e| format!("{}: {e}", g.swarm_name))?;
                 }
+            }
+            if users_read.elapsed() >= USERS_EVERY {
+                // Requests that finished a moment ago may not have reached Docker's log yet.
+                self.judge_users(&mut users, greens, &watched, gate::now_seconds() - LOG_LAG).await?;
+                users_read = Instant::now();
             }
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -1616,8 +1634,42 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 }
             }
         }
+        self.judge_users(&mut users, greens, &watched, gate::now_seconds()).await?;
         for (i, rule) in &watched {
-            self.ev.info(&format!("{}: passed the watch ({} probes through the live route)", greens[*i].swarm_name, rule.sent));
+            let g = &greens[*i];
+            let seen = match &users {
+                Some(tail) => {
+                    let f = accesslog::figures(&tail.requests, &self.stack.name, &g.service, g.colour, tail.start);
+                    format!("; users: {:.1}% 5xx of {} requests", f.error_percent(), f.requests)
+                }
+                None => String::new(),
+            };
+            self.ev.info(&format!("{}: passed the watch ({} probes through the live route{seen})", g.swarm_name, rule.sent));
+        }
+        Ok(())
+    }
+
+    /// Read what nginx logged up to `until` and judge each watched green by its users'
+    /// requests since the window opened. A log that cannot be read is a warning, once: the
+    /// probes still judge green (`users` becomes `None`).
+    async fn judge_users(
+        &self,
+        users: &mut Option<accesslog::Tail>,
+        greens: &[GreenRelease],
+        watched: &[(usize, health::Watch)],
+        until: f64,
+    ) -> Result<(), String> {
+        let Some(tail) = users else { return Ok(()) };
+        let proxy = release::plain_name(&self.stack.name, &self.stack.x.proxy.service);
+        if let Err(e) = tail.advance(self.engine, &proxy, &self.stack.name, until).await {
+            self.ev.warn(&format!("nginx's access log cannot be read ({e}); the watch judges the new release by its probes only"));
+            *users = None;
+            return Ok(());
+        }
+        for (i, _) in watched {
+            let g = &greens[*i];
+            let figures = accesslog::figures(&tail.requests, &self.stack.name, &g.service, g.colour, tail.start);
+            gate::watch_users(&figures, &self.stack.x.gate).map_err(|e| format!("{}: {e}", g.swarm_name))?;
         }
         Ok(())
     }
