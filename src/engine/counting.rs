@@ -184,6 +184,10 @@ impl<E: Engine> Engine for Counting<E> {
         self.count("put_files").put_files(container, dir, files).await
     }
 
+    async fn put_dirs(&self, container: &str, dir: &str, names: &[&str]) -> Result<()> {
+        self.count("put_dirs").put_dirs(container, dir, names).await
+    }
+
     async fn container_health(&self, container: &str) -> Result<Option<String>> {
         self.count("container_health").container_health(container).await
     }
@@ -291,6 +295,9 @@ mod tests {
             Err(away())
         }
         async fn put_files(&self, _: &str, _: &str, _: &[(&str, &[u8])]) -> Result<()> {
+            Err(away())
+        }
+        async fn put_dirs(&self, _: &str, _: &str, _: &[&str]) -> Result<()> {
             Err(away())
         }
         async fn container_health(&self, _: &str) -> Result<Option<String>> {

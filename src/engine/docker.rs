@@ -604,6 +604,29 @@ impl Engine for DockerEngine {
             .map_err(|e| self.map(&format!("write {names} in {dir} of {}", short(container)), e))
     }
 
+    async fn put_dirs(&self, container: &str, dir: &str, names: &[&str]) -> Result<()> {
+        let joined = names.join(", ");
+        let bad = |e: std::io::Error| EngineError::Other(format!("building tar for {joined}: {e}"));
+        let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut builder = tar::Builder::new(Vec::new());
+        for name in names {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            header.set_mode(0o755);
+            header.set_mtime(mtime);
+            header.set_cksum();
+            builder.append_data(&mut header, format!("{name}/"), std::io::empty()).map_err(bad)?;
+        }
+        let archive = builder.into_inner().map_err(bad)?;
+        // The engine replaces a file by a directory of the same name only when told it may.
+        let opts = UploadToContainerOptions { path: dir.to_string(), no_overwrite_dir_non_dir: Some("false".into()), ..Default::default() };
+        self.docker
+            .upload_to_container(container, Some(opts), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| self.map(&format!("replace {joined} in {dir} of {}", short(container)), e))
+    }
+
     async fn container_health(&self, container: &str) -> Result<Option<String>> {
         match self.docker.inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>).await {
             Ok(c) => Ok(c.state.and_then(|s| s.health).and_then(|h| h.status).map(|s| s.to_string())),

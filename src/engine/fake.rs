@@ -952,6 +952,20 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn put_dirs(&self, container: &str, dir: &str, names: &[&str]) -> Result<()> {
+        if !self.lock().is_running_container(container) {
+            return Err(EngineError::NotFound(format!("container {container} is not running")));
+        }
+        // The fake keeps files only: a directory in a file's place is the file gone.
+        if self.gate(Op::RemoveFiles, &names.join(" ")).await? == Then::Proceed {
+            let mut st = self.lock();
+            for name in names {
+                st.files.remove(&format!("{dir}/{name}"));
+            }
+        }
+        Ok(())
+    }
+
     async fn container_health(&self, _container: &str) -> Result<Option<String>> {
         Ok(None)
     }

@@ -269,6 +269,11 @@ pub trait Engine: Send + Sync {
         dir: &str,
         files: &[(&str, &[u8])],
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Make each of `names` in `dir` an empty directory, replacing a file of that name, in one
+    /// request (one tar upload). To nginx's `if (-f …)` that is the file gone; unlike `rm`
+    /// it starts no process in the container: an exec costs ~0.2 s on a loaded machine, and a
+    /// switch back to blue (a rollback) waits for it with users still on the release left.
+    fn put_dirs(&self, container: &str, dir: &str, names: &[&str]) -> impl Future<Output = Result<()>> + Send;
     /// [`Engine::put_files`] of one file.
     fn put_file(
         &self,

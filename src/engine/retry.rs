@@ -191,6 +191,10 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
         retry(self.backoff, || self.inner.put_files(container, dir, files)).await.0
     }
 
+    async fn put_dirs(&self, container: &str, dir: &str, names: &[&str]) -> Result<()> {
+        retry(self.backoff, || self.inner.put_dirs(container, dir, names)).await.0
+    }
+
     async fn container_health(&self, container: &str) -> Result<Option<String>> {
         retry(self.backoff, || self.inner.container_health(container)).await.0
     }
@@ -399,6 +403,9 @@ mod tests {
             unimplemented!()
         }
         async fn put_files(&self, _: &str, _: &str, _: &[(&str, &[u8])]) -> Result<()> {
+            unimplemented!()
+        }
+        async fn put_dirs(&self, _: &str, _: &str, _: &[&str]) -> Result<()> {
             unimplemented!()
         }
         async fn container_health(&self, _: &str) -> Result<Option<String>> {

@@ -157,16 +157,12 @@ impl<E: Engine> NginxProxy<'_, E> {
         Ok(self.engine.put_files(container, &self.config_dir, &missing).await?)
     }
 
-    /// Deleting needs `rm` in the image (the official one has it); the Docker API cannot.
+    /// The Docker API cannot delete a file, but it can put an empty directory in its place,
+    /// which nginx's `-f` test does not count as a file: one upload, no process started in
+    /// the container (an `rm` by exec took ~0.2 s under load, on the way back to blue).
     async fn delete_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
-        let paths: Vec<String> = files.iter().map(|f| format!("{}/{f}", self.config_dir)).collect();
-        let mut cmd = vec!["rm", "-f"];
-        cmd.extend(paths.iter().map(String::as_str));
-        let out = self.engine.exec(container, &cmd).await?;
-        if out.exit_code != 0 {
-            return Err(ProxyError::SwitchFile { container: container.to_string(), output: format!("rm: {}", out.output.trim()) });
-        }
-        Ok(())
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        Ok(self.engine.put_dirs(container, &self.config_dir, &names).await?)
     }
 
     /// [`Proxy::install`], passing the test-only pause point `pause` (see [`crate::faults`])
