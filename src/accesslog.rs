@@ -140,6 +140,51 @@ pub async fn read<E: Engine>(engine: &E, proxy: &str, since: f64) -> Result<Read
     Ok(read)
 }
 
+/// Users' requests read a piece at a time, for a deploy's watch window: each read fetches the
+/// log from a second before the last cut (Docker filters by whole seconds, and by when it got
+/// the line, a moment after nginx wrote it) and keeps only the requests that finished between
+/// the last cut and this one. No request is counted twice, and a read late in a long window
+/// costs no more than an early one.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    /// Unix seconds the tail starts at: requests that finished earlier are not taken.
+    pub start: f64,
+    /// Requests that finished before this have been taken.
+    cut: f64,
+    /// The stack's requests taken so far.
+    pub requests: Vec<Request>,
+    /// What could not be read, once each.
+    pub notes: Vec<String>,
+}
+
+impl Tail {
+    pub fn since(start: f64) -> Tail {
+        Tail { start, cut: start, requests: Vec::new(), notes: Vec::new() }
+    }
+
+    /// Read what nginx's tasks logged and take `stack`'s requests that finished before `until`.
+    pub async fn advance<E: Engine>(&mut self, engine: &E, proxy: &str, stack: &str, until: f64) -> Result<(), EngineError> {
+        if until <= self.cut {
+            return Ok(());
+        }
+        let read = read(engine, proxy, self.cut - 1.0).await?;
+        self.take(read, stack, until);
+        Ok(())
+    }
+
+    /// The pure half of [`Tail::advance`]: keep the requests of `read` in `[cut, until)`.
+    pub fn take(&mut self, read: Read, stack: &str, until: f64) {
+        let cut = self.cut;
+        self.requests.extend(read.requests.into_iter().filter(|r| r.stackctl == stack && r.msec >= cut && r.msec < until));
+        for note in read.notes {
+            if !self.notes.contains(&note) {
+                self.notes.push(note);
+            }
+        }
+        self.cut = until.max(cut);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +235,27 @@ mod tests {
         assert_eq!(f.p99, Some(Duration::from_millis(20)));
         let none = figures(&requests, "shop", "web", Color::Green, 1000.0);
         assert_eq!((none.requests, none.errors, none.p99, none.error_percent()), (0, 0, None, 0.0));
+    }
+
+    #[test]
+    fn a_tail_takes_each_request_once_however_the_reads_overlap() {
+        let at = |msec: f64| parse(&line(500, 0.01, "shop_web.green:80", 0, msec)).unwrap();
+        let mut tail = Tail::since(100.0);
+        // The first read sees a request from before the start and two after it.
+        tail.take(Read { requests: vec![at(99.5), at(100.2), at(100.9)], notes: vec![] }, "shop", 101.0);
+        assert_eq!(tail.requests.len(), 2);
+        // The next read starts a second early, so it sees 100.9 again, and one not yet finished
+        // at its cut; another stack's request is left out.
+        let mut other = at(101.5);
+        other.stackctl = "other".into();
+        tail.take(Read { requests: vec![at(100.9), at(101.5), at(102.4), other], notes: vec!["cut".into()] }, "shop", 102.0);
+        assert_eq!(tail.requests.iter().map(|r| r.msec).collect::<Vec<_>>(), [100.2, 100.9, 101.5]);
+        tail.take(Read { requests: vec![at(101.5), at(102.4)], notes: vec!["cut".into()] }, "shop", 103.0);
+        assert_eq!(tail.requests.iter().map(|r| r.msec).collect::<Vec<_>>(), [100.2, 100.9, 101.5, 102.4]);
+        assert_eq!(tail.notes, ["cut"]);
+        // A cut never goes back.
+        tail.take(Read { requests: vec![at(102.4)], notes: vec![] }, "shop", 102.5);
+        assert_eq!(tail.requests.len(), 4);
     }
 
     #[test]

@@ -17,11 +17,13 @@ use bollard::models::{ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated};
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
+use crate::accesslog;
 use crate::cancel::Cancel;
 use crate::desired::{self, ObjectKind};
 use crate::engine::describe::ObjectRefs;
-use crate::engine::{Engine, EngineError, NetworkRequest, TaskInfo};
+use crate::engine::{Engine, EngineError, NetworkRequest, ServiceInfo, TaskInfo};
 use crate::faults;
+use crate::gate;
 use crate::health::{self, Expect, Probe};
 use crate::history;
 use crate::observe;
@@ -31,6 +33,12 @@ use crate::proxy::{self, nginx::NginxFiles, nginx::NginxProxy, Proxy, ServiceRou
 use crate::record::{self, Held};
 use crate::release::{self, Color};
 use crate::spec::{route_network, route_of, routed, Role, Route, Service, Stack};
+
+/// How often the watch window reads nginx's access log to judge green by its users.
+const USERS_EVERY: Duration = Duration::from_secs(1);
+/// How far behind now a read in the watch window stops: a line reaches Docker's log a moment
+/// after nginx writes it.
+const LOG_LAG: f64 = 0.5;
 
 /// Knobs of one deploy that are not in the stack file.
 #[derive(Debug, Clone)]
@@ -334,9 +342,18 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             )));
         }
         // Back to standbys that are still up: a flip, before anything slower (history included).
-        if let Ok(quick) = plan::rollback(&observed, &services, to, &BTreeMap::new()) {
-            if let Some(flipped) = self.flip_back(&quick, &observed).await {
+        let quick = plan::rollback(&observed, &services, to, &BTreeMap::new());
+        if let Ok(quick) = &quick {
+            if let Some(flipped) = self.flip_back(quick, &observed).await {
                 let switched = flipped?;
+                self.restore_plain(None, &observed.live, &switched).await;
+                return Ok((Outcome::Deployed, None, switched));
+            }
+            // Back to the retained releases right below the live ones: the history cannot change
+            // that plan, and plain services read it after the switch.
+            if plan::is_final_without_history(quick, to) {
+                let wanted: Vec<_> = quick.releases().map(|(s, b, g)| (s.to_string(), b, g.clone())).collect();
+                let switched = self.release(wanted, observed.live.clone(), quick, &BTreeMap::new()).await?;
                 self.restore_plain(None, &observed.live, &switched).await;
                 return Ok((Outcome::Deployed, None, switched));
             }
@@ -435,12 +452,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.phase("drain");
         let drain = routing.iter().map(|r| r.route.drain).max().unwrap_or_default();
         self.drain(Some(drain.saturating_sub(flipped_at.elapsed()))).await;
-        let mut open_after_drain = BTreeMap::new();
-        for (service, from, _, _) in &wanted {
-            if let Some(from) = from {
-                open_after_drain.insert(service.clone(), self.open_after_drain(service, *from, false).await);
-            }
-        }
+        let blues: Vec<(String, u64, bool)> = wanted.iter().filter_map(|(s, from, _, _)| Some((s.clone(), (*from)?, false))).collect();
+        let open_after_drain = self.open_after_drain(&blues).await;
         self.ev.phase("retire");
         let mut switched = Vec::new();
         for (service, from, _, _) in &wanted {
@@ -450,14 +463,16 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
             }
         }
         self.retire(&wanted.iter().map(|(s, _, r, _)| (s.clone(), *r)).collect::<Vec<_>>()).await;
+        // The images switched to, from one listing whatever the number of services.
+        let listed = self.engine.services(&self.stack.name).await.unwrap_or_default();
         for (service, from, release, _) in wanted {
             let name = release::versioned_name(&self.stack.name, &service, release);
             // Live again: no longer anyone's standby (a later window starts afresh).
-            if let Err(e) = self.label_standby(&name, None).await {
+            if let Err(e) = self.label_standby(&name, None, listed.iter().find(|i| i.name == name)).await {
                 self.ev.warn(&format!("could not clear the standby label of {name} ({e}); it is ignored while {name} is live"));
             }
-            let spec = self.engine.service(&name).await.ok().flatten().map(|i| i.spec);
-            let image = spec.and_then(|s| s.task_template?.container_spec?.image).unwrap_or_default();
+            let spec = listed.iter().find(|i| i.name == name).map(|i| &i.spec);
+            let image = spec.and_then(|s| s.task_template.as_ref()?.container_spec.as_ref()?.image.clone()).unwrap_or_default();
             let open_after_drain = open_after_drain.get(&service).copied().flatten();
             switched.push(Switched { service, from, to: release, image, open_after_drain });
         }
@@ -580,13 +595,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         let drain = drains.map(|r| r.drain).max().unwrap_or(Duration::ZERO);
         // `drain` counts from the switch: the watch window already let requests finish.
         self.drain(Some(drain.saturating_sub(switched_at.elapsed()))).await;
-        let mut open_after_drain = BTreeMap::new();
-        for g in &greens {
-            if let Some(blue) = g.blue {
-                let standby = self.standby_window(g).is_some();
-                open_after_drain.insert(g.service.clone(), self.open_after_drain(&g.service, blue, standby).await);
-            }
-        }
+        let blues: Vec<(String, u64, bool)> = greens.iter().filter_map(|g| Some((g.service.clone(), g.blue?, self.standby_window(g).is_some()))).collect();
+        let open_after_drain = self.open_after_drain(&blues).await;
 
         self.ev.phase("retire");
         for g in &greens {
@@ -634,10 +644,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         // earlier release still running under it (the standby of the deploy before) makes way
         // first.
         let files = self.colours().await.map_err(|e| Stop::Failed("reading where nginx sends users", e))?;
-        let existing: Vec<Existing> = match self.engine.services(&self.stack.name).await {
-            Ok(s) => s.iter().filter_map(Existing::from_info).collect(),
+        let listed = match self.engine.services(&self.stack.name).await {
+            Ok(s) => s,
             Err(e) => return Err(Stop::Failed("listing the stack's services", e.to_string())),
         };
+        let existing: Vec<Existing> = listed.iter().filter_map(Existing::from_info).collect();
         let mut colours = BTreeMap::new();
         let mut unpainted = Vec::new();
         for (service, blue, _) in &wanted {
@@ -655,7 +666,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
         let colour_of = |service: &str| colours.get(service).copied().unwrap_or(Color::Blue);
         self.paint_live(&unpainted).await.map_err(|e| Stop::Failed("giving the live release its colour", e))?;
-        let making_way = self.make_way(&existing, &wanted.iter().map(|(s, _, g)| (s.clone(), g.release(), colour_of(s))).collect::<Vec<_>>()).await;
+        let making_way = self.make_way(&existing, &listed, &wanted.iter().map(|(s, _, g)| (s.clone(), g.release(), colour_of(s))).collect::<Vec<_>>()).await;
         for (service, blue, green) in wanted {
             let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
             let colour = colour_of(&service);
@@ -728,7 +739,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     async fn keep_standby(&mut self, service: &str, blue: u64, window: Duration) {
         let name = release::versioned_name(&self.stack.name, service, blue);
         let until = record::now_unix() + window.as_secs();
-        match self.label_standby(&name, Some(until)).await {
+        match self.label_standby(&name, Some(until), None).await {
             Ok(true) => {
                 self.ev.info(&format!("{name} stays up for {window:?} as a standby: a rollback within it is a flip"));
                 self.changes.push(format!("kept {name} up as a standby for {window:?}"));
@@ -739,9 +750,20 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     }
 
     /// Set (`Some`) or remove the standby label of the Swarm service `name`; `false` when the
-    /// service is gone or already so.
-    async fn label_standby(&self, name: &str, until: Option<u64>) -> Result<bool, EngineError> {
-        let Some(current) = self.engine.service(name).await? else { return Ok(false) };
+    /// service is gone or already so. `seen`: the service as a listing just showed it, read
+    /// again only when absent.
+    async fn label_standby(&self, name: &str, until: Option<u64>, seen: Option<&ServiceInfo>) -> Result<bool, EngineError> {
+        let read;
+        let current = match seen {
+            Some(info) => info,
+            None => match self.engine.service(name).await? {
+                Some(info) => {
+                    read = info;
+                    &read
+                }
+                None => return Ok(false),
+            },
+        };
         let mut spec = current.spec.clone();
         let labels = spec.labels.get_or_insert_with(Default::default);
         let changed = match until {
@@ -897,34 +919,49 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Err(DeployError::Interrupted { stack, phase: phase.into(), signal, detail: "no new release was started".into() })
     }
 
-    /// How many connections nginx still holds to release `from` of `service` now that its
-    /// drain is over, told to the user: retiring `from` closes them (unless it stays up as a
-    /// `standby`). `None` when they could not be counted.
-    async fn open_after_drain(&self, service: &str, from: u64, standby: bool) -> Option<usize> {
-        let name = release::versioned_name(&self.stack.name, service, from);
-        let counted = async {
-            let port = route_of(self.stack, service).map(|r| r.port).ok_or_else(|| format!("{service} is not routed"))?;
-            let network = route_network(self.stack, service)?;
-            let addrs = self.engine.task_addresses(&network, &name).await.map_err(|e| e.to_string())?;
-            let servers: Vec<String> = addrs.iter().map(|(_, ip)| format!("{ip}:{port}")).collect();
-            self.nginx().open_connections(&servers).await.map_err(|e| e.to_string())
-        };
-        match counted.await {
-            Ok(0) => {
-                self.ev.info(&format!("drain of {name} ended with no connection open to it"));
-                Some(0)
-            }
-            Ok(n) => {
-                let what = if n == 1 { "connection was" } else { "connections were" };
-                let then = if standby { "they stay open while it is a standby" } else { "retiring it closes them" };
-                self.ev.info(&format!("{n} {what} still open to {name} when its drain ended (WebSockets, streams or slow requests); {then}"));
-                Some(n)
-            }
-            Err(e) => {
-                self.ev.warn(&format!("could not count the connections still open to {name} ({e})"));
-                None
-            }
+    /// How many connections nginx still holds to each release `(service, from, standby)` now
+    /// that its drain is over, told to the user: retiring it closes them (unless it stays up as
+    /// a `standby`). One look at each network and one read of nginx's connection table serve
+    /// every release, however many. `None` for a release whose connections could not be counted.
+    async fn open_after_drain(&self, blues: &[(String, u64, bool)]) -> BTreeMap<String, Option<usize>> {
+        if blues.is_empty() {
+            return BTreeMap::new();
         }
+        let names: Vec<String> = blues.iter().map(|(s, from, _)| release::versioned_name(&self.stack.name, s, *from)).collect();
+        let counted = async {
+            let mut seen: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>> = BTreeMap::new();
+            let mut groups = Vec::new();
+            for ((service, ..), name) in blues.iter().zip(&names) {
+                let port = route_of(self.stack, service).map(|r| r.port).ok_or_else(|| format!("{service} is not routed"))?;
+                let network = route_network(self.stack, service)?;
+                if !seen.contains_key(&network) {
+                    let addrs = self.engine.network_addresses(&network).await.map_err(|e| e.to_string())?;
+                    seen.insert(network.clone(), addrs);
+                }
+                let addrs = seen[&network].get(name).into_iter().flatten();
+                groups.push(addrs.map(|(_, ip)| format!("{ip}:{port}")).collect::<Vec<_>>());
+            }
+            self.nginx().open_connections(&groups).await.map_err(|e| e.to_string())
+        };
+        let counts = match counted.await {
+            Ok(counts) => counts,
+            Err(e) => {
+                self.ev.warn(&format!("could not count the connections still open to {} ({e})", names.join(", ")));
+                return blues.iter().map(|(s, ..)| (s.clone(), None)).collect();
+            }
+        };
+        let mut open = BTreeMap::new();
+        for (((service, _, standby), name), n) in blues.iter().zip(&names).zip(counts) {
+            if n == 0 {
+                self.ev.info(&format!("drain of {name} ended with no connection open to it"));
+            } else {
+                let what = if n == 1 { "connection was" } else { "connections were" };
+                let then = if *standby { "they stay open while it is a standby" } else { "retiring it closes them" };
+                self.ev.info(&format!("{n} {what} still open to {name} when its drain ended (WebSockets, streams or slow requests); {then}"));
+            }
+            open.insert(service.clone(), Some(n));
+        }
+        open
     }
 
     /// Let requests in flight on the old release finish; a second signal cuts it short.
@@ -1199,13 +1236,14 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     /// each `(service, green's release, colour)`), so that the colour's name resolves to green
     /// alone. They are never live (users are on the other colour): the standby of the deploy
     /// before, a release a stopped run left up. Returns their ids, to wait for.
-    async fn make_way(&mut self, existing: &[Existing], greens: &[(String, u64, Color)]) -> Vec<String> {
+    /// `listed`: the listing `existing` comes from (see [`Self::scale`]).
+    async fn make_way(&mut self, existing: &[Existing], listed: &[ServiceInfo], greens: &[(String, u64, Color)]) -> Vec<String> {
         let mut stopping = Vec::new();
         for (service, release, colour) in greens {
             let in_the_way = existing.iter().filter(|e| &e.service == service && e.release.is_some_and(|r| r != *release) && e.replicas > 0 && e.color == Some(*colour));
             for e in in_the_way {
                 self.ev.info(&format!("{} runs under {}, the colour the new release takes: scaling it to 0", e.name, colour.as_str()));
-                self.scale_down(&e.id, &e.name).await;
+                self.scale_down_seen(&e.id, &e.name, listed.iter().find(|i| i.id == e.id)).await;
                 stopping.push(e.id.clone());
             }
         }
@@ -1527,9 +1565,6 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         at_once(probes.collect()).await
     }
 
-    /// The watch window: after the switch, while blue still runs, probe each green through the
-    /// live route every `health.interval` for its route's `watch`, judged by [`health::Watch`].
-    /// A first release has nothing to go back to and is not watched. A second signal ends it.
     /// The live releases whose blue still runs after an interrupted deploy, as greens to watch:
     /// for each `(service, live)`, the newest older release with replicas is its blue.
     async fn unwatched_greens(&self, leftovers: &[(String, u64)]) -> Result<Vec<GreenRelease>, String> {
@@ -1559,6 +1594,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         Ok(greens)
     }
 
+    /// The watch window: after the switch, while blue still runs, probe each green through the
+    /// live route every `health.interval` for its route's `watch`, judged by [`health::Watch`],
+    /// and judge it by its users too: every [`USERS_EVERY`], and once more at the end, their
+    /// requests to green since the window opened, from nginx's access log, by the gate's
+    /// `max_5xx` and `min_requests` ([`gate::watch_users`]). A first release has nothing to go
+    /// back to and is not watched. A second signal ends it.
     async fn watch(&self, greens: &mut [GreenRelease]) -> Result<(), String> {
         let route = |g: &GreenRelease| route_of(self.stack, &g.service).expect("greens are routed");
         let mut watched: Vec<(usize, health::Watch)> = (greens.iter().enumerate())
@@ -1570,6 +1611,8 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         self.ev.phase("watch");
         self.ev.progress(&format!("watching the new release through the live route for {window:?}; the old one keeps running"));
         let started = Instant::now();
+        let mut users = Some(accesslog::Tail::since(gate::now_seconds()));
+        let mut users_read = Instant::now();
         while started.elapsed() < window {
             for (i, rule) in watched.iter_mut() {
                 let g = &mut greens[*i];
@@ -1577,6 +1620,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                     let probe = self.probe_live(g).await;
                     rule.record(probe).map_err(|e| format!("{}: {e}", g.swarm_name))?;
                 }
+            }
+            if users_read.elapsed() >= USERS_EVERY {
+                // Requests that finished a moment ago may not have reached Docker's log yet.
+                self.judge_users(&mut users, greens, &watched, gate::now_seconds() - LOG_LAG).await?;
+                users_read = Instant::now();
             }
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -1586,8 +1634,42 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                 }
             }
         }
+        self.judge_users(&mut users, greens, &watched, gate::now_seconds()).await?;
         for (i, rule) in &watched {
-            self.ev.info(&format!("{}: passed the watch ({} probes through the live route)", greens[*i].swarm_name, rule.sent));
+            let g = &greens[*i];
+            let seen = match &users {
+                Some(tail) => {
+                    let f = accesslog::figures(&tail.requests, &self.stack.name, &g.service, g.colour, tail.start);
+                    format!("; users: {:.1}% 5xx of {} requests", f.error_percent(), f.requests)
+                }
+                None => String::new(),
+            };
+            self.ev.info(&format!("{}: passed the watch ({} probes through the live route{seen})", g.swarm_name, rule.sent));
+        }
+        Ok(())
+    }
+
+    /// Read what nginx logged up to `until` and judge each watched green by its users'
+    /// requests since the window opened. A log that cannot be read is a warning, once: the
+    /// probes still judge green (`users` becomes `None`).
+    async fn judge_users(
+        &self,
+        users: &mut Option<accesslog::Tail>,
+        greens: &[GreenRelease],
+        watched: &[(usize, health::Watch)],
+        until: f64,
+    ) -> Result<(), String> {
+        let Some(tail) = users else { return Ok(()) };
+        let proxy = release::plain_name(&self.stack.name, &self.stack.x.proxy.service);
+        if let Err(e) = tail.advance(self.engine, &proxy, &self.stack.name, until).await {
+            self.ev.warn(&format!("nginx's access log cannot be read ({e}); the watch judges the new release by its probes only"));
+            *users = None;
+            return Ok(());
+        }
+        for (i, _) in watched {
+            let g = &greens[*i];
+            let figures = accesslog::figures(&tail.requests, &self.stack.name, &g.service, g.colour, tail.start);
+            gate::watch_users(&figures, &self.stack.x.gate).map_err(|e| format!("{}: {e}", g.swarm_name))?;
         }
         Ok(())
     }
@@ -1653,7 +1735,7 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
                     Err(e) => self.ev.warn(&format!("could not remove {} ({e}); the next deploy removes it", g.swarm_name)),
                 },
                 Undo::ScaleTo(n) => {
-                    match self.scale(&g.id, n).await {
+                    match self.scale(&g.id, n, None).await {
                         Ok(_) => self.ev.info(&format!("{} back to {n} replica(s), as before", g.swarm_name)),
                         Err(e) => self.ev.warn(&format!("could not scale {} back to {n} ({e}); scale it with `docker service scale`", g.swarm_name)),
                     }
@@ -1677,8 +1759,19 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         }
     }
 
-    /// Set a service's replicas; `false` when it already had them (or is gone).
-    async fn scale(&self, id: &str, replicas: u64) -> Result<bool, EngineError> {
+    /// Set a service's replicas; `false` when it already had them (or is gone). `seen`: the
+    /// service as a listing this run just made shows it, which spares the read before the
+    /// update (it is read again only if it changed since).
+    async fn scale(&self, id: &str, replicas: u64, seen: Option<&ServiceInfo>) -> Result<bool, EngineError> {
+        if let Some(info) = seen.filter(|i| i.id == id) {
+            if info.replicas == replicas {
+                return Ok(false);
+            }
+            match self.engine.update_service(id, info.version, scaled(&info.spec, replicas)).await {
+                Err(EngineError::Conflict(_)) => {}
+                done => return done.map(|()| true),
+            }
+        }
         match self.engine.service(id).await? {
             Some(current) if current.replicas != replicas => {
                 self.engine.update_service(id, current.version, scaled(&current.spec, replicas)).await?;
@@ -1690,7 +1783,12 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
 
     /// Scale a release to zero, kept for rollback. Failing is a warning: the next deploy retries.
     async fn scale_down(&mut self, id: &str, name: &str) {
-        match self.scale(id, 0).await {
+        self.scale_down_seen(id, name, None).await
+    }
+
+    /// [`Self::scale_down`] of a service as a listing just showed it (see [`Self::scale`]).
+    async fn scale_down_seen(&mut self, id: &str, name: &str, seen: Option<&ServiceInfo>) {
+        match self.scale(id, 0, seen).await {
             Ok(false) => {}
             Ok(true) => {
                 self.ev.info(&format!("scaled {name} to 0 (kept for rollback)"));
@@ -1706,27 +1804,29 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         if live.is_empty() {
             return;
         }
-        // One listing for every service: retention only touches each service's own releases.
-        let existing: Vec<Existing> = match self.engine.services(&self.stack.name).await {
-            Ok(s) => s.iter().filter_map(Existing::from_info).filter(|e| e.release.is_some()).collect(),
+        // One listing for every service: retention only touches each service's own releases,
+        // and scales them down from what the listing shows.
+        let listed = match self.engine.services(&self.stack.name).await {
+            Ok(s) => s,
             Err(e) => {
                 let services = live.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", ");
                 self.ev.warn(&format!("could not list old releases of {services} ({e}); the next deploy retires them"));
                 return;
             }
         };
+        let existing: Vec<Existing> = listed.iter().filter_map(Existing::from_info).filter(|e| e.release.is_some()).collect();
         for (service, release) in live {
             let releases: Vec<Existing> = existing.iter().filter(|e| &e.service == service).cloned().collect();
-            self.retire_one(service, *release, &releases).await;
+            self.retire_one(service, *release, &releases, &listed).await;
         }
     }
 
-    async fn retire_one(&mut self, service: &str, live: u64, releases: &[Existing]) {
+    async fn retire_one(&mut self, service: &str, live: u64, releases: &[Existing], listed: &[ServiceInfo]) {
         let keep = route_of(self.stack, service).map(|r| r.keep).unwrap_or(self.stack.x.keep);
         let plan = plan::retention(releases, live, keep, record::now_unix());
         for (n, id) in plan.scale_down {
             let name = release::versioned_name(&self.stack.name, service, n);
-            self.scale_down(&id, &name).await;
+            self.scale_down_seen(&id, &name, listed.iter().find(|i| i.id == id)).await;
         }
         for (n, id) in plan.remove {
             let name = release::versioned_name(&self.stack.name, service, n);
@@ -1741,16 +1841,16 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
     }
 }
 
-/// Requests a deploy has in flight at once while it gates or verifies services through nginx,
-/// or writes their switch files into it: a stack of up to 16 routed services in one round, so
-/// 12 take about as long as one, and few enough not to crowd nginx, the engine or a small
-/// machine (each is one small GET or one file upload).
+/// Requests a deploy has in flight at once while it gates or verifies services through nginx:
+/// a stack of up to 16 routed services in one round, so 12 take about as long as one, and few
+/// enough not to crowd nginx or a small machine (each is one small GET). Switch files need no
+/// bound: all of a replica's go in one upload.
 pub(crate) const AT_ONCE: usize = 16;
 
 /// Run `work`, [`AT_ONCE`] at a time. The first error ends it (work still in flight is
 /// dropped) and is returned; each error names what it was about. A `Vec`, not a lazy
 /// iterator: a closure in the stream's type would keep the deploy's future from being `Send`.
-pub(crate) async fn at_once<Fut, Er>(work: Vec<Fut>) -> Result<(), Er>
+async fn at_once<Fut, Er>(work: Vec<Fut>) -> Result<(), Er>
 where
     Fut: std::future::Future<Output = Result<(), Er>>,
 {

@@ -329,7 +329,8 @@ pub async fn check<E: Engine>(engine: &E, stack: &Stack) -> Result<(BTreeMap<Str
     Ok((live, checks))
 }
 
-fn now_seconds() -> f64 {
+/// Unix seconds now, with the fraction (nginx logs `msec`).
+pub(crate) fn now_seconds() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
@@ -446,7 +447,7 @@ pub fn traffic_checks(service: &str, f: &accesslog::Figures, gate: &GateSpec, ov
     let figure = format!("{:.2}% ({} of {} requests in {}; limit {}%)", f.error_percent(), f.errors, f.requests, human(over), gate.max_5xx_percent);
     checks.push(if too_few {
         few(name, figure)
-    } else if f.errors > 0 && f.error_percent() >= gate.max_5xx_percent {
+    } else if too_many_5xx(f, gate) {
         Check::fail(name, figure, format!("{:.2}% of users' requests got a 5xx answer, not under {}%{note}", f.error_percent(), gate.max_5xx_percent))
     } else {
         Check::pass(name, figure)
@@ -464,6 +465,22 @@ pub fn traffic_checks(service: &str, f: &accesslog::Figures, gate: &GateSpec, ov
         });
     }
     checks
+}
+
+/// Whether users got too many 5xx answers: any, at a share not under `max_5xx` (so a 0% limit
+/// allows none). The gate and the deploy's watch window share this rule.
+fn too_many_5xx(f: &accesslog::Figures, gate: &GateSpec) -> bool {
+    f.errors > 0 && f.error_percent() >= gate.max_5xx_percent
+}
+
+/// The deploy's watch window judges a green by its users too: their requests to it since the
+/// switch, by the gate's `max_5xx` and `min_requests`. `Err(reason)` sends users back to blue;
+/// fewer requests than `min_requests` decide nothing (the probes still judge).
+pub fn watch_users(f: &accesslog::Figures, gate: &GateSpec) -> Result<(), String> {
+    if f.requests < gate.min_requests || !too_many_5xx(f, gate) {
+        return Ok(());
+    }
+    Err(format!("users' requests failed: {:.1}% 5xx of {} (limit {}%)", f.error_percent(), f.requests, gate.max_5xx_percent))
 }
 
 fn millis(d: Duration) -> String {
@@ -579,6 +596,29 @@ mod tests {
         let strict = GateSpec { max_5xx_percent: 0.0, ..spec(0, None) };
         assert_eq!(statuses(&ok, &strict), [Status::Fail]);
         assert_eq!(statuses(&Figures { requests: 5, errors: 0, p99: None }, &strict), [Status::Pass]);
+    }
+
+    #[test]
+    fn the_watch_switches_back_on_users_5xx_only_with_enough_requests() {
+        let f = |requests, errors| Figures { requests, errors, p99: None };
+        let gate = GateSpec { max_5xx_percent: 5.0, min_requests: 20, ..GateSpec::default() };
+        // Enough requests, too many of them failed: back to blue, saying why.
+        assert_eq!(watch_users(&f(57, 57), &gate), Err("users' requests failed: 100.0% 5xx of 57 (limit 5%)".into()));
+        assert_eq!(watch_users(&f(20, 1), &gate), Err("users' requests failed: 5.0% 5xx of 20 (limit 5%)".into()));
+        // Under the limit, or none failed: green stays.
+        assert_eq!(watch_users(&f(21, 1), &gate), Ok(()));
+        assert_eq!(watch_users(&f(500, 0), &gate), Ok(()));
+        // Fewer requests than min_requests: not on that ground, however bad they were.
+        assert_eq!(watch_users(&f(19, 19), &gate), Ok(()));
+        assert_eq!(watch_users(&f(0, 0), &gate), Ok(()));
+        // The same rule as the gate's check, on the same figures.
+        for (requests, errors) in [(57, 57), (20, 1), (21, 1), (19, 19), (500, 0)] {
+            let check = &traffic_checks("web", &f(requests, errors), &gate, Duration::from_secs(10), &[])[0];
+            assert_eq!(watch_users(&f(requests, errors), &gate).is_err(), check.status == Status::Fail, "{requests} {errors}");
+        }
+        // A 0% limit: one failure among enough requests is too many.
+        let strict = GateSpec { max_5xx_percent: 0.0, ..gate.clone() };
+        assert!(watch_users(&f(1000, 1), &strict).is_err());
     }
 
     #[test]

@@ -440,9 +440,21 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
     };
     let mut services = Vec::new();
     let mut specs = BTreeMap::new();
+    // One listing of the stack's services serves every spec recorded; a service it lacks (its
+    // stack label lost) is read by name.
+    let listed = engine.services(&stack.name).await.unwrap_or_default();
+    let read = |swarm_name: String| {
+        let seen = listed.iter().find(|i| i.name == swarm_name).cloned();
+        async move {
+            match seen {
+                Some(info) => Ok(Some(info)),
+                None => engine.service(&swarm_name).await,
+            }
+        }
+    };
     for (service, &live) in after.live.iter().filter(|(s, _)| matches!(stack.services.get(*s).map(|s| &s.role), Some(Role::Routed(_)) | None)) {
         let swarm_name = release::versioned_name(&stack.name, service, live);
-        let info = match engine.service(&swarm_name).await {
+        let info = match read(swarm_name.clone()).await {
             Ok(info) => info,
             Err(e) => {
                 out.warn(&format!("history: cannot read {swarm_name} ({e}); its spec is not recorded"));
@@ -460,7 +472,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
     // Plain services too: a rollback puts them back as they were with the routed releases.
     for (service, _) in stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Plain)) {
         let swarm_name = release::plain_name(&stack.name, service);
-        match engine.service(&swarm_name).await {
+        match read(swarm_name.clone()).await {
             Ok(Some(info)) => {
                 specs.insert(swarm_name, info.spec);
             }

@@ -18,7 +18,8 @@
 //! - [`proxy`] renders the nginx config (askama templates in `nginx-templates/`), installs it
 //!   into the running nginx tasks through the Docker API, tests, reloads and verifies.
 //! - [`health`] waits for Swarm tasks and probes HTTP through nginx, with deadlines.
-//! - [`accesslog`] reads what nginx saw (its JSON access log, through the Docker API);
+//! - [`accesslog`] reads what nginx saw (its JSON access log, through the Docker API), all at
+//!   once for the gate or a piece at a time for the deploy's watch window;
 //!   [`gate`] is `stackctl gate`: tasks, smoke checks, soak and users' 5xx share, for CI;
 //!   [`promote`] ships the digests live in one environment to another once its gate passed.
 //! - [`deploy`] is the blue-green story in one readable function; [`status`] reports;

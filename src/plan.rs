@@ -391,6 +391,23 @@ pub fn rollback(observed: &Observed, services: &[String], to: Option<u64>, recor
     Ok(Plan { release: None, steps })
 }
 
+/// Whether a rollback plan made from the running and retained releases alone (no history)
+/// is the one the history could still change. It cannot when every service goes back to a
+/// kept release that is exactly the one asked for (`--to rN`) or, without `--to`, the one right
+/// below the live release: no recorded release can lie in between. Such a rollback skips
+/// reading the history before it starts (a listing and a read per entry), which users would
+/// otherwise wait for with the old release still serving.
+pub fn is_final_without_history(plan: &Plan, to: Option<u64>) -> bool {
+    !plan.is_noop()
+        && plan.releases().all(|(_, live, green)| match green {
+            Green::Existing { release, .. } => match to {
+                Some(n) => *release == n,
+                None => live.is_some_and(|l| l == release + 1),
+            },
+            _ => false,
+        })
+}
+
 fn orphan(service: &str, s: &Existing) -> Step {
     Step::RemoveOrphan { service: service.to_string(), release: s.release.unwrap_or(0), id: s.id.clone() }
 }
@@ -742,6 +759,24 @@ mod tests {
         assert_eq!(steps, vec![Step::Release { service: "web".into(), blue: Some(3), green: Green::Existing { release: 2, id: "id-web-2".into() } }]);
         let err = rollback(&obs, &["web".into()], Some(0), &recorded).unwrap_err();
         assert!(err.contains("(it has r1, r2, r3, running, retained or in the history)"), "{err}");
+    }
+
+    #[test]
+    fn only_a_rollback_to_the_release_right_below_or_the_one_named_skips_the_history() {
+        let none = BTreeMap::new();
+        let names = vec!["web".to_string(), "api".to_string()];
+        let obs = observed(&[("web", 3), ("api", 3)], 3, vec![routed("web", 2, "b", 0), routed("web", 3, "c", 2), routed("api", 1, "x", 0), routed("api", 3, "y", 2)]);
+        // web r3 → r2 is right below; api r3 → r1 skips r2, which only the history may hold.
+        assert!(!is_final_without_history(&rollback(&obs, &names, None, &none).unwrap(), None));
+        assert!(is_final_without_history(&rollback(&obs, &["web".into()], None, &none).unwrap(), None));
+        // --to r1: api keeps exactly r1; web does not, so only the history can say (the rollback
+        // reads it when this plan fails).
+        assert!(is_final_without_history(&rollback(&obs, &["api".into()], Some(1), &none).unwrap(), Some(1)));
+        assert!(rollback(&obs, &["web".into()], Some(1), &none).is_err());
+        let obs = observed(&[("web", 3)], 3, vec![routed("web", 1, "a", 0), routed("web", 3, "c", 2)]);
+        assert!(!is_final_without_history(&rollback(&obs, &["web".into()], Some(2), &none).unwrap(), Some(2)));
+        // Nothing to do without the history says nothing: a recorded release may be asked for.
+        assert!(!is_final_without_history(&rollback(&obs, &["web".into()], Some(3), &none).unwrap(), Some(3)));
     }
 
     #[test]

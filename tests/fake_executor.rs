@@ -972,3 +972,41 @@ async fn a_rollback_to_a_standby_is_a_flip_and_a_dead_standby_is_not_trusted() {
     };
     tokio::join!(flip, dead);
 }
+
+/// Issue 14: a deploy's engine calls grow only with the objects it creates or changes. A v1 →
+/// v2 deploy of 6 routed services against one of 1: one green created and one blue scaled
+/// down per service, and otherwise the same reads and writes of nginx and the same lookups
+/// (switch files in one upload per nginx replica, one listing of the stack's services where
+/// each service used to be inspected, one read of nginx's connections for every drained
+/// release). The task listings of the health wait are left out: their number follows the
+/// clock, not the stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_calls_grow_only_with_the_services_a_deploy_changes() {
+    use stackctl::engine::counting::{Calls, Counting};
+    async fn v1_to_v2(services: usize) -> Calls {
+        let fake = FakeEngine::new();
+        let port = fake.serve_nginx().await.expect("a loopback port for the fake nginx");
+        let engine = Counting::new(fake);
+        let stack = |tag: &str| {
+            let mut text = stack_file(port, 1, tag);
+            let web = text.split_off(text.find("  web:\n").expect("the web service"));
+            for i in 1..=services {
+                text.push_str(&web.replace("  web:\n", &format!("  web{i}:\n")).replace(HOST, &format!("w{i}.example")).replace("watch: 400ms", "watch: 0s"));
+            }
+            spec::load_str(Path::new("fx.yml"), &text, &LoadOptions::default()).expect("valid").stack
+        };
+        let opts = Options::default();
+        deploy::deploy(&engine, &stack("v1"), &opts, &Events::silent()).await.expect("v1");
+        engine.take();
+        let report = deploy::deploy(&engine, &stack("v2"), &opts, &Events::silent()).await.expect("v2");
+        assert_eq!(report.switched.len(), services, "{:?}", report.switched);
+        engine.take()
+    }
+    let (one, six) = tokio::join!(v1_to_v2(1), v1_to_v2(6));
+    assert_eq!((one.of("create_service"), six.of("create_service")), (1, 6), "one green per service: {one} / {six}");
+    assert_eq!((one.of("update_service"), six.of("update_service")), (1, 6), "one blue scaled down per service: {one} / {six}");
+    for op in ["put_files", "get_dir", "get_file", "exec", "network_addresses", "service", "services", "tasks"] {
+        assert_eq!(one.of(op), six.of(op), "{op}: 1 service: {one}\n6 services: {six}");
+    }
+    assert!(six.of("put_files") >= 1, "the switch files went in: {six}");
+}

@@ -180,8 +180,8 @@ impl<E: Engine> Engine for Counting<E> {
         self.count("exec").exec(container, cmd).await
     }
 
-    async fn put_file(&self, container: &str, dir: &str, name: &str, content: &[u8]) -> Result<()> {
-        self.count("put_file").put_file(container, dir, name, content).await
+    async fn put_files(&self, container: &str, dir: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        self.count("put_files").put_files(container, dir, files).await
     }
 
     async fn container_health(&self, container: &str) -> Result<Option<String>> {
@@ -290,7 +290,7 @@ mod tests {
         async fn exec(&self, _: &str, _: &[&str]) -> Result<ExecOutput> {
             Err(away())
         }
-        async fn put_file(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<()> {
+        async fn put_files(&self, _: &str, _: &str, _: &[(&str, &[u8])]) -> Result<()> {
             Err(away())
         }
         async fn container_health(&self, _: &str) -> Result<Option<String>> {

@@ -583,22 +583,25 @@ impl Engine for DockerEngine {
         Ok(ExecOutput { exit_code: inspect.exit_code.unwrap_or(-1), output })
     }
 
-    async fn put_file(&self, container: &str, dir: &str, name: &str, content: &[u8]) -> Result<()> {
+    async fn put_files(&self, container: &str, dir: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        let names = files.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        let bad = |e: std::io::Error| EngineError::Other(format!("building tar for {names}: {e}"));
+        let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, content)
-            .map_err(|e| EngineError::Other(format!("building tar for {name}: {e}")))?;
-        let archive = builder.into_inner().map_err(|e| EngineError::Other(format!("building tar for {name}: {e}")))?;
+        for (name, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(mtime);
+            header.set_cksum();
+            builder.append_data(&mut header, name, *content).map_err(bad)?;
+        }
+        let archive = builder.into_inner().map_err(bad)?;
         let opts = UploadToContainerOptions { path: dir.to_string(), ..Default::default() };
         self.docker
             .upload_to_container(container, Some(opts), bollard::body_full(archive.into()))
             .await
-            .map_err(|e| self.map(&format!("write {dir}/{name} in {}", short(container)), e))
+            .map_err(|e| self.map(&format!("write {names} in {dir} of {}", short(container)), e))
     }
 
     async fn container_health(&self, container: &str) -> Result<Option<String>> {

@@ -56,7 +56,7 @@ pub enum Op {
     NginxTest,
     /// `nginx -s reload`; subject: the container.
     NginxReload,
-    /// Subject: the file name (`live.conf`, `live-green-…`).
+    /// One upload; subject: its file names (`live.conf`, `live-green-…`), space separated.
     PutFile,
     /// `rm -f` of switch files; subject: the paths, space separated.
     RemoveFiles,
@@ -938,12 +938,16 @@ impl Engine for FakeEngine {
         }
     }
 
-    async fn put_file(&self, container: &str, dir: &str, name: &str, content: &[u8]) -> Result<()> {
+    async fn put_files(&self, container: &str, dir: &str, files: &[(&str, &[u8])]) -> Result<()> {
         if !self.lock().is_running_container(container) {
             return Err(EngineError::NotFound(format!("container {container} is not running")));
         }
-        if self.gate(Op::PutFile, name).await? == Then::Proceed {
-            self.lock().files.insert(format!("{dir}/{name}"), content.to_vec());
+        let names = files.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ");
+        if self.gate(Op::PutFile, &names).await? == Then::Proceed {
+            let mut st = self.lock();
+            for (name, content) in files {
+                st.files.insert(format!("{dir}/{name}"), content.to_vec());
+            }
         }
         Ok(())
     }

@@ -260,14 +260,25 @@ pub trait Engine: Send + Sync {
     /// is (the caller waits and tries again). Volumes are refused: stackctl keeps them.
     fn remove_object(&self, kind: ObjectType, id: &str) -> impl Future<Output = Result<()>> + Send;
     fn exec(&self, container: &str, cmd: &[&str]) -> impl Future<Output = Result<ExecOutput>> + Send;
-    /// Write one file into a running container (through a tar upload; no host access needed).
+    /// Write files into a directory of a running container, `(name, content)` each, in one
+    /// request (one tar upload; no host access needed): a switch of 12 services is one upload
+    /// per nginx replica, not 12.
+    fn put_files(
+        &self,
+        container: &str,
+        dir: &str,
+        files: &[(&str, &[u8])],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// [`Engine::put_files`] of one file.
     fn put_file(
         &self,
         container: &str,
         dir: &str,
         name: &str,
         content: &[u8],
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move { self.put_files(container, dir, &[(name, content)]).await }
+    }
     /// Docker's health status of a container on this node (`healthy`, `unhealthy`,
     /// `starting`), `None` when it has no health check or is not on this node.
     fn container_health(&self, container: &str) -> impl Future<Output = Result<Option<String>>> + Send;

@@ -187,8 +187,8 @@ impl<E: Engine + Clone + 'static> Engine for Retrying<E> {
         retry(self.backoff, || self.inner.exec(container, cmd)).await.0
     }
 
-    async fn put_file(&self, container: &str, dir: &str, name: &str, content: &[u8]) -> Result<()> {
-        retry(self.backoff, || self.inner.put_file(container, dir, name, content)).await.0
+    async fn put_files(&self, container: &str, dir: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        retry(self.backoff, || self.inner.put_files(container, dir, files)).await.0
     }
 
     async fn container_health(&self, container: &str) -> Result<Option<String>> {
@@ -398,7 +398,7 @@ mod tests {
         async fn exec(&self, _: &str, _: &[&str]) -> Result<ExecOutput> {
             unimplemented!()
         }
-        async fn put_file(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<()> {
+        async fn put_files(&self, _: &str, _: &str, _: &[(&str, &[u8])]) -> Result<()> {
             unimplemented!()
         }
         async fn container_health(&self, _: &str) -> Result<Option<String>> {

@@ -145,17 +145,16 @@ impl<E: Engine> NginxProxy<'_, E> {
     }
 
     async fn create_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
-        // One upload per file, all at once (bounded): a switch of 12 services is not 12
-        // uploads in a row. A file already there is left alone: replicas on one node share the
-        // volume, and uploading it again replaces it, so for a moment it would not exist and
-        // users would be sent back to blue.
-        let uploads = files.iter().map(|f| async move {
-            if self.engine.get_file(container, &format!("{}/{f}", self.config_dir)).await?.is_some() {
-                return Ok(());
-            }
-            self.engine.put_file(container, &self.config_dir, f, b"").await.map_err(ProxyError::from)
-        });
-        crate::deploy::at_once(uploads.collect()).await
+        // Two requests per replica, however many services switch: one read of the directory,
+        // one upload of the files missing from it. A file already there is left alone:
+        // replicas on one node share the volume, and uploading it again replaces it, so for a
+        // moment it would not exist and users would be sent back to blue.
+        let there = self.engine.get_dir(container, &self.config_dir).await?.unwrap_or_default();
+        let missing: Vec<(&str, &[u8])> = files.iter().filter(|f| !there.contains_key(*f)).map(|f| (f.as_str(), &b""[..])).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Ok(self.engine.put_files(container, &self.config_dir, &missing).await?)
     }
 
     /// Write `content` as `name` in the config directory of every replica, unless it is there
@@ -244,14 +243,15 @@ impl<E: Engine> NginxProxy<'_, E> {
         Ok(Installed { replicas: containers, unchanged })
     }
 
-    /// TCP connections every nginx replica holds open (ESTABLISHED) to any of `servers`
-    /// (`ip:port`), read from the kernel's table in each container (`/proc/net/tcp`, so no
-    /// tool is needed in the image). nginx keeps no idle connections to releases (it proxies
-    /// to a variable, so there is no pool): each one counted is a request still being served,
-    /// an upgraded WebSocket, or a response still streaming.
-    pub async fn open_connections(&self, servers: &[String]) -> Result<usize, ProxyError> {
-        let wanted: BTreeSet<SocketAddrV4> = servers.iter().filter_map(|s| s.parse().ok()).collect();
-        let mut open = 0;
+    /// TCP connections every nginx replica holds open (ESTABLISHED) to any of the servers
+    /// (`ip:port`) of each group, one count per group: one read of the kernel's table per
+    /// replica (`/proc/net/tcp`, so no tool is needed in the image) however many groups.
+    /// nginx keeps no idle connections to releases (it proxies to a variable, so there is no
+    /// pool): each one counted is a request still being served, an upgraded WebSocket, or a
+    /// response still streaming.
+    pub async fn open_connections(&self, groups: &[Vec<String>]) -> Result<Vec<usize>, ProxyError> {
+        let wanted: Vec<BTreeSet<SocketAddrV4>> = groups.iter().map(|g| g.iter().filter_map(|s| s.parse().ok()).collect()).collect();
+        let mut open = vec![0; groups.len()];
         for c in self.containers().await? {
             let out = self.engine.exec(&c, &["cat", "/proc/net/tcp"]).await?;
             if out.exit_code != 0 {
@@ -260,7 +260,11 @@ impl<E: Engine> NginxProxy<'_, E> {
                     out.output.trim()
                 ))));
             }
-            open += established_to(&out.output).filter(|peer| wanted.contains(peer)).count();
+            for peer in established_to(&out.output) {
+                for (n, servers) in open.iter_mut().zip(&wanted) {
+                    *n += usize::from(servers.contains(&peer));
+                }
+            }
         }
         Ok(open)
     }

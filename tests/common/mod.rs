@@ -320,6 +320,24 @@ pub fn assert_load_clean(sum: &Summary, min_requests: usize, reloads: usize) {
     assert_retries_bounded(sum, reloads);
 }
 
+/// What a deploy whose green failed its watch window ends with: exit 1, the failed watch's
+/// message (`reason` in it), users back on `blue` (`r1`) with the live release intact, and in
+/// its `--output json` result the phases `watch` and `switch back` but no `retire`. Returns the
+/// phases with their seconds.
+pub fn assert_switched_back_in_watch(out: &Output, reason: &str, blue: &str) -> Vec<(String, f64)> {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("failed while watching green after the switch"), "{err}");
+    assert!(err.contains(&format!("green failed after the switch: {reason}")) && err.contains(&format!("traffic is back on {blue}")), "{err}");
+    assert!(err.contains("The live release is intact"), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("error JSON");
+    let phases: Vec<(String, f64)> =
+        report["phases"].as_array().unwrap().iter().map(|p| (p["phase"].as_str().unwrap().to_string(), p["seconds"].as_f64().unwrap())).collect();
+    let has = |name: &str| phases.iter().any(|p| p.0 == name);
+    assert!(has("watch") && has("switch back") && !has("retire"), "{phases:?}");
+    phases
+}
+
 /// Load through nginx on a background runtime, one or more runs of workers; samples are
 /// visible while it runs, so tests wait for answers instead of sleeping.
 pub struct Load {

@@ -24,7 +24,7 @@ REBUILD="${STACKCTL_RIG_REBUILD:-0}"
 SUITE="bookworm"
 HASH_LABEL="io.stackctl.rig.hash"
 APT_PKGS=(docker.io busybox-static debootstrap docker-registry apache2-utils curl ca-certificates socat openssl websocketd)
-DEMO_IMAGES=(stackctl-demo:v1 stackctl-demo:v2 stackctl-demo:broken stackctl-demo:flaky stackctl-demo:dies)
+DEMO_IMAGES=(stackctl-demo:v1 stackctl-demo:v2 stackctl-demo:broken stackctl-demo:flaky stackctl-demo:dies stackctl-demo:fails)
 NGINX_IMAGE="stackctl-nginx:latest"
 NGINX_NORELOAD_IMAGE="stackctl-nginx:noreload"   # `nginx -s reload` can silently do nothing
 WS_IMAGES=(stackctl-ws:v1 stackctl-ws:v2)          # websocketd echo servers (WebSocket tests)
@@ -329,11 +329,23 @@ selftest_demo() { # REF VERSION
   local ref="$1" ver="$2" c out st i want=healthy pass=0 fail=0
   c=$(docker run -d -e DIE_AFTER=4 "$ref") || die "cannot run $ref"
   SELFTEST_CONTAINER=$c   # removed by the EXIT trap even if we die below
-  for ((i = 0; i < 40; i++)); do
-    out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/ 2>/dev/null) && break; sleep 0.25
-  done
-  [[ $out == "$ver" ]] || die "$ref: / returned '$out', expected '$ver'"
-  if [[ $ver == broken ]]; then
+  if [[ $ver == fails ]]; then
+    # Healthy by its /healthz, but users get 500 on /.
+    for ((i = 0; i < 40; i++)); do
+      out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz 2>/dev/null) && break; sleep 0.25
+    done
+    [[ $out == ok ]] || die "$ref: /healthz returned '$out'"
+    out=$(docker exec "$c" /bin/busybox wget -S -O /dev/null http://127.0.0.1/ 2>&1) && die "$ref: / must fail"
+    [[ $out == *" 500 "* ]] || die "$ref: / must answer 500, got: $out"
+  else
+    for ((i = 0; i < 40; i++)); do
+      out=$(docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/ 2>/dev/null) && break; sleep 0.25
+    done
+    [[ $out == "$ver" ]] || die "$ref: / returned '$out', expected '$ver'"
+  fi
+  if [[ $ver == fails ]]; then
+    :
+  elif [[ $ver == broken ]]; then
     want=unhealthy
     docker exec "$c" /bin/busybox wget -q -O - http://127.0.0.1/healthz >/dev/null 2>&1 && die "$ref: /healthz must fail"
   elif [[ $ver == flaky ]]; then
@@ -419,7 +431,7 @@ ensure_image() {
   esac
 }
 
-build_demo() { # VERSION  (v1 | v2 | broken | flaky | dies)
+build_demo() { # VERSION  (v1 | v2 | broken | flaky | dies | fails)
   local ver="$1" img="stackctl-demo:$1" ref="$REGISTRY/stackctl-demo:$1"
   local ctx="$RIG/build/demo-$ver"
   rm -rf "$ctx"
@@ -428,6 +440,16 @@ build_demo() { # VERSION  (v1 | v2 | broken | flaky | dies)
   printf '%s\n' "$ver" >"$ctx/rootfs/www/index.html"
   # "broken" has no /healthz -> 404 -> HEALTHCHECK never passes
   [[ $ver == broken ]] || printf 'ok\n' >"$ctx/rootfs/www/healthz"
+  # "fails": healthy by /healthz, but / answers 500 to users: with no index.html, busybox httpd
+  # runs /cgi-bin/index.cgi for the directory.
+  if [[ $ver == fails ]]; then
+    rm -f "$ctx/rootfs/www/index.html"
+    cat >"$ctx/rootfs/www/cgi-bin/index.cgi" <<'EOF'
+#!/bin/sh
+printf 'Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nfails\n'
+EOF
+    chmod 755 "$ctx/rootfs/www/cgi-bin/index.cgi"
+  fi
   cat >"$ctx/rootfs/www/cgi-bin/slow" <<EOF
 #!/bin/sh
 # /cgi-bin/slow?N : sleep N seconds (digits only, default 2, max 60), then answer the version.
@@ -718,7 +740,7 @@ selftest_ws() { # REF
   docker rm -f "$c" >/dev/null; SELFTEST_CONTAINER=""
 }
 
-for v in v1 v2 broken flaky dies; do build_demo "$v"; done
+for v in v1 v2 broken flaky dies fails; do build_demo "$v"; done
 for v in v1 v2; do build_ws "$v"; done
 build_nginx
 build_nginx_noreload
