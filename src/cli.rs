@@ -23,6 +23,8 @@ Examples:
   stackctl promote stacks/shop.yml --from staging --to production
   stackctl history stacks/demo.yml --service web
   stackctl down stacks/demo.yml --yes            # remove the stack; named volumes are kept
+  stackctl maintenance on stacks/demo.yml --service web   # users get 503 + Retry-After
+  stackctl maintenance off stacks/demo.yml
   stackctl deploy stacks/shop.yml --env staging  # shop.yml with shop.staging.yml over it
   stackctl status stacks/shop.yml --env production --context prod
 
@@ -79,6 +81,33 @@ pub enum Command {
     /// (nothing changed); 4: the gate could not check; else as deploy.
     #[command(after_help = EXAMPLES)]
     Promote(PromoteArgs),
+    /// Serve users of routed services a 503 with Retry-After (and the stack's page) instead of
+    /// the release (`on`), or send them back to it (`off`); no nginx reload. Exit 0 done (also
+    /// when already so), 1 refused or failed, 2 usage or stack-file error.
+    #[command(after_help = EXAMPLES)]
+    Maintenance(MaintenanceArgs),
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    /// on: users get 503; off: they reach the live release again.
+    #[arg(value_enum)]
+    pub state: Switch,
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Only this routed service (default: every routed service of the stack).
+    #[arg(long, value_name = "SERVICE")]
+    pub service: Option<String>,
+    /// Wait this long for a deploy of the same stack to finish (default: don't wait).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -358,8 +387,9 @@ mod tests {
 
     #[test]
     fn every_command_taking_a_file_takes_env_and_context() {
-        for command in ["deploy", "status", "plan", "rollback", "history", "down", "gate"] {
-            let cli = Cli::try_parse_from(["stackctl", command, "s.yml", "--env", "staging", "--context", "stage-1"]).unwrap();
+        for command in ["deploy", "status", "plan", "rollback", "history", "down", "gate", "maintenance"] {
+            let args: &[&str] = if command == "maintenance" { &["stackctl", command, "on", "s.yml"] } else { &["stackctl", command, "s.yml"] };
+            let cli = Cli::try_parse_from(args.iter().copied().chain(["--env", "staging", "--context", "stage-1"])).unwrap();
             let stack = match cli.command {
                 Command::Deploy(a) => a.stack,
                 Command::Status(a) => a,
@@ -368,6 +398,7 @@ mod tests {
                 Command::History(a) => a.stack,
                 Command::Down(a) => a.stack,
                 Command::Gate(a) => a.stack,
+                Command::Maintenance(a) => a.stack,
                 Command::Promote(_) => unreachable!("promote takes --from and --to, not --env"),
             };
             assert_eq!((stack.env.as_deref(), stack.context.as_deref()), (Some("staging"), Some("stage-1")), "{command}");
@@ -395,6 +426,18 @@ mod tests {
         assert_eq!((side.file, side.env.as_deref(), side.output), (PathBuf::from("s.yml"), Some("production"), Format::Json));
         assert!(Cli::try_parse_from(["stackctl", "promote", "s.yml", "--from", "staging"]).is_err(), "--to is required");
         assert!(Cli::try_parse_from(["stackctl", "promote", "s.yml", "--from", "../x", "--to", "production"]).is_err());
+    }
+
+    #[test]
+    fn cli_parses_maintenance() {
+        let cli = Cli::try_parse_from(["stackctl", "maintenance", "on", "s.yml", "--service", "web", "--env", "prod", "--lock-wait", "30s"]).unwrap();
+        let Command::Maintenance(m) = cli.command else { panic!("not maintenance") };
+        assert_eq!((m.state, m.service.as_deref(), m.stack.env.as_deref(), m.lock_wait), (Switch::On, Some("web"), Some("prod"), Duration::from_secs(30)));
+        let Command::Maintenance(m) = Cli::try_parse_from(["stackctl", "maintenance", "off", "s.yml"]).unwrap().command else { panic!() };
+        assert_eq!((m.state, m.service), (Switch::Off, None));
+        for bad in [&["stackctl", "maintenance", "s.yml"][..], &["stackctl", "maintenance", "maybe", "s.yml"], &["stackctl", "maintenance", "on"]] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -251,6 +251,7 @@ async fn record<E: Engine>(engine: &E, stack: &Stack, report: &Report, out: &Eve
         env: stack.environment.name.clone(),
         checks: report.checks.clone(),
         promoted_from: None,
+        maintenance: Vec::new(),
     };
     match history::append_unlocked(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => Some(done.number),

@@ -49,6 +49,8 @@ pub enum Verb {
     Rollback,
     /// `stackctl gate`: the checks a release passed or was held by.
     Gate,
+    /// `stackctl maintenance on|off`: which services it put in or took out of maintenance.
+    Maintenance,
 }
 
 /// How it ended.
@@ -69,6 +71,10 @@ pub enum Outcome {
     Held,
     /// A gate with no failed check but one that could not decide (too few requests).
     Inconclusive,
+    /// `maintenance on`: users of [`Entry::maintenance`] get a 503 instead of the release.
+    On,
+    /// `maintenance off`: they reach the release again.
+    Off,
 }
 
 impl Outcome {
@@ -82,6 +88,8 @@ impl Outcome {
             Outcome::Passed => "passed",
             Outcome::Held => "held",
             Outcome::Inconclusive => "inconclusive",
+            Outcome::On => "on",
+            Outcome::Off => "off",
         }
     }
 }
@@ -181,6 +189,9 @@ pub struct Entry {
     /// out?" has an answer in the target's own history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_from: Option<Origin>,
+    /// `stackctl maintenance`: the routed services it switched on or off (see `outcome`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<String>,
 }
 
 /// The environment a promoted release came from, as it was when the promote ran.
@@ -204,6 +215,9 @@ impl Entry {
     /// nothing (a failed or interrupted deploy does not say which service it was for) in a
     /// stack where `service` was live or nothing was yet.
     pub fn touches(&self, service: &str) -> bool {
+        if self.verb == Verb::Maintenance {
+            return self.maintenance.iter().any(|s| s == service);
+        }
         if self.services.iter().any(|s| s.switched) {
             return self.services.iter().any(|s| s.switched && s.service == service);
         }
@@ -221,6 +235,9 @@ impl Entry {
     }
 
     fn own_changes(&self) -> String {
+        if self.verb == Verb::Maintenance {
+            return format!("maintenance {} {}", self.outcome.as_str(), self.maintenance.join(", "));
+        }
         if self.verb == Verb::Gate {
             return self.services.iter().map(|s| format!("{} r{}", s.service, s.release)).collect::<Vec<_>>().join(", ");
         }
@@ -481,6 +498,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         env: stack.environment.name.clone(),
         checks: Vec::new(),
         promoted_from: origin.cloned(),
+        maintenance: Vec::new(),
     };
     match append(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => {
@@ -588,6 +606,7 @@ mod tests {
             env: None,
             checks: Vec::new(),
             promoted_from: None,
+            maintenance: Vec::new(),
         }
     }
 

@@ -24,7 +24,8 @@
 //!   [`promote`] ships the digests live in one environment to another once its gate passed.
 //! - [`deploy`] is the blue-green story in one readable function; [`status`] reports;
 //!   [`history`] keeps what each deploy did in the cluster (one Swarm config per entry);
-//!   [`down`] removes a stack and everything stackctl created for it, keeping named volumes.
+//!   [`down`] removes a stack and everything stackctl created for it, keeping named volumes;
+//!   [`maintenance`] puts routed services behind a 503 and back, switched by a file in nginx.
 //! - [`cli`] turns arguments into requests; `main.rs` maps errors to exit codes; [`context`]
 //!   picks the engine (`--context`, `DOCKER_HOST`, `DOCKER_CONTEXT`, `x-stackctl.context`).
 //! - [`cancel`] turns SIGINT/SIGTERM into a flag the deploy checks; [`faults`] holds the
@@ -44,6 +45,7 @@ pub mod gate;
 pub mod health;
 pub mod history;
 pub mod loadgen;
+pub mod maintenance;
 pub mod observe;
 pub mod outcome;
 pub mod events;

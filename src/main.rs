@@ -61,6 +61,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Down(args) => down(&args).await,
         Command::Gate(args) => gate(&args).await,
         Command::Promote(args) => promote(&args).await,
+        Command::Maintenance(args) => maintenance(&args).await,
         Command::Deploy(args) => {
             let format = args.stack.output;
             let out = args.stack.events();
@@ -124,19 +125,7 @@ async fn run(cli: Cli) -> i32 {
                 status::status(&engine, &stack).await.map_err(|e| DeployError::Refused(e.to_string()))
             }
             .await;
-            match result {
-                Ok(report) => {
-                    match args.output {
-                        Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("status serialises")),
-                        Format::Text => print!("{}", report.to_text()),
-                    }
-                    0
-                }
-                Err(e) => {
-                    report_error(args.output, &e, &out);
-                    e.exit_code()
-                }
-            }
+            print_result(args.output, result, &out, status::StatusReport::to_text)
         }
     }
 }
@@ -368,6 +357,53 @@ async fn promote(args: &cli::PromoteArgs) -> i32 {
     }
 }
 
+/// The maintenance command: exit 0 switched (or already so), 1 refused or failed, 2 usage or
+/// stack-file error (see stackctl::maintenance).
+async fn maintenance(args: &cli::MaintenanceArgs) -> i32 {
+    let format = args.stack.output;
+    let out = args.stack.events();
+    let stack = match load(&args.stack, Default::default(), &out) {
+        Ok(stack) => stack,
+        Err(e) => {
+            report_error(format, &e, &out);
+            return e.exit_code();
+        }
+    };
+    let services = match stackctl::maintenance::services(&stack, args.service.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("next: nothing was changed; name a routed service with --service, or leave it out for all");
+            return 2;
+        }
+    };
+    let on = args.state == cli::Switch::On;
+    let result = async {
+        let engine = engine(&args.stack, &stack).await?;
+        stackctl::maintenance::maintenance(&engine, &stack, on, services, args.lock_wait, &out).await
+    }
+    .await;
+    out.end_phase();
+    print_result(format, result, &out, stackctl::maintenance::MaintenanceReport::to_text)
+}
+
+/// Print a command's report (its text, or JSON) and exit 0, or its error and its exit code.
+fn print_result<R: serde::Serialize>(format: Format, result: Result<R, DeployError>, out: &Events, text: impl Fn(&R) -> String) -> i32 {
+    match result {
+        Ok(report) => {
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")),
+                Format::Text => print!("{}", text(&report)),
+            }
+            0
+        }
+        Err(e) => {
+            report_error(format, &e, out);
+            e.exit_code()
+        }
+    }
+}
+
 /// Exit code of `down` when it would have to ask but cannot (stdin is not a terminal).
 const EXIT_NEEDS_YES: i32 = 2;
 
@@ -399,19 +435,7 @@ async fn down(args: &cli::DownArgs) -> i32 {
         }
     };
     out.end_phase();
-    match result {
-        Ok(report) => {
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("down report serialises")),
-                Format::Text => print!("{}", report.to_text()),
-            }
-            0
-        }
-        Err(e) => {
-            report_error(format, &e, &out);
-            e.exit_code()
-        }
-    }
+    print_result(format, result, &out, down::DownReport::to_text)
 }
 
 /// Go ahead with `--yes`; otherwise ask on a terminal (y/N). The exit code when not to.

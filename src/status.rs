@@ -56,6 +56,8 @@ pub struct StatusReport {
     pub serving: BTreeMap<String, u64>,
     /// The colour nginx sends the users of each routed service to.
     pub colours: BTreeMap<String, String>,
+    /// Routed services in maintenance (`stackctl maintenance on`): users get a 503.
+    pub maintenance: Vec<String>,
     /// Set while a deploy is running.
     pub lock: Option<LockInfo>,
     /// Disagreements worth a look (nginx and the record out of step, live release missing).
@@ -110,6 +112,13 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
         }
         _ => (BTreeMap::new(), BTreeMap::new()),
     };
+    let maintenance = match (&routing, &files) {
+        (Some(r), Some(files)) => {
+            let flags: Vec<String> = r.maintenance_files.values().cloned().collect();
+            r.in_maintenance(&files.present(&flags)).into_iter().collect()
+        }
+        _ => Vec::new(),
+    };
     let mut problems = Vec::new();
     // The newest entry that names an outcome: what the stack is now.
     let entries = match history::read(engine, &stack.name).await {
@@ -119,8 +128,9 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
             Vec::new()
         }
     };
-    // A gate only looked; the environment is the one the stack was last deployed as.
-    let deploys: Vec<&history::Entry> = entries.iter().filter(|e| e.verb != history::Verb::Gate).collect();
+    // A gate only looked, maintenance only switched nginx; the environment is the one the
+    // stack was last deployed as.
+    let deploys: Vec<&history::Entry> = entries.iter().filter(|e| matches!(e.verb, history::Verb::Deploy | history::Verb::Rollback)).collect();
     let env = deploys.first().and_then(|e| e.env.clone());
     if !deploys.is_empty() && env != stack.environment.name {
         let name = |e: &Option<String>| e.as_deref().map_or("no environment".to_string(), |e| format!("environment {e}"));
@@ -141,7 +151,7 @@ pub async fn status<E: Engine>(engine: &E, stack: &Stack) -> Result<StatusReport
             None => problems.push(format!("nginx has no route for {service}")),
         }
     }
-    Ok(StatusReport { stack: stack.name.clone(), env, live: record.live, services, routing, serving, colours, lock: record.lock, problems })
+    Ok(StatusReport { stack: stack.name.clone(), env, live: record.live, services, routing, serving, colours, maintenance, lock: record.lock, problems })
 }
 
 impl StatusReport {
@@ -173,6 +183,10 @@ impl StatusReport {
         match &self.routing {
             Some(_) => {
                 for (svc, colour) in &self.colours {
+                    if self.maintenance.contains(svc) {
+                        s.push_str(&format!("  nginx answers users of {svc} 503 (maintenance on); the {colour} release stays live behind it\n"));
+                        continue;
+                    }
                     match self.serving.get(svc) {
                         Some(n) => s.push_str(&format!("  nginx sends users of {svc} to {colour}: r{n}\n")),
                         None => s.push_str(&format!("  nginx sends users of {svc} to {colour}, where no release runs\n")),

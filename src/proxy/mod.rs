@@ -48,12 +48,24 @@ pub struct ServiceRouting {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingSummary {
     pub green_files: BTreeMap<String, String>,
+    /// Per routed service, the file whose existence puts it in maintenance (503 to users).
+    /// Empty in configs rendered before maintenance existed: those cannot be switched.
+    #[serde(default)]
+    pub maintenance_files: BTreeMap<String, String>,
 }
 
 impl RoutingSummary {
     /// The summary a config rendered for the routes of `stack` carries.
     pub fn of(stack: &Stack) -> RoutingSummary {
-        RoutingSummary { green_files: crate::spec::routed(stack).map(|(n, _)| (n.clone(), green_file(n))).collect() }
+        RoutingSummary {
+            green_files: crate::spec::routed(stack).map(|(n, _)| (n.clone(), green_file(n))).collect(),
+            maintenance_files: crate::spec::routed(stack).map(|(n, _)| (n.clone(), maintenance_file(n))).collect(),
+        }
+    }
+
+    /// The routed services in maintenance, given which of the files exist.
+    pub fn in_maintenance(&self, present: &std::collections::BTreeSet<String>) -> std::collections::BTreeSet<String> {
+        self.maintenance_files.iter().filter(|(_, file)| present.contains(*file)).map(|(service, _)| service.clone()).collect()
     }
 
     /// The colour users of each routed service reach, given which of the files exist.
@@ -91,6 +103,8 @@ struct ConfigTemplate<'a> {
     /// The `Connection` header sent to releases: `upgrade` for a WebSocket handshake, none
     /// otherwise (per stack, as nginx variables are global to the http block).
     upgrade_var: String,
+    /// `Retry-After` of the maintenance answer, in seconds.
+    retry_after: u64,
     routes: Vec<RouteView>,
     servers: Vec<ServerView>,
 }
@@ -108,6 +122,8 @@ struct LocationView {
     var: Option<String>,
     /// The route's own settings (nginx's defaults for a 404 location).
     settings: SettingsView,
+    /// The route's maintenance switch: (variable, URI of its page); `None` for a 404 location.
+    maintenance: Option<(String, String)>,
 }
 
 /// A route's settings as nginx writes them: sizes in bytes, timeouts in milliseconds.
@@ -157,12 +173,32 @@ struct TargetView {
     green: String,
     /// Full path of the file whose existence sends users to `green`.
     green_file: String,
+    /// 1 while the service is in maintenance, for users' requests (never stackctl's own).
+    maint_var: String,
+    /// Full path of the file whose existence puts the service in maintenance.
+    maint_file: String,
+    /// The internal URI nginx answers a request in maintenance with, and the page it serves.
+    maint_uri: String,
+    maint_page: String,
 }
 
 /// The file (in the proxy's config directory) whose existence sends the users of `service` to
 /// its green colour; without it they go to blue. Creating or removing it is the switch.
 pub fn green_file(service: &str) -> String {
     format!("live-green-{service}")
+}
+
+/// The file (in the proxy's config directory) whose existence puts `service` in maintenance:
+/// users get a 503 with `Retry-After` and the [`maintenance_page`], stackctl's own requests
+/// (health gate, switch verification) still reach the release.
+pub fn maintenance_file(service: &str) -> String {
+    format!("maintenance-{service}")
+}
+
+/// The page (in the proxy's config directory) served while `service` is in maintenance;
+/// `stackctl maintenance on` writes it before it creates the [`maintenance_file`].
+pub fn maintenance_page(service: &str) -> String {
+    format!("maintenance-{service}.html")
 }
 
 /// An nginx variable name for `kind` of thing, unique to (stack, service). nginx variables are
@@ -202,7 +238,9 @@ pub fn render_routes(stack: &Stack, routed: &[(String, Route)], token: &str) -> 
     // Servers keyed by host name; "" is the default server (routes without hosts).
     let mut servers: BTreeMap<String, Vec<LocationView>> = BTreeMap::new();
     let mut targets: BTreeMap<String, TargetView> = BTreeMap::new();
-    let mut summary = RoutingSummary { green_files: BTreeMap::new() };
+    let mut summary = RoutingSummary { green_files: BTreeMap::new(), maintenance_files: BTreeMap::new() };
+    let retry_after = stack.x.maintenance.retry_after;
+    allow::check_retry_after(retry_after).map_err(|why| unsafe_value("retry_after", &format!("{retry_after:?}"), &why))?;
 
     for (service, route) in routed {
         check_name("service name", service, allow::check_service_name)?;
@@ -214,8 +252,18 @@ pub fn render_routes(stack: &Stack, routed: &[(String, Route)], token: &str) -> 
         let green_path = format!("{}/{file}", stack.x.proxy.config_dir);
         check_path(&green_path)?;
         summary.green_files.insert(service.clone(), file);
+        let config_dir = &stack.x.proxy.config_dir;
+        let maint_file = format!("{config_dir}/{}", maintenance_file(service));
+        let maint_page = format!("{config_dir}/{}", maintenance_page(service));
+        let maint_uri = format!("/.stackctl-maintenance/{}/{service}", stack.name);
+        for p in [&maint_file, &maint_page, &maint_uri] {
+            check_path(p)?;
+        }
+        summary.maintenance_files.insert(service.clone(), maintenance_file(service));
         routes.push(RouteView { var: preview.clone(), blue: blue.clone(), green: green.clone() });
-        targets.insert(var.clone(), TargetView { var: var.clone(), preview, blue, green, green_file: green_path });
+        let maint_var = nginx_var("maint", &stack.name, Some(service));
+        let target = TargetView { var: var.clone(), preview, blue, green, green_file: green_path, maint_var, maint_file, maint_uri, maint_page };
+        targets.insert(var.clone(), target);
 
         check_path(&route.path)?;
         for h in &route.hosts {
@@ -232,7 +280,9 @@ pub fn render_routes(stack: &Stack, routed: &[(String, Route)], token: &str) -> 
             let locations = servers.entry(host).or_default();
             for matcher in &matchers {
                 let settings = SettingsView::of(&route.settings)?;
-                locations.push(LocationView { matcher: matcher.clone(), var: Some(var.clone()), settings });
+                let t = &targets[&var];
+                let maintenance = Some((t.maint_var.clone(), t.maint_uri.clone()));
+                locations.push(LocationView { matcher: matcher.clone(), var: Some(var.clone()), settings, maintenance });
             }
         }
     }
@@ -243,7 +293,7 @@ pub fn render_routes(stack: &Stack, routed: &[(String, Route)], token: &str) -> 
         .into_iter()
         .map(|(names, mut locations)| {
             if !locations.iter().any(|l| l.matcher == "/") {
-                locations.push(LocationView { matcher: "/".into(), var: None, settings: SettingsView::unchecked(&RouteSettings::default()) });
+                locations.push(LocationView { matcher: "/".into(), var: None, settings: SettingsView::unchecked(&RouteSettings::default()), maintenance: None });
             }
             locations.sort_by(|a, b| a.matcher.cmp(&b.matcher));
             let default = names.is_empty();
@@ -265,6 +315,7 @@ pub fn render_routes(stack: &Stack, routed: &[(String, Route)], token: &str) -> 
         loaded_var: nginx_var("loaded", &stack.name, None),
         upgrade_var: nginx_var("upgrade", &stack.name, None),
         own_var: nginx_var("own", &stack.name, None),
+        retry_after: retry_after.as_secs(),
         log_format: log_format_name(&stack.name),
         routes,
         servers,

@@ -157,6 +157,27 @@ impl<E: Engine> NginxProxy<'_, E> {
         Ok(self.engine.put_files(container, &self.config_dir, &missing).await?)
     }
 
+    /// Write `content` as `name` in the config directory of every replica, unless it is there
+    /// already: uploaded beside it, then renamed over it (`mv`, one atomic rename), so nginx
+    /// never serves a half-written or missing file. Replicas on one node share the volume:
+    /// each is looked at again before its write.
+    pub async fn put_atomically(&self, name: &str, content: &[u8]) -> Result<(), ProxyError> {
+        let path = format!("{}/{name}", self.config_dir);
+        let staged = format!(".{name}.stackctl-new");
+        for c in self.containers().await? {
+            if self.engine.get_file(&c, &path).await?.as_deref() == Some(content) {
+                continue;
+            }
+            self.engine.put_file(&c, &self.config_dir, &staged, content).await?;
+            let staged_path = format!("{}/{staged}", self.config_dir);
+            let out = self.engine.exec(&c, &["mv", "-f", &staged_path, &path]).await?;
+            if out.exit_code != 0 {
+                return Err(ProxyError::SwitchFile { container: c, output: format!("mv: {}", out.output.trim()) });
+            }
+        }
+        Ok(())
+    }
+
     /// The Docker API cannot delete a file, but it can put an empty directory in its place,
     /// which nginx's `-f` test does not count as a file: one upload, no process started in
     /// the container (an `rm` by exec took ~0.2 s under load, on the way back to blue).

@@ -203,6 +203,19 @@ const RESERVED_HEADERS: [&str; 12] = [
     "x-forwarded-proto",
 ];
 
+/// Longest `x-stackctl.maintenance.retry_after`: a day. Clients wait that long before asking
+/// again; anything longer is a typo.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` (rendered into nginx's config as a number of seconds): whole seconds, from 1s
+/// to [`MAX_RETRY_AFTER`].
+pub fn check_retry_after(d: Duration) -> Result<(), String> {
+    if d.subsec_nanos() != 0 || d.is_zero() || d > MAX_RETRY_AFTER {
+        return Err(format!("retry_after must be whole seconds from 1s to 24h (Retry-After counts seconds), not {d:?}"));
+    }
+    Ok(())
+}
+
 /// `client_max_body_size` in bytes: at most [`MAX_BODY_SIZE`].
 pub fn check_body_size(bytes: u64) -> Result<(), String> {
     if bytes > MAX_BODY_SIZE {

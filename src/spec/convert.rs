@@ -434,7 +434,22 @@ impl Cx<'_, '_> {
             .ok(&key_path(&field, "config_dir"), check_container_dir("config_dir", &config_dir))
             .map(|()| config_dir);
         let gate = self.gate(&key_path(FIELD, "gate"), raw.gate);
-        Some(StackX { proxy: ProxyX { service: service?, url: url?, listen: listen?, config_dir: config_dir? }, keep, history, gate })
+        let maintenance = self.maintenance(&key_path(FIELD, "maintenance"), raw.maintenance);
+        Some(StackX { proxy: ProxyX { service: service?, url: url?, listen: listen?, config_dir: config_dir? }, keep, history, gate, maintenance })
+    }
+
+    /// `x-stackctl.maintenance`: `retry_after` (whole seconds, by the allowlist, as it is
+    /// rendered into nginx's config) and `page` (a file beside the stack file).
+    fn maintenance(&mut self, field: &str, raw: Option<RawMaintenance>) -> MaintenanceSpec {
+        let defaults = MaintenanceSpec::default();
+        let Some(raw) = raw else { return defaults };
+        let retry_field = key_path(field, "retry_after");
+        let retry_after = match self.duration(&retry_field, raw.retry_after) {
+            Some(d) => self.ok(&retry_field, allow::check_retry_after(d)).map_or(defaults.retry_after, |()| d),
+            None => defaults.retry_after,
+        };
+        let page = raw.page.and_then(|file| self.read_object_file(&key_path(field, "page"), &file));
+        MaintenanceSpec { retry_after, page }
     }
 
     fn check_image_overrides(&mut self, services: &BTreeMap<String, RawService>) {

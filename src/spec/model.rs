@@ -54,7 +54,31 @@ pub struct StackX {
     pub history: u32,
     /// What `stackctl gate` checks before a release moves on (`x-stackctl.gate`).
     pub gate: GateSpec,
+    /// What users get while `stackctl maintenance on` holds a service (`x-stackctl.maintenance`).
+    pub maintenance: MaintenanceSpec,
 }
+
+/// `x-stackctl.maintenance`: the answer nginx gives instead of the release while a service is
+/// in maintenance. Both fields have defaults, so every stack can be put in maintenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceSpec {
+    /// The `Retry-After` header, in whole seconds (it is rendered into nginx's config, so a
+    /// change reaches nginx with the next deploy).
+    pub retry_after: Duration,
+    /// The page's bytes (`page:`, a file read relative to the stack file); `None`: a short
+    /// built-in text. Written into nginx's config directory by `maintenance on`, never into the
+    /// config itself, so changing it needs no reload.
+    pub page: Option<Vec<u8>>,
+}
+
+impl Default for MaintenanceSpec {
+    fn default() -> MaintenanceSpec {
+        MaintenanceSpec { retry_after: Duration::from_secs(DEFAULT_RETRY_AFTER_SECS), page: None }
+    }
+}
+
+/// `Retry-After` when the file does not say.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 60;
 
 /// `x-stackctl.gate`: the checks of `stackctl gate`. Every field has a default, so a stack
 /// without the block is still gated on its tasks and its users' answers.

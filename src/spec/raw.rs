@@ -785,6 +785,14 @@ pub struct RawStackX {
     pub keep: Option<Num<u32>>,
     pub history: Option<Num<u32>>,
     pub gate: Option<RawGate>,
+    pub maintenance: Option<RawMaintenance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub retry_after: Option<Text>,
+    pub page: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -202,6 +202,7 @@ fn demo_stack_loads_into_the_exact_model() {
             keep: 2,
             history: 100,
             gate: GateSpec::default(),
+            maintenance: Default::default(),
         },
         environment: Environment::default(),
     };
