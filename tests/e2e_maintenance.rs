@@ -52,6 +52,8 @@ fn maintenance_serves_503_with_retry_after_and_the_page_and_back_without_a_faile
     assert_eq!(s.get("/").map(|b| b.trim().to_string()).as_deref(), Ok("v1"));
 
     let load = Load::steady(&format!("127.0.0.1:{}", s.port));
+    // Users on the release first, so the switch to maintenance has traffic on both sides.
+    load.wait_answers_since(Duration::ZERO, 50);
     let on_started = load.now();
     let out = s.stackctl(&["maintenance", "on", file, "--service", "web", "--output", "json"]);
     let on_done = load.now();
