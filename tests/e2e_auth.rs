@@ -304,7 +304,7 @@ services:
         let live = docker(&["exec", &proxy, "cat", "/etc/nginx/stackctl/live.conf"]);
         assert!(live.contains("upstream") || live.contains("server"), "live.conf looks empty: {live}");
         self.rig.assert_clean("live.conf in nginx", &live);
-        let all = docker(&["exec", &proxy, "sh", "-c", "cat /etc/nginx/stackctl/* /etc/nginx/nginx.conf /etc/nginx/conf.d/*"]);
+        let all = docker(&["exec", &proxy, "sh", "-c", "for f in /etc/nginx/stackctl/* /etc/nginx/stackctl/.[!.]* /etc/nginx/nginx.conf /etc/nginx/conf.d/*; do if [ -f \"$f\" ]; then cat \"$f\"; fi; done"]);
         self.rig.assert_clean("nginx configuration", &all);
 
         // The stack record and any other Swarm config stackctl wrote (data and labels).

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -285,22 +285,24 @@ fn paused_deploy_then(s: &TestStack, point: &str, meanwhile: impl FnOnce()) -> (
     (code, err)
 }
 
-/// Green breaks in its watch window and the switch file cannot be removed (`rm` fails in the
-/// nginx container): the switch back cannot happen, so users stay on the broken green. Exit
-/// 3, and the message says so.
+/// Green breaks in its watch window and the switch file cannot be removed (made immutable,
+/// `chattr +i`, in the volume on this host: the engine cannot put the directory that means
+/// "blue" in its place): the switch back cannot happen, so users stay on the broken green.
+/// Exit 3, and the message says so.
 #[test]
 #[ignore = "needs the rig: a Swarm engine, nginx and registry images (tests/rig/setup.sh); run tests/run-all.sh"]
 fn a_failed_switch_back_exits_3() {
     let _g = serial();
     let s = TestStack::new("e2eclaimback", 18702);
+    let volume = format!("{}_stackctl-proxy", s.name);
+    let file = || format!("{}/live-green-web", docker(&["volume", "inspect", &volume, "--format", "{{.Mountpoint}}"]).trim());
     let (code, err) = paused_deploy_then(&s, "switched", || {
-        let nginx = s.containers("proxy").pop().expect("an nginx container");
-        // r1 is blue, r2 green: going back removes the switch file, and `rm` now fails.
-        docker(&["exec", &nginx, "sh", "-c", "printf '#!/bin/sh\\necho trapped >&2\\nexit 1\\n' >/usr/local/bin/rm; chmod +x /usr/local/bin/rm"]);
-        assert!(docker_maybe(&["exec", &nginx, "rm", "-f", "/tmp/x"]).is_err(), "rm fails with the trap");
+        // r1 is blue, r2 green: going back replaces the switch file, which now cannot go.
+        assert!(Command::new("chattr").args(["+i", &file()]).status().unwrap().success(), "chattr +i {}", file());
         // Green's tasks go away: its watch fails.
         docker(&["service", "scale", "--detach", &format!("{}=0", s.swarm("web-r2"))]);
     });
+    let _ = Command::new("chattr").args(["-i", &file()]).status();
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("green failed after the switch: "), "{err}");
     assert!(err.contains("switching back to r1 failed: could not change the switch file in nginx's container"), "{err}");

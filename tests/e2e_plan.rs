@@ -51,7 +51,7 @@ fn snapshot(nginx: Option<&str>) -> Vec<(String, String)> {
         snap.push(("record".to_string(), docker(&["config", "inspect", &record, "--format", "{{json .Version}} {{json .Spec.Labels}}"])));
     }
     if let Some(c) = nginx {
-        let dir = docker(&["exec", c, "sh", "-c", "cd /etc/nginx/stackctl && ls -la --full-time && md5sum *"]);
+        let dir = docker(&["exec", c, "sh", "-c", "cd /etc/nginx/stackctl && ls -la --full-time && for f in *; do if [ -f \"$f\" ]; then md5sum \"$f\"; fi; done"]);
         snap.push(("nginx files".to_string(), dir));
         snap.push(("nginx live.conf".to_string(), docker(&["exec", c, "cat", "/etc/nginx/stackctl/live.conf"])));
         snap.push(("nginx reloads".to_string(), nginx_reloads(c).to_string()));

@@ -183,7 +183,8 @@ impl<E: Engine> NginxProxy<'_, E> {
     /// the container (an `rm` by exec took ~0.2 s under load, on the way back to blue).
     async fn delete_files(&self, container: &str, files: &[String]) -> Result<(), ProxyError> {
         let names: Vec<&str> = files.iter().map(String::as_str).collect();
-        Ok(self.engine.put_dirs(container, &self.config_dir, &names).await?)
+        (self.engine.put_dirs(container, &self.config_dir, &names).await)
+            .map_err(|e| ProxyError::SwitchFile { container: container.to_string(), output: e.to_string() })
     }
 
     /// [`Proxy::install`], passing the test-only pause point `pause` (see [`crate::faults`])
