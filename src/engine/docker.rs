@@ -584,47 +584,13 @@ impl Engine for DockerEngine {
     }
 
     async fn put_files(&self, container: &str, dir: &str, files: &[(&str, &[u8])]) -> Result<()> {
-        let names = files.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-        let bad = |e: std::io::Error| EngineError::Other(format!("building tar for {names}: {e}"));
-        let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, content) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(content.len() as u64);
-            header.set_mode(0o644);
-            header.set_mtime(mtime);
-            header.set_cksum();
-            builder.append_data(&mut header, name, *content).map_err(bad)?;
-        }
-        let archive = builder.into_inner().map_err(bad)?;
-        let opts = UploadToContainerOptions { path: dir.to_string(), ..Default::default() };
-        self.docker
-            .upload_to_container(container, Some(opts), bollard::body_full(archive.into()))
-            .await
-            .map_err(|e| self.map(&format!("write {names} in {dir} of {}", short(container)), e))
+        let entries: Vec<(&str, Option<&[u8]>)> = files.iter().map(|(n, c)| (*n, Some(*c))).collect();
+        self.upload(container, dir, &entries).await
     }
 
     async fn put_dirs(&self, container: &str, dir: &str, names: &[&str]) -> Result<()> {
-        let joined = names.join(", ");
-        let bad = |e: std::io::Error| EngineError::Other(format!("building tar for {joined}: {e}"));
-        let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut builder = tar::Builder::new(Vec::new());
-        for name in names {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            header.set_mode(0o755);
-            header.set_mtime(mtime);
-            header.set_cksum();
-            builder.append_data(&mut header, format!("{name}/"), std::io::empty()).map_err(bad)?;
-        }
-        let archive = builder.into_inner().map_err(bad)?;
-        // The engine replaces a file by a directory of the same name only when told it may.
-        let opts = UploadToContainerOptions { path: dir.to_string(), no_overwrite_dir_non_dir: Some("false".into()), ..Default::default() };
-        self.docker
-            .upload_to_container(container, Some(opts), bollard::body_full(archive.into()))
-            .await
-            .map_err(|e| self.map(&format!("replace {joined} in {dir} of {}", short(container)), e))
+        let entries: Vec<(&str, Option<&[u8]>)> = names.iter().map(|n| (*n, None)).collect();
+        self.upload(container, dir, &entries).await
     }
 
     async fn container_health(&self, container: &str) -> Result<Option<String>> {
@@ -684,6 +650,43 @@ use super::short_id as short;
 
 /// The regular files one level below the top of a directory's archive, by name: the archive
 /// of `/etc/stackctl` holds `stackctl/`, `stackctl/live.conf`, ...
+impl DockerEngine {
+    /// One tar upload into `dir`: a file for `(name, Some(content))`, an empty directory for
+    /// `(name, None)`. Each entry replaces what had its name, a file by a directory too (the
+    /// engine does that only when told it may).
+    async fn upload(&self, container: &str, dir: &str, entries: &[(&str, Option<&[u8]>)]) -> Result<()> {
+        let names = entries.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        let bad = |e: std::io::Error| EngineError::Other(format!("building tar for {names}: {e}"));
+        let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, content) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_mtime(mtime);
+            match content {
+                Some(content) => {
+                    header.set_size(content.len() as u64);
+                    header.set_mode(0o644);
+                    header.set_cksum();
+                    builder.append_data(&mut header, name, *content).map_err(bad)?;
+                }
+                None => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    header.set_mode(0o755);
+                    header.set_cksum();
+                    builder.append_data(&mut header, format!("{name}/"), std::io::empty()).map_err(bad)?;
+                }
+            }
+        }
+        let archive = builder.into_inner().map_err(bad)?;
+        let opts = UploadToContainerOptions { path: dir.to_string(), no_overwrite_dir_non_dir: Some("false".into()), ..Default::default() };
+        self.docker
+            .upload_to_container(container, Some(opts), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| self.map(&format!("write {names} in {dir} of {}", short(container)), e))
+    }
+}
+
 fn files_in_dir(tar_bytes: &[u8]) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
     let mut files = BTreeMap::new();
     let mut archive = tar::Archive::new(tar_bytes);
