@@ -155,6 +155,7 @@ async fn run<E: Engine + Clone + 'static>(
         refs: ObjectRefs { configs: BTreeMap::new(), secrets: BTreeMap::new() },
         recorded_specs: BTreeMap::new(),
         nginx_seen: Default::default(),
+        prestarted: Vec::new(),
     };
     let verb = run.verb.as_str();
     // The record as the lock found it: history tells from it which release a failure used up.
@@ -208,6 +209,9 @@ struct Run<'a, E: Engine + Clone + 'static> {
     /// meanwhile; reading it once instead of at every step is what makes a rollback to a
     /// standby fast (see [`Run::nginx_files`]).
     nginx_seen: std::sync::Mutex<Option<NginxFiles>>,
+    /// Retained releases a rollback began scaling up while it read nginx (see
+    /// [`plan::retained_to_start`]); `bring_up` takes them instead of starting them again.
+    prestarted: Vec<GreenRelease>,
 }
 
 /// A green being brought up.
@@ -321,12 +325,64 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         asked_at: &BTreeMap<String, u64>,
     ) -> Result<Outcome3, DeployError> {
         self.ev.phase("plan");
-        let observed = self.observe().await.map_err(refused)?;
-        self.adopt_token().await;
         let services: Vec<String> = match service {
             Some(s) => vec![s],
             None => routed(self.stack).map(|(n, _)| n.clone()).collect(),
         };
+        // Reading nginx's directory is the slowest read (~0.1 s); a retained release that
+        // nothing there can change the start of begins scaling up meanwhile.
+        let nginx = NginxProxy::of(self.engine, self.stack);
+        let (files, cluster) = tokio::join!(nginx.files(), self.prestart_retained(&services, to, asked_at));
+        let (cluster, prestarted) = cluster.map_err(refused)?;
+        self.prestarted = prestarted;
+        let observation = cluster.with_nginx(files.ok());
+        *self.seen_nginx() = observation.nginx_files.clone();
+        let observed = observation.observed;
+        self.adopt_token().await;
+        let result = self.rollback_observed(to, &services, asked_at, observed).await;
+        if !self.prestarted.is_empty() {
+            // Not taken by a release: the plan changed once nginx was read, or the run stopped.
+            let unused = std::mem::take(&mut self.prestarted);
+            self.remove_greens(&unused).await;
+        }
+        result
+    }
+
+    /// Scale up the retained releases [`plan::retained_to_start`] names (none when the live
+    /// release changed while the rollback waited for the lock: it is refused). A failure
+    /// puts back what started and leaves it to the ordinary path, which reports it.
+    async fn prestart_retained(
+        &self,
+        services: &[String],
+        to: Option<u64>,
+        asked_at: &BTreeMap<String, u64>,
+    ) -> Result<(observe::Cluster, Vec<GreenRelease>), EngineError> {
+        let cluster = observe::cluster(self.engine, self.stack).await?;
+        let light = cluster.clone().with_nginx(None).observed;
+        if services.iter().any(|s| asked_at.get(s) != light.live.get(s)) {
+            return Ok((cluster, Vec::new()));
+        }
+        let Some(wanted) = plan::retained_to_start(&light, services, to) else { return Ok((cluster, Vec::new())) };
+        let mut started = Vec::new();
+        for r in wanted {
+            match self.start_green(&r.service, Some(r.blue), &r.green, "", r.colour).await {
+                Ok(g) => started.push(g),
+                Err(_) => {
+                    self.remove_greens(&started).await;
+                    return Ok((cluster, Vec::new()));
+                }
+            }
+        }
+        Ok((cluster, started))
+    }
+
+    async fn rollback_observed(
+        &mut self,
+        to: Option<u64>,
+        services: &[String],
+        asked_at: &BTreeMap<String, u64>,
+        observed: Observed,
+    ) -> Result<Outcome3, DeployError> {
         let changed: Vec<String> = services
             .iter()
             .filter(|s| asked_at.get(*s) != observed.live.get(*s))
@@ -670,7 +726,11 @@ impl<'a, E: Engine + Clone + 'static> Run<'a, E> {
         for (service, blue, green) in wanted {
             let hash = hashes.get(&service).map(String::as_str).unwrap_or_default();
             let colour = colour_of(&service);
-            let g = self.start_green(&service, blue, &green, hash, colour).await.map_err(|e| Stop::Failed("creating green", e.to_string()))?;
+            let prestarted = self.prestarted.iter().position(|p| p.service == service && p.release == green.release() && p.colour == colour);
+            let g = match prestarted {
+                Some(i) => self.prestarted.remove(i),
+                None => self.start_green(&service, blue, &green, hash, colour).await.map_err(|e| Stop::Failed("creating green", e.to_string()))?,
+            };
             let how = match (&green, g.created) {
                 (Green::Recreate { .. }, _) => "recreating from the history",
                 (_, true) => "created",

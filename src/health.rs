@@ -53,7 +53,7 @@ pub async fn wait_running<E: Engine>(
 
 /// How often a wait for tasks looks at them again. Every poll late is time users wait for a
 /// rollback or a deploy; a task listing is cheap (one per look for a whole deploy).
-pub const TASK_POLL: Duration = Duration::from_millis(150);
+pub const TASK_POLL: Duration = Duration::from_millis(100);
 
 /// One look at a service's tasks (newest first) during a wait that began at `started`: its
 /// running tasks once there are `replicas` of them, `None` to look again later, or why it
@@ -203,6 +203,10 @@ pub async fn probe_until(
     let mut last = String::from("no probe sent");
     loop {
         attempts += 1;
+        // `interval` runs from one probe's start to the next (as a Docker HEALTHCHECK's does):
+        // a slow answer does not push every later probe back, and the gate takes
+        // `(successes - 1) × interval` plus one answer, not plus one per probe.
+        let sent = Instant::now();
         match probe.send().await.and_then(|r| expect.check(&r)) {
             Ok(()) => {
                 streak += 1;
@@ -215,7 +219,8 @@ pub async fn probe_until(
                 last = e;
             }
         }
-        if Instant::now() + interval > deadline {
+        let next = sent + interval;
+        if next > deadline {
             return Err(HealthError::Probe {
                 what: format!("GET {}{}", probe.authority, probe.path),
                 wanted: successes,
@@ -223,7 +228,7 @@ pub async fn probe_until(
                 last,
             });
         }
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep_until(next).await;
     }
 }
 

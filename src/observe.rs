@@ -29,14 +29,33 @@ pub async fn observe<E: Engine>(engine: &E, stack: &Stack) -> Result<Observation
     // Three independent reads at once (a rollback's time to the flip is mostly these): the
     // services, the record, and one read of nginx's directory (config and switch files).
     let nginx = NginxProxy::of(engine, stack);
-    let (infos, record, files) = tokio::join!(engine.services(&stack.name), record::read(engine, &stack.name), nginx.files());
-    let infos = infos?;
-    let services: Vec<Existing> = infos.iter().filter_map(Existing::from_info).collect();
-    let record = record?.map(|(_, r)| r).unwrap_or_default();
-    let proxy_exists = services.iter().any(|s| s.kind == Some(Kind::Proxy));
-    let (mut routing, mut nginx_config, mut nginx_files) = (None, None, None);
-    if proxy_exists {
-        if let Ok(files) = files {
+    let (cluster, files) = tokio::join!(cluster(engine, stack), nginx.files());
+    Ok(cluster?.with_nginx(files.ok()))
+}
+
+/// The services and the record, without nginx: what a rollback needs to start bringing a
+/// retained release up while nginx's directory is still being read (see [`Cluster::with_nginx`]).
+pub async fn cluster<E: Engine>(engine: &E, stack: &Stack) -> Result<Cluster, EngineError> {
+    let (infos, record) = tokio::join!(engine.services(&stack.name), record::read(engine, &stack.name));
+    Ok(Cluster { infos: infos?, record: record?.map(|(_, r)| r).unwrap_or_default() })
+}
+
+/// Half an observation: the stack's services and its record as read.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub infos: Vec<ServiceInfo>,
+    pub record: record::Record,
+}
+
+impl Cluster {
+    /// The observation, with what nginx's directory says (`None`: unreadable or no nginx, so
+    /// no routing is known).
+    pub fn with_nginx(self, files: Option<NginxFiles>) -> Observation {
+        let Cluster { infos, record } = self;
+        let services: Vec<Existing> = infos.iter().filter_map(Existing::from_info).collect();
+        let proxy_exists = services.iter().any(|s| s.kind == Some(Kind::Proxy));
+        let (mut routing, mut nginx_config, mut nginx_files) = (None, None, None);
+        if let Some(files) = files.filter(|_| proxy_exists) {
             if let Some(text) = files.config() {
                 if let Some(summary) = proxy::parse_summary(&text) {
                     routing = Some(crate::plan::serving(&services, &files.colours(&summary), &record.live));
@@ -45,13 +64,13 @@ pub async fn observe<E: Engine>(engine: &E, stack: &Stack) -> Result<Observation
             }
             nginx_files = Some(files);
         }
+        // A recorded live release whose service is gone (removed by hand) is no live release:
+        // routing must not look for its tasks, and the next switch records the new one.
+        let mut live = record.live;
+        live.retain(|service, n| services.iter().any(|s| &s.service == service && s.release == Some(*n) && s.kind == Some(Kind::Routed)));
+        let observed = Observed { live, seq: record.seq, services, routing, now: record::now_unix() };
+        Observation { observed, infos, nginx_config, nginx_files, lock: record.lock }
     }
-    // A recorded live release whose service is gone (removed by hand) is no live release:
-    // routing must not look for its tasks, and the next switch records the new one.
-    let mut live = record.live;
-    live.retain(|service, n| services.iter().any(|s| &s.service == service && s.release == Some(*n) && s.kind == Some(Kind::Routed)));
-    let observed = Observed { live, seq: record.seq, services, routing, now: record::now_unix() };
-    Ok(Observation { observed, infos, nginx_config, nginx_files, lock: record.lock })
 }
 
 /// `ip:port` of those of `ids` (running tasks of the release `swarm_name` of the routed

@@ -408,6 +408,44 @@ pub fn is_final_without_history(plan: &Plan, to: Option<u64>) -> bool {
         })
 }
 
+/// A retained release a rollback brings back, decided before nginx's directory is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retained {
+    pub service: String,
+    /// The live release it goes back from.
+    pub blue: u64,
+    pub green: Green,
+    /// The colour it takes: the other than the live release's.
+    pub colour: release::Color,
+}
+
+/// The retained releases (at zero replicas) a rollback can start scaling up from the services
+/// and the record alone, while nginx's directory is still being read: the rollback is
+/// [final without the history](is_final_without_history), and nothing of what bringing them
+/// up needs from nginx matters. Every live release carries its colour (no repaint, whose
+/// colour comes from nginx's files) and nothing else runs under the colour green takes (no
+/// release to make way). `None` otherwise: the rollback reads nginx first, as a deploy does.
+/// What nginx says is checked as soon as it is read (the same [`rollback`] plan, now with
+/// the routing), and a release started for nothing goes back to zero.
+pub fn retained_to_start(observed: &Observed, services: &[String], to: Option<u64>) -> Option<Vec<Retained>> {
+    let plan = rollback(observed, services, to, &BTreeMap::new()).ok()?;
+    if !is_final_without_history(&plan, to) {
+        return None;
+    }
+    let find = |id: &str| observed.services.iter().find(|e| e.id == id);
+    plan.releases()
+        .map(|(service, blue, green)| {
+            let Green::Existing { id, release } = green else { return None };
+            let (blue, green_now) = (blue?, find(id)?);
+            let live = observed.services.iter().find(|e| e.service == service && e.release == Some(blue))?;
+            let colour = live.color?.other();
+            let in_the_way = (observed.services.iter())
+                .any(|e| e.service == service && e.release.is_some_and(|r| r != *release) && e.replicas > 0 && e.color == Some(colour));
+            (green_now.replicas == 0 && !in_the_way).then(|| Retained { service: service.to_string(), blue, green: green.clone(), colour })
+        })
+        .collect()
+}
+
 fn orphan(service: &str, s: &Existing) -> Step {
     Step::RemoveOrphan { service: service.to_string(), release: s.release.unwrap_or(0), id: s.id.clone() }
 }
@@ -777,6 +815,37 @@ mod tests {
         assert!(!is_final_without_history(&rollback(&obs, &["web".into()], Some(2), &none).unwrap(), Some(2)));
         // Nothing to do without the history says nothing: a recorded release may be asked for.
         assert!(!is_final_without_history(&rollback(&obs, &["web".into()], Some(3), &none).unwrap(), Some(3)));
+    }
+
+    #[test]
+    fn a_retained_release_starts_before_nginx_is_read_only_when_nothing_there_could_change_how() {
+        use release::Color::{Blue, Green as GreenColour};
+        let web = vec!["web".to_string()];
+        let coloured = |mut e: Existing, c| {
+            e.color = Some(c);
+            e
+        };
+        // r3 live (green colour), r2 retained at zero: r2 starts under blue before nginx is read.
+        let mut obs = observed(&[("web", 3)], 3, vec![routed("web", 2, "b", 0), coloured(routed("web", 3, "c", 2), GreenColour)]);
+        obs.routing = None;
+        let started = retained_to_start(&obs, &web, None).expect("retained right below the live release");
+        assert_eq!(started, vec![Retained { service: "web".into(), blue: 3, green: Green::Existing { release: 2, id: "id-web-2".into() }, colour: Blue }]);
+        // A live release without its colour is repainted from nginx's files: wait for them.
+        let plain = observed(&[("web", 3)], 3, vec![routed("web", 2, "b", 0), routed("web", 3, "c", 2)]);
+        assert_eq!(retained_to_start(&plain, &web, None), None);
+        // A release still up (a standby: the flip's business), or another one running under
+        // the colour green takes (it must make way first): not started early.
+        let standby = observed(&[("web", 3)], 3, vec![coloured(routed("web", 2, "b", 2), Blue), coloured(routed("web", 3, "c", 2), GreenColour)]);
+        assert_eq!(retained_to_start(&standby, &web, None), None);
+        let in_the_way = observed(
+            &[("web", 3)],
+            4,
+            vec![routed("web", 2, "b", 0), coloured(routed("web", 3, "c", 2), GreenColour), coloured(routed("web", 4, "d", 1), Blue)],
+        );
+        assert_eq!(retained_to_start(&in_the_way, &web, None), None);
+        // Going further back than the release right below may need the history.
+        let deeper = observed(&[("web", 3)], 3, vec![routed("web", 1, "a", 0), coloured(routed("web", 3, "c", 2), GreenColour)]);
+        assert_eq!(retained_to_start(&deeper, &web, None), None);
     }
 
     #[test]
