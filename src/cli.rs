@@ -109,7 +109,8 @@ pub struct ReconcileArgs {
     /// Show what would be repaired; change nothing and take no lock.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print nothing when every stack is in sync (what cron wants: mail only on drift).
+    /// No progress, and nothing at all when every stack is in sync (what cron wants: mail only
+    /// on drift or an error).
     #[arg(long, short)]
     pub quiet: bool,
     /// Environment of the stack files (as `deploy --env`).

@@ -393,7 +393,8 @@ async fn maintenance(args: &cli::MaintenanceArgs) -> i32 {
 /// reported before any engine is asked.
 async fn reconcile(args: &cli::ReconcileArgs) -> i32 {
     use stackctl::reconcile::{self, Report, Target};
-    let out = Events::new(args.output, args.events == Format::Json);
+    // Quiet is for cron, which mails whatever is printed: no progress either.
+    let out = if args.quiet { Events::silent() } else { Events::new(args.output, args.events == Format::Json) };
     let mut targets = Vec::new();
     for file in &args.files {
         match load(&args.stack(file), Default::default(), &out) {
