@@ -27,6 +27,8 @@ Examples:
   stackctl maintenance off stacks/demo.yml
   stackctl deploy stacks/shop.yml --env staging  # shop.yml with shop.staging.yml over it
   stackctl status stacks/shop.yml --env production --context prod
+  stackctl reconcile --all --quiet               # cron: put back drift, mail only when any
+  stackctl reconcile stacks/demo.yml --dry-run --output json
 
 Exit codes:
   0  success (including \"nothing to do\"); plan: the deploy would change nothing
@@ -37,6 +39,8 @@ Exit codes:
   3  the deploy failed and the live release needs attention (see the message)
   4  gate, promote: the gate could not check (engine or nginx unreachable); nothing changed
   5  promote: the --from environment's gate held the release; nothing changed
+  6  reconcile: drift found and repaired (--dry-run: found, would be repaired)
+  7  reconcile: drift that needs a person (a changed proxy or stateful service, ...)
   10 plan: the deploy would change something (nothing was changed)
 
 Environment:
@@ -86,6 +90,48 @@ pub enum Command {
     /// when already so), 1 refused or failed, 2 usage or stack-file error.
     #[command(after_help = EXAMPLES)]
     Maintenance(MaintenanceArgs),
+    /// Put back what drifted from the last recorded release (cron): services changed or
+    /// scaled by hand, nginx's config and routing, leftovers of an interrupted deploy, a stale
+    /// lock. A stack file that differs from the record is reported, never applied. Exit 0 in
+    /// sync (or busy, skipped), 6 repaired, 7 drift that needs a person, 1 error, 2 usage.
+    #[command(after_help = EXAMPLES)]
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Stack files naming the stacks (what should run is still what was last deployed).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub files: Vec<PathBuf>,
+    /// Every stack stackctl manages on the engine (found by the label of its record).
+    #[arg(long)]
+    pub all: bool,
+    /// Show what would be repaired; change nothing and take no lock.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress, and nothing at all when every stack is in sync (what cron wants: mail only
+    /// on drift or an error).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Environment of the stack files (as `deploy --env`).
+    #[arg(long = "env", value_name = "NAME", value_parser = parse_environment)]
+    pub env: Option<String>,
+    /// Docker context whose engine to use (`docker context ls`).
+    #[arg(long, value_name = "NAME", value_parser = parse_context)]
+    pub context: Option<String>,
+    /// Result format on stdout; progress always goes to stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
+    /// Progress on stderr: text or json (one JSON object per event and line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub events: Format,
+}
+
+impl ReconcileArgs {
+    /// The stack arguments of one of the files.
+    pub fn stack(&self, file: &std::path::Path) -> StackArgs {
+        StackArgs { file: file.to_path_buf(), name: None, env: self.env.clone(), context: self.context.clone(), output: self.output, events: self.events }
+    }
 }
 
 /// `on` or `off`.
@@ -377,6 +423,17 @@ mod tests {
     }
 
     #[test]
+    fn cli_parses_reconcile_of_files_or_all_never_both_nor_neither() {
+        let cli = Cli::try_parse_from(["stackctl", "reconcile", "a.yml", "b.yml", "--dry-run", "-q", "--output", "json"]).unwrap();
+        let Command::Reconcile(r) = cli.command else { panic!("not reconcile") };
+        assert_eq!((r.files.len(), r.all, r.dry_run, r.quiet, r.output), (2, false, true, true, Format::Json));
+        let Command::Reconcile(r) = Cli::try_parse_from(["stackctl", "reconcile", "--all"]).unwrap().command else { panic!("not reconcile") };
+        assert!(r.all && r.files.is_empty());
+        assert!(Cli::try_parse_from(["stackctl", "reconcile"]).is_err());
+        assert!(Cli::try_parse_from(["stackctl", "reconcile", "--all", "a.yml"]).is_err());
+    }
+
+    #[test]
     fn cli_parses_down() {
         let cli = Cli::try_parse_from(["stackctl", "down", "s.yml", "--yes", "--name", "x", "--output", "json"]).unwrap();
         let Command::Down(d) = cli.command else { panic!("not down") };
@@ -399,7 +456,7 @@ mod tests {
                 Command::Down(a) => a.stack,
                 Command::Gate(a) => a.stack,
                 Command::Maintenance(a) => a.stack,
-                Command::Promote(_) => unreachable!("promote takes --from and --to, not --env"),
+                Command::Promote(_) | Command::Reconcile(_) => unreachable!("not in the list"),
             };
             assert_eq!((stack.env.as_deref(), stack.context.as_deref()), (Some("staging"), Some("stage-1")), "{command}");
         }

@@ -1922,7 +1922,7 @@ where
 }
 
 /// `spec` with `replicas` replicas.
-fn scaled(spec: &ServiceSpec, replicas: u64) -> ServiceSpec {
+pub(crate) fn scaled(spec: &ServiceSpec, replicas: u64) -> ServiceSpec {
     let mut spec = spec.clone();
     spec.mode = Some(ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: Some(replicas as i64) }), ..Default::default() });
     spec

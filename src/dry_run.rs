@@ -139,7 +139,7 @@ impl StepLine {
     }
 
     /// Actions that change nothing in the cluster.
-    fn is_change(&self) -> bool {
+    pub fn is_change(&self) -> bool {
         !matches!(self.action.as_str(), "nothing" | "proxy-drift" | "stateful-drift")
     }
 }

@@ -252,6 +252,7 @@ async fn record<E: Engine>(engine: &E, stack: &Stack, report: &Report, out: &Eve
         checks: report.checks.clone(),
         promoted_from: None,
         maintenance: Vec::new(),
+        repairs: Vec::new(),
     };
     match history::append_unlocked(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => Some(done.number),

@@ -51,6 +51,8 @@ pub enum Verb {
     Gate,
     /// `stackctl maintenance on|off`: which services it put in or took out of maintenance.
     Maintenance,
+    /// `stackctl reconcile`: what it put back as the newest entry with specs recorded it.
+    Reconcile,
 }
 
 /// How it ended.
@@ -75,6 +77,8 @@ pub enum Outcome {
     On,
     /// `maintenance off`: they reach the release again.
     Off,
+    /// `reconcile` found drift and put back what the history recorded ([`Entry::repairs`]).
+    Repaired,
 }
 
 impl Outcome {
@@ -90,6 +94,7 @@ impl Outcome {
             Outcome::Inconclusive => "inconclusive",
             Outcome::On => "on",
             Outcome::Off => "off",
+            Outcome::Repaired => "repaired",
         }
     }
 }
@@ -192,6 +197,9 @@ pub struct Entry {
     /// `stackctl maintenance`: the routed services it switched on or off (see `outcome`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maintenance: Vec<String>,
+    /// `stackctl reconcile`: one line per repair (what drifted, what was done about it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<String>,
 }
 
 /// The environment a promoted release came from, as it was when the promote ran.
@@ -221,7 +229,7 @@ impl Entry {
         if self.services.iter().any(|s| s.switched) {
             return self.services.iter().any(|s| s.switched && s.service == service);
         }
-        !matches!(self.outcome, Outcome::Deployed | Outcome::Unchanged)
+        !matches!(self.outcome, Outcome::Deployed | Outcome::Unchanged | Outcome::Repaired)
             && (self.services.is_empty() || self.services.iter().any(|s| s.service == service))
     }
 
@@ -237,6 +245,9 @@ impl Entry {
     fn own_changes(&self) -> String {
         if self.verb == Verb::Maintenance {
             return format!("maintenance {} {}", self.outcome.as_str(), self.maintenance.join(", "));
+        }
+        if self.verb == Verb::Reconcile {
+            return format!("{} repair(s)", self.repairs.len());
         }
         if self.verb == Verb::Gate {
             return self.services.iter().map(|s| format!("{} r{}", s.service, s.release)).collect::<Vec<_>>().join(", ");
@@ -470,7 +481,9 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         }
     }
     // Plain services too: a rollback puts them back as they were with the routed releases.
-    for (service, _) in stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Plain)) {
+    // Stateful services and the proxy as well, never to be put back but so that `reconcile`
+    // can tell a change made to them by hand (it reports those to a person).
+    for (service, _) in stack.services.iter().filter(|(_, s)| matches!(s.role, Role::Plain | Role::Stateful | Role::Proxy)) {
         let swarm_name = release::plain_name(&stack.name, service);
         match read(swarm_name.clone()).await {
             Ok(Some(info)) => {
@@ -499,6 +512,7 @@ pub async fn record_deploy<E: Engine + Clone + 'static>(
         checks: Vec::new(),
         promoted_from: origin.cloned(),
         maintenance: Vec::new(),
+        repairs: Vec::new(),
     };
     match append(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => {
@@ -607,6 +621,7 @@ mod tests {
             checks: Vec::new(),
             promoted_from: None,
             maintenance: Vec::new(),
+            repairs: Vec::new(),
         }
     }
 

@@ -25,7 +25,9 @@
 //! - [`deploy`] is the blue-green story in one readable function; [`status`] reports;
 //!   [`history`] keeps what each deploy did in the cluster (one Swarm config per entry);
 //!   [`down`] removes a stack and everything stackctl created for it, keeping named volumes;
-//!   [`maintenance`] puts routed services behind a 503 and back, switched by a file in nginx.
+//!   [`maintenance`] puts routed services behind a 503 and back, switched by a file in nginx;
+//!   [`reconcile`] (cron) puts back what drifted from the last recorded release, the pure
+//!   [`drift`] deciding what drifted and what to do about it.
 //! - [`cli`] turns arguments into requests; `main.rs` maps errors to exit codes; [`context`]
 //!   picks the engine (`--context`, `DOCKER_HOST`, `DOCKER_CONTEXT`, `x-stackctl.context`).
 //! - [`cancel`] turns SIGINT/SIGTERM into a flag the deploy checks; [`faults`] holds the
@@ -38,6 +40,7 @@ pub mod context;
 pub mod deploy;
 pub mod desired;
 pub mod down;
+pub mod drift;
 pub mod dry_run;
 pub mod engine;
 pub mod faults;
@@ -52,6 +55,7 @@ pub mod events;
 pub mod plan;
 pub mod promote;
 pub mod proxy;
+pub mod reconcile;
 pub mod record;
 pub mod release;
 pub mod spec;

@@ -62,6 +62,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Gate(args) => gate(&args).await,
         Command::Promote(args) => promote(&args).await,
         Command::Maintenance(args) => maintenance(&args).await,
+        Command::Reconcile(args) => reconcile(&args).await,
         Command::Deploy(args) => {
             let format = args.stack.output;
             let out = args.stack.events();
@@ -387,6 +388,69 @@ async fn maintenance(args: &cli::MaintenanceArgs) -> i32 {
     print_result(format, result, &out, stackctl::maintenance::MaintenanceReport::to_text)
 }
 
+/// The reconcile command: each stack file (or every stack with `--all`) in turn; the exit code
+/// is the worst stack's (see stackctl::reconcile). Stack-file errors are usage errors (2),
+/// reported before any engine is asked.
+async fn reconcile(args: &cli::ReconcileArgs) -> i32 {
+    use stackctl::reconcile::{self, Report, Target};
+    // Quiet is for cron, which mails whatever is printed: no progress either.
+    let out = if args.quiet { Events::silent() } else { Events::new(args.output, args.events == Format::Json) };
+    let mut targets = Vec::new();
+    for file in &args.files {
+        match load(&args.stack(file), Default::default(), &out) {
+            Ok(stack) => targets.push(Target { stack: stack.name.clone(), file: Some(stack) }),
+            Err(e) => {
+                report_error(args.output, &e, &out);
+                return e.exit_code();
+            }
+        }
+    }
+    let mut stacks = Vec::new();
+    if args.all {
+        let result = async {
+            let engine = engine_of(args.context.as_deref(), None).await?;
+            let names = reconcile::all_stacks(&engine).await.map_err(|e| DeployError::Refused(format!("cannot list the stacks stackctl manages: {e}")))?;
+            Ok::<_, DeployError>((engine, names))
+        }
+        .await;
+        let (engine, names) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                report_error(args.output, &e, &out);
+                return reconcile::EXIT_ERROR;
+            }
+        };
+        for stack in names {
+            stacks.push(reconcile::reconcile(&engine, &Target { stack, file: None }, args.dry_run, &out).await);
+        }
+    } else {
+        for target in &targets {
+            let file = target.file.as_ref().expect("targets from files");
+            match engine_of(args.context.as_deref(), file.environment.context.as_deref()).await {
+                Ok(engine) => stacks.push(reconcile::reconcile(&engine, target, args.dry_run, &out).await),
+                Err(e) => stacks.push(reconcile::StackReport {
+                    stack: target.stack.clone(),
+                    status: reconcile::Status::Error,
+                    findings: Vec::new(),
+                    pending: Vec::new(),
+                    detail: Some(e.to_string()),
+                    history_entry: None,
+                    seconds: 0.0,
+                }),
+            }
+        }
+    }
+    out.end_phase();
+    let report = Report::new(stacks, args.dry_run);
+    if !(args.quiet && report.exit_code == reconcile::EXIT_IN_SYNC) {
+        match args.output {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serialises")),
+            Format::Text => print!("{}", report.to_text()),
+        }
+    }
+    report.exit_code
+}
+
 /// Print a command's report (its text, or JSON) and exit 0, or its error and its exit code.
 fn print_result<R: serde::Serialize>(format: Format, result: Result<R, DeployError>, out: &Events, text: impl Fn(&R) -> String) -> i32 {
     match result {
@@ -469,8 +533,12 @@ fn confirm(yes: bool, found: &down::Found) -> Result<(), i32> {
 
 /// The engine of the stack's environment (see stackctl::context for the order of the sources).
 async fn engine(args: &StackArgs, stack: &spec::Stack) -> Result<Engine, DeployError> {
-    let target = stackctl::context::resolve(args.context.as_deref(), |name| std::env::var(name).ok(), stack.environment.context.as_deref())
-        .map_err(DeployError::Refused)?;
+    engine_of(args.context.as_deref(), stack.environment.context.as_deref()).await
+}
+
+/// The engine `--context` names, else the environment's, else the stack file's context.
+async fn engine_of(context: Option<&str>, file_context: Option<&str>) -> Result<Engine, DeployError> {
+    let target = stackctl::context::resolve(context, |name| std::env::var(name).ok(), file_context).map_err(DeployError::Refused)?;
     let connected = match &target.host {
         Some(host) => DockerEngine::connect_to(host).await,
         None => DockerEngine::connect().await,

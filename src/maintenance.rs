@@ -174,6 +174,7 @@ async fn record_history<E: Engine>(engine: &E, stack: &Stack, on: bool, changed:
         checks: Vec::new(),
         promoted_from: None,
         maintenance: changed.to_vec(),
+        repairs: Vec::new(),
     };
     match history::append(engine, &stack.name, stack.x.history, entry).await {
         Ok(done) => Some(done.number),

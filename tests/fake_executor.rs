@@ -1010,3 +1010,70 @@ async fn engine_calls_grow_only_with_the_services_a_deploy_changes() {
     }
     assert!(six.of("put_files") >= 1, "the switch files went in: {six}");
 }
+
+/// The stack file with `web` at `replicas` tasks keeping `keep` old releases.
+fn sized(port: u16, tag: &str, replicas: u64, keep: u32) -> Stack {
+    let text = stack_file(port, 1, tag).replace("keep: 1", &format!("keep: {keep}")).replace("deploy: { replicas: 2 }", &format!("deploy: {{ replicas: {replicas} }}"));
+    spec::load_str(Path::new("fx.yml"), &text, &LoadOptions::default()).expect("valid").stack
+}
+
+#[tokio::test]
+async fn a_no_op_reconcile_costs_the_same_engine_calls_whatever_the_tasks_or_retained_releases() {
+    use stackctl::engine::counting::{Calls, Counting};
+    use stackctl::reconcile::{self, Status, Target};
+    /// Deploy `releases` releases of `web` at `replicas` tasks, then count one reconcile (with
+    /// the file, and without as `--all` runs it).
+    async fn count(replicas: u64, releases: u32) -> (Calls, Calls) {
+        let fake = FakeEngine::new();
+        let port = fake.serve_nginx().await.expect("a loopback port for the fake nginx");
+        let engine = Counting::new(fake);
+        for r in 1..=releases {
+            let stack = sized(port, &format!("v{r}"), replicas, releases);
+            deploy::deploy(&engine, &stack, &Options::default(), &Events::silent()).await.expect("deploy");
+        }
+        engine.take();
+        let bare = Target { stack: STACK.into(), file: None };
+        let report = reconcile::reconcile(&engine, &bare, false, &Events::silent()).await;
+        assert_eq!(report.status, Status::InSync, "{report:?}");
+        let all = engine.take();
+        let file = Target { stack: STACK.into(), file: Some(sized(port, &format!("v{releases}"), replicas, releases)) };
+        let report = reconcile::reconcile(&engine, &file, false, &Events::silent()).await;
+        assert_eq!((report.status, report.pending.len()), (Status::InSync, 0), "{report:?}");
+        (all, engine.take())
+    }
+    let ((one, one_file), (six_tasks, six_file), (five_kept, five_file)) = tokio::join!(count(1, 2), count(6, 2), count(1, 6));
+    println!("no-op reconcile: --all form {one}; with the file {one_file}");
+    assert_eq!(one, six_tasks, "1 task: {one}\n6 tasks: {six_tasks}");
+    assert_eq!(one, five_kept, "1 retained release: {one}\n5 retained: {five_kept}");
+    assert_eq!(one_file.total(), six_file.total(), "with the file, 1 task: {one_file}\n6 tasks: {six_file}");
+    assert_eq!(one_file.total(), five_file.total(), "with the file, 1 retained: {one_file}\n5 retained: {five_file}");
+    assert_eq!(one.of("update_config_labels") + one.of("create_service") + one.of("update_service"), 0, "a no-op writes nothing and takes no lock: {one}");
+}
+
+#[tokio::test]
+async fn reconcile_puts_back_a_live_release_scaled_by_hand_records_it_and_is_then_in_sync() {
+    use stackctl::engine::Engine as _;
+    use stackctl::reconcile::{self, Status, Target};
+    let w = World::new(1).await;
+    w.deploy("v1", &Options::default()).await.expect("v1");
+    let live = w.engine.service("fx_web-r1").await.unwrap().expect("live release");
+    let mut scaled = live.spec.clone();
+    scaled.mode.as_mut().unwrap().replicated.as_mut().unwrap().replicas = Some(5);
+    w.engine.update_service(&live.id, live.version, scaled).await.unwrap();
+
+    let target = Target { stack: STACK.into(), file: None };
+    let dry = reconcile::reconcile(&w.engine, &target, true, &Events::silent()).await;
+    assert_eq!((dry.status, dry.findings[0].result.as_str()), (Status::WouldRepair, "would"), "{dry:?}");
+    assert_eq!(w.releases(), BTreeMap::from([(1, "5".to_string())]), "a dry run changes nothing");
+
+    let done = reconcile::reconcile(&w.engine, &target, false, &Events::silent()).await;
+    assert_eq!(done.status, Status::Repaired, "{done:?}");
+    assert_eq!(done.findings[0].finding.drift, "replicas 5 (recorded 2)");
+    assert_eq!(w.releases(), BTreeMap::from([(1, "2".to_string())]));
+    let (entries, _) = history::read(&w.engine, STACK).await.unwrap();
+    assert_eq!((entries[0].verb, entries[0].outcome, entries[0].who.user.as_str()), (history::Verb::Reconcile, Outcome::Repaired, "reconcile"));
+    assert_eq!(Some(entries[0].number), done.history_entry);
+    assert!(record::read(&w.engine, STACK).await.unwrap().unwrap().1.lock.is_none(), "the lock was given back");
+    let again = reconcile::reconcile(&w.engine, &target, false, &Events::silent()).await;
+    assert_eq!((again.status, again.findings.len()), (Status::InSync, 0), "{again:?}");
+}

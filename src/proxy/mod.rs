@@ -345,6 +345,13 @@ pub fn hash_in(config: &str) -> Option<String> {
     (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hash.to_string())
 }
 
+/// Whether `config` is a rendered config as stackctl wrote it: the hash it carries is the hash
+/// of its own text (rendered with an empty hash, see [`render`]), so a file edited by hand, cut
+/// short or written by something else is told apart without knowing what was deployed.
+pub fn is_intact(config: &str) -> bool {
+    hash_in(config).is_some_and(|hash| content_hash(&config.replace(&hash, "")) == hash)
+}
+
 /// The token a rendered config was rendered with (the value its verification map answers), so
 /// that the next config keeps it and stays the same text. Only someone who can read the config
 /// in nginx learns it.

@@ -426,3 +426,15 @@ fn probes_use_a_host_the_route_matches() {
     let host = probe_host(&route(&["*.example.com"], "/")).unwrap();
     assert!(check_host(&host).is_ok() && host.ends_with(".example.com") && !host.starts_with('.'), "{host}");
 }
+
+#[test]
+fn a_rendered_config_is_intact_and_one_edited_by_hand_is_not() {
+    let routing = vec![("web".into(), route(&[], "/"))];
+    let config = render_routes(&stack(), &routing, TOKEN).unwrap();
+    assert!(is_intact(&config));
+    assert!(config.contains("proxy_pass"));
+    assert!(!is_intact(&config.replacen("proxy_pass", "proxy_pass  ", 1)), "an edited line");
+    assert!(!is_intact(&format!("{config}\n# added by hand\n")), "a line added");
+    assert!(!is_intact(&config[..config.len() / 2]), "cut short");
+    assert!(!is_intact(""));
+}

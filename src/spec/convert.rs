@@ -25,8 +25,8 @@ use super::*;
 use syntax::port_number;
 
 /// `x-stackctl` defaults.
-const DEFAULT_KEEP: u32 = 2;
-const DEFAULT_HISTORY: u32 = 100;
+pub const DEFAULT_KEEP: u32 = 2;
+pub const DEFAULT_HISTORY: u32 = 100;
 /// More entries than anyone reads, and each is a Swarm config every manager stores.
 const MAX_HISTORY: u32 = 10_000;
 const DEFAULT_LISTEN: u16 = 8080;

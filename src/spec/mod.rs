@@ -27,6 +27,7 @@
 pub mod allow;
 mod bounded;
 mod convert;
+pub use convert::{DEFAULT_HISTORY, DEFAULT_KEEP};
 mod interpolate;
 mod locate;
 mod model;
